@@ -1,0 +1,226 @@
+package testpeers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// NginxOptions shape a test's nginx.
+type NginxOptions struct {
+	// Files are written into ConfDir before nginx starts (name → content).
+	Files map[string]string
+	// NoStart leaves nginx stopped (for tests that only run nginx -t).
+	NoStart bool
+}
+
+// NginxPeer is an nginx of the test's own: its own prefix, main config, pid
+// file, logs and free ports. The main config includes ConfDir/*.conf inside
+// http{}, where certmgr's generated file goes.
+type NginxPeer struct {
+	Binary    string
+	Prefix    string // -p
+	MainConf  string // -c
+	ConfDir   string // included as ConfDir/*.conf in http{}
+	Webroot   string // an ACME webroot a generated config can serve
+	ErrorLog  string
+	HTTPPort  int // free ports reserved for the generated config
+	HTTPSPort int
+	proc      *Process
+}
+
+// Nginx writes a main config into a fresh prefix and starts nginx in the
+// foreground; it is stopped when the test ends.
+func Nginx(t testing.TB, opts NginxOptions) *NginxPeer {
+	t.Helper()
+	bin := "/usr/sbin/nginx"
+	if _, err := os.Stat(bin); err != nil {
+		bin = lookBinary(t, "nginx")
+	}
+	prefix := t.TempDir()
+	p := &NginxPeer{
+		Binary:    bin,
+		Prefix:    prefix,
+		MainConf:  filepath.Join(prefix, "nginx.conf"),
+		ConfDir:   filepath.Join(prefix, "conf.d"),
+		Webroot:   filepath.Join(prefix, "webroot"),
+		ErrorLog:  filepath.Join(prefix, "error.log"),
+		HTTPPort:  FreePort(t),
+		HTTPSPort: FreePort(t),
+	}
+	for _, d := range []string{p.ConfDir, p.Webroot, filepath.Join(prefix, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatalf("mkdir %s: %v", d, err)
+		}
+	}
+	// t.TempDir is 0700: worker processes run as root so they can read it.
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;\n"
+	}
+	tmp := filepath.Join(prefix, "tmp")
+	main := fmt.Sprintf(`%sworker_processes 1;
+pid %s/nginx.pid;
+error_log %s info;
+events { worker_connections 1024; }
+http {
+    access_log %s/access.log;
+    client_body_temp_path %s/body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fastcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+    include %s/*.conf;
+}
+`, user, prefix, p.ErrorLog, prefix, tmp, tmp, tmp, tmp, tmp, p.ConfDir)
+	if err := os.WriteFile(p.MainConf, []byte(main), 0o644); err != nil {
+		t.Fatalf("write nginx.conf: %v", err)
+	}
+	for name, content := range opts.Files {
+		if err := os.WriteFile(filepath.Join(p.ConfDir, name), []byte(content), 0o644); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+	}
+	if opts.NoStart {
+		return p
+	}
+	p.Start(t)
+	return p
+}
+
+// Start starts nginx (in the foreground, as a child of the test) on the
+// prefix; Nginx does this unless NoStart is set.
+func (p *NginxPeer) Start(t testing.TB) {
+	t.Helper()
+	p.proc = startProcess(t, filepath.Join(p.Prefix, "stderr.log"), nil, p.Binary,
+		"-p", p.Prefix, "-c", p.MainConf, "-e", p.ErrorLog, "-g", "daemon off;")
+	if err := waitFor(10*time.Second, func() error {
+		_, err := p.masterPID()
+		return err
+	}); err != nil {
+		t.Fatalf("nginx did not start: %v\n%s", err, readTail(p.ErrorLog))
+	}
+}
+
+// Kill stops nginx at once.
+func (p *NginxPeer) Kill() {
+	if p.proc != nil {
+		p.proc.Kill()
+	}
+}
+
+// Args are the flags that point an nginx command at this instance.
+func (p *NginxPeer) Args() []string {
+	return []string{"-p", p.Prefix, "-c", p.MainConf, "-e", p.ErrorLog}
+}
+
+// Test runs nginx -t on the current configuration and returns nginx's own
+// message when it fails.
+func (p *NginxPeer) Test(ctx context.Context) error {
+	return p.run(ctx, "-t", "-q")
+}
+
+// Reload sends the reload signal through nginx -s reload.
+func (p *NginxPeer) Reload(ctx context.Context) error {
+	return p.run(ctx, "-s", "reload")
+}
+
+func (p *NginxPeer) run(ctx context.Context, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, p.Binary, append(p.Args(), args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("nginx %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// ReloadAndWait reloads and waits until a new generation of worker processes
+// has replaced the old one, so the new configuration is being served.
+func (p *NginxPeer) ReloadAndWait(t testing.TB) {
+	t.Helper()
+	before := p.WorkerPIDs(t)
+	if err := p.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitWorkersReplaced(t, before)
+}
+
+// WaitWorkersReplaced waits until none of the before workers is serving.
+func (p *NginxPeer) WaitWorkersReplaced(t testing.TB, before []int) {
+	t.Helper()
+	err := waitFor(15*time.Second, func() error {
+		now := p.WorkerPIDs(t)
+		if len(now) == 0 {
+			return fmt.Errorf("no workers")
+		}
+		for _, pid := range now {
+			if slices.Contains(before, pid) {
+				return fmt.Errorf("old worker %d still running", pid)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("nginx reload: %v\n%s", err, readTail(p.ErrorLog))
+	}
+}
+
+// WorkerPIDs lists the master's worker processes (children in /proc).
+func (p *NginxPeer) WorkerPIDs(t testing.TB) []int {
+	t.Helper()
+	master, err := p.masterPID()
+	if err != nil {
+		t.Fatalf("nginx master: %v", err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+	if err != nil {
+		t.Fatalf("nginx workers: %v", err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && isNginxWorker(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// MasterPID is the pid of the running master process.
+func (p *NginxPeer) MasterPID(t testing.TB) int {
+	t.Helper()
+	pid, err := p.masterPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+func (p *NginxPeer) masterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(p.Prefix, "nginx.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func isNginxWorker(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte("worker process")) && !bytes.Contains(b, []byte("shutting down"))
+}
+
+func readTail(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(tail(b, 3000))
+}
