@@ -169,4 +169,3 @@ func orEmptyMap(m map[string]any) map[string]any {
 	}
 	return m
 }
-

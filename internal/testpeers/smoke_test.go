@@ -185,4 +185,3 @@ func TestNginxServesTLS(t *testing.T) {
 		t.Fatalf("nginx -t on a broken file = %v, want nginx's message naming broken.conf", err)
 	}
 }
-
