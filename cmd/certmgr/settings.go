@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Letsencrypt's directories, chosen by ACME_STAGING.
+const (
+	letsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+	letsEncryptStaging    = "https://acme-staging-v02.api.letsencrypt.org/directory"
+)
+
+// Settings is the whole environment read and checked once; each subcommand
+// turns the part it needs into its components' Config structs.
+type Settings struct {
+	BrokerURL         string
+	ResultBackendURL  string
+	Queue             string
+	VisibilityTimeout time.Duration
+	ResultExpires     time.Duration
+	Concurrency       int
+	ShutdownGrace     time.Duration
+
+	DBURL       string
+	CNAMETarget string
+	DNSServers  []string
+
+	ACMEDirectoryURL string
+	ACMEEmail        string
+	ACMECABundle     string
+	ACMEKeyType      string
+	ACMEProfile      string
+	ACMEWebroot      string
+	LetsEncryptDir   string
+
+	NginxConfPath    string
+	NginxBinary      string
+	NginxMainConf    string
+	NginxPrefix      string
+	NginxUpstream    string
+	NginxHTTPSPort   int
+	NginxHTTPPort    int
+	NginxCertMode    string
+	NginxDefaultCert string
+	NginxDefaultKey  string
+
+	ReloadMode     string // local, exec or rollout
+	DeploymentName string
+	PodNamespace   string // "" = CATTLE_K8S_NAMESPACE, then the service account's
+	PodName        string
+	NginxContainer string
+	Kubeconfig     string
+
+	HTTPAddr string
+}
+
+// needs says which settings a subcommand cannot run without.
+type needs struct {
+	db     bool // MIDSUMMER_DB_URL
+	target bool // CUSTOM_DOMAIN_CNAME_TARGET
+}
+
+// loadSettings reads every variable; the error joins one ConfigError per bad
+// or missing variable.
+func loadSettings(get func(string) string, n needs) (Settings, error) {
+	e := &env{get: get}
+	var s Settings
+	s.BrokerURL = e.url(EnvBrokerURL, "redis", "rediss")
+	s.ResultBackendURL = s.BrokerURL
+	if get(EnvResultBackend) != "" {
+		s.ResultBackendURL = e.url(EnvResultBackend, "redis", "rediss")
+	}
+	s.Queue = e.str(EnvQueue)
+	s.VisibilityTimeout = e.seconds(EnvVisibilityTimeout)
+	s.ResultExpires = e.seconds(EnvResultExpires)
+	s.Concurrency = e.int(EnvConcurrency, 1, 1024)
+	s.ShutdownGrace = e.seconds(EnvShutdownGrace)
+
+	if n.db {
+		s.DBURL = e.required(EnvDBURL, "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
+	} else {
+		s.DBURL = e.str(EnvDBURL)
+	}
+	if s.DBURL != "" {
+		e.url(EnvDBURL, "postgres", "postgresql")
+	}
+	if n.target {
+		s.CNAMETarget = e.required(EnvCNAMETarget, "the hostname tenants CNAME to, e.g. custom.midsummer.cloud")
+	} else {
+		s.CNAMETarget = e.str(EnvCNAMETarget)
+	}
+	s.DNSServers = e.list(EnvDNSServers)
+
+	staging := e.bool(EnvACMEStaging)
+	s.ACMEDirectoryURL = e.url(EnvACMEDirectoryURL, "https", "http")
+	if s.ACMEDirectoryURL == "" {
+		s.ACMEDirectoryURL = letsEncryptProduction
+		if staging {
+			s.ACMEDirectoryURL = letsEncryptStaging
+		}
+	}
+	s.ACMEEmail = e.str(EnvACMEEmail)
+	s.ACMECABundle = e.str(EnvACMECABundle)
+	s.ACMEKeyType = e.oneOf(EnvACMEKeyType, "ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+	s.ACMEProfile = e.str(EnvACMEProfile)
+	s.ACMEWebroot = e.str(EnvACMEWebroot)
+	s.LetsEncryptDir = e.str(EnvLetsEncryptDir)
+
+	s.NginxConfPath = e.str(EnvNginxConfPath)
+	s.NginxBinary = e.str(EnvNginxBinary)
+	s.NginxMainConf = e.str(EnvNginxMainConf)
+	s.NginxPrefix = e.str(EnvNginxPrefix)
+	s.NginxUpstream = e.hostPort(EnvNginxUpstream)
+	s.NginxHTTPSPort = e.int(EnvNginxHTTPSPort, 1, 65535)
+	s.NginxHTTPPort = e.int(EnvNginxHTTPPort, 1, 65535)
+	s.NginxCertMode = e.oneOf(EnvNginxCertMode, "per-server", "variable")
+	s.NginxDefaultCert = e.str(EnvNginxDefaultCert)
+	s.NginxDefaultKey = e.str(EnvNginxDefaultKey)
+
+	s.ReloadMode = "local"
+	if e.bool(EnvReloadAllPods) {
+		s.ReloadMode = "exec"
+		if get(EnvReloadMode) != "" {
+			s.ReloadMode = e.oneOf(EnvReloadMode, "exec", "rollout")
+		}
+		if e.str(EnvDeploymentName) == "" {
+			e.fail(&ConfigError{Name: EnvDeploymentName, Expect: "the Deployment whose pods reload nginx, when RELOAD_ALL_PODS=true"})
+		}
+	}
+	s.DeploymentName = e.str(EnvDeploymentName)
+	s.PodNamespace = e.str(EnvPodNamespace)
+	if s.PodNamespace == "" {
+		s.PodNamespace = e.str(EnvCattleNamespace)
+	}
+	s.PodName = e.str(EnvPodName)
+	s.NginxContainer = e.str(EnvNginxContainer)
+	s.Kubeconfig = e.str(EnvKubeconfig)
+	s.HTTPAddr = e.str(EnvHTTPAddr)
+
+	if len(e.errs) > 0 {
+		return s, fmt.Errorf("configuration: %w", errors.Join(e.errs...))
+	}
+	return s, nil
+}
