@@ -1,0 +1,314 @@
+package nginxconf
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// TestError is a candidate that `nginx -t` refused. Output is nginx's own
+// message. The live file was not touched; the refused candidate is kept at
+// RejectedPath for a person to read.
+type TestError struct {
+	Output       string
+	RejectedPath string
+}
+
+func (e *TestError) Error() string {
+	return fmt.Sprintf("nginx -t refused the new configuration (kept at %s): %s", e.RejectedPath, e.Output)
+}
+
+// Applier puts rendered configurations live, one at a time.
+//
+// Apply never exposes an unproven file at the live path, not even while it
+// tests one: `nginx -t` runs on a temporary copy of the main configuration
+// (written beside it, so relative paths resolve the same) whose include of the
+// live file reads the candidate instead. Only after it passes is the candidate
+// renamed over the live file (atomic on one filesystem); the previous live
+// file is kept as .<name>.last-good. Helper files beside the live file start
+// with '.', so no include glob such as conf.d/*.conf or sites-enabled/* reads
+// them. Callers in this and other processes are serialised by an flock on
+// .<name>.lock.
+type Applier struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu       sync.Mutex
+	mainConf string // resolved once
+}
+
+// NewApplier checks cfg and returns an Applier.
+func NewApplier(cfg Config) (*Applier, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("nginxconf config: %w", err)
+	}
+	return &Applier{cfg: cfg, log: cfg.Logger.With().Str("component", "nginxconf").Logger()}, nil
+}
+
+// Paths of the files Apply keeps beside the live file.
+func (a *Applier) CandidatePath() string { return a.side("candidate") }
+func (a *Applier) LastGoodPath() string  { return a.side("last-good") }
+func (a *Applier) RejectedPath() string  { return a.side("rejected") }
+func (a *Applier) lockPath() string      { return a.side("lock") }
+
+func (a *Applier) side(suffix string) string {
+	dir, base := filepath.Split(a.cfg.ConfPath)
+	return filepath.Join(dir, "."+base+"."+suffix)
+}
+
+// Apply makes content the live configuration if `nginx -t` accepts it.
+// changed is false, and nothing is written, when the live file already holds
+// content. A refusal is a *TestError; the live file is then untouched.
+// Apply does not reload nginx: the caller reloads when changed is true.
+func (a *Applier) Apply(ctx context.Context, content []byte) (changed bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	unlock, err := a.flock(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+
+	live := a.cfg.ConfPath
+	old, err := os.ReadFile(live)
+	switch {
+	case err == nil && bytes.Equal(old, content):
+		return false, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("read live nginx config: %w", err)
+	}
+	cand := a.CandidatePath()
+	if err := writeFileSync(cand, content); err != nil {
+		return false, fmt.Errorf("write candidate nginx config: %w", err)
+	}
+	if err := a.test(ctx, cand); err != nil {
+		var te *TestError
+		if errors.As(err, &te) {
+			if rerr := os.Rename(cand, te.RejectedPath); rerr != nil {
+				te.RejectedPath = cand
+			}
+		} else {
+			os.Remove(cand)
+		}
+		return false, err
+	}
+	if old != nil {
+		if err := a.keepLastGood(live); err != nil {
+			os.Remove(cand)
+			return false, err
+		}
+	}
+	if err := os.Rename(cand, live); err != nil {
+		os.Remove(cand)
+		return false, fmt.Errorf("put nginx config live: %w", err)
+	}
+	syncDir(filepath.Dir(live))
+	a.log.Info().Str("path", live).Int("bytes", len(content)).Msg("nginx config updated")
+	return true, nil
+}
+
+// Test runs `nginx -t` with path read in place of the live file, so a caller
+// can check a file without putting it live.
+func (a *Applier) Test(ctx context.Context, path string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.test(ctx, path)
+}
+
+func (a *Applier) test(ctx context.Context, candidate string) error {
+	mainPath, err := a.resolveMainConf(ctx)
+	if err != nil {
+		return err
+	}
+	main, err := os.ReadFile(mainPath)
+	if err != nil {
+		return fmt.Errorf("read nginx main config: %w", err)
+	}
+	text, err := testMainConf(string(main), mainPath, filepath.Clean(a.cfg.ConfPath), candidate, filepath.Glob)
+	if err != nil {
+		return fmt.Errorf("prepare nginx -t: %w", err)
+	}
+	tmp := filepath.Join(filepath.Dir(mainPath), ".certmgr-test-"+randHex()+".conf")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("prepare nginx -t: %w", err)
+	}
+	defer os.Remove(tmp)
+	out, err := runNginx(ctx, a.cfg, a.args(tmp, "-t", "-q")...)
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return &TestError{Output: cleanTestOutput(out, tmp, mainPath), RejectedPath: a.RejectedPath()}
+	}
+	return err
+}
+
+func (a *Applier) args(mainConf string, extra ...string) []string {
+	var args []string
+	if a.cfg.Prefix != "" {
+		args = append(args, "-p", a.cfg.Prefix)
+	}
+	if mainConf != "" {
+		args = append(args, "-c", mainConf)
+	}
+	return append(args, extra...)
+}
+
+var confPathRe = regexp.MustCompile(`--conf-path=(\S+)`)
+var prefixRe = regexp.MustCompile(`--prefix=(\S+)`)
+
+// resolveMainConf returns the absolute main configuration path: MainConf, or
+// nginx's compiled-in --conf-path, relative paths taken from the prefix.
+func (a *Applier) resolveMainConf(ctx context.Context) (string, error) {
+	if a.mainConf != "" {
+		return a.mainConf, nil
+	}
+	p := a.cfg.MainConf
+	prefix := a.cfg.Prefix
+	if p == "" || (!filepath.IsAbs(p) && prefix == "") {
+		out, err := runNginx(ctx, a.cfg, "-V")
+		if err != nil {
+			return "", fmt.Errorf("find nginx main config: %w", err)
+		}
+		if p == "" {
+			m := confPathRe.FindStringSubmatch(out)
+			if m == nil {
+				return "", fmt.Errorf("find nginx main config: nginx -V shows no --conf-path; set NGINX_MAIN_CONF")
+			}
+			p = m[1]
+		}
+		if m := prefixRe.FindStringSubmatch(out); prefix == "" && m != nil {
+			prefix = m[1]
+		}
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(prefix, p)
+	}
+	a.mainConf = filepath.Clean(p)
+	return a.mainConf, nil
+}
+
+func (a *Applier) keepLastGood(live string) error {
+	tmp := a.side("last-good.tmp")
+	os.Remove(tmp)
+	if err := os.Link(live, tmp); err != nil {
+		b, rerr := os.ReadFile(live)
+		if rerr != nil {
+			return fmt.Errorf("keep last good nginx config: %w", rerr)
+		}
+		if err := writeFileSync(tmp, b); err != nil {
+			return fmt.Errorf("keep last good nginx config: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, a.LastGoodPath()); err != nil {
+		return fmt.Errorf("keep last good nginx config: %w", err)
+	}
+	return nil
+}
+
+// flock takes the cross-process lock, giving up when ctx ends.
+func (a *Applier) flock(ctx context.Context) (func(), error) {
+	f, err := os.OpenFile(a.lockPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock nginx config: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock nginx config: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock nginx config: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// runNginx runs the nginx binary under cfg.Timeout and returns its combined
+// output. A timeout is reported as such and matches
+// errors.Is(err, context.DeadlineExceeded).
+func runNginx(ctx context.Context, cfg Config, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cfg.Binary, args...)
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	text := strings.TrimSpace(out.String())
+	name := "nginx " + strings.Join(args, " ")
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return text, fmt.Errorf("%s: timed out after %s: %w", name, cfg.Timeout, context.DeadlineExceeded)
+		}
+		return text, fmt.Errorf("%s: %w", name, ctx.Err())
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return text, fmt.Errorf("%s: %w: %s", name, err, text)
+		}
+		return text, fmt.Errorf("%s: %w", name, err)
+	}
+	return text, nil
+}
+
+// cleanTestOutput names the real main file instead of the temporary one in
+// nginx's message.
+func cleanTestOutput(out, tmp, mainPath string) string {
+	return strings.ReplaceAll(out, tmp, mainPath+" (with the candidate)")
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+func randHex() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,281 @@
+package nginxconf
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// CertMode says how the HTTPS server blocks pick their certificate
+// (NGINX_CERT_MODE).
+type CertMode string
+
+const (
+	// CertModePerServer renders one server block per domain with its own
+	// ssl_certificate. nginx loads every certificate at reload; a renewal
+	// changes the file (it records each certificate's fingerprint) and so
+	// triggers a reload.
+	CertModePerServer CertMode = "per-server"
+	// CertModeVariable renders one server block whose ssl_certificate comes from
+	// a map of known names keyed by $ssl_server_name. nginx 1.22 reads the
+	// certificate from disk at each full handshake; a renewal needs no reload,
+	// and nginx -t and reloads do not load thousands of certificates.
+	CertModeVariable CertMode = "variable"
+)
+
+// ParseCertMode reads NGINX_CERT_MODE; "" means per-server.
+func ParseCertMode(s string) (CertMode, error) {
+	switch CertMode(strings.ToLower(strings.TrimSpace(s))) {
+	case "", CertModePerServer:
+		return CertModePerServer, nil
+	case CertModeVariable:
+		return CertModeVariable, nil
+	}
+	return "", fmt.Errorf("unknown NGINX_CERT_MODE %q: want per-server or variable", s)
+}
+
+// HashMode says whether the generated file sizes nginx's name hashes
+// (NGINX_SERVER_NAMES_HASH).
+type HashMode string
+
+const (
+	// HashAuto writes server_names_hash_max_size/bucket_size (and the map_hash_*
+	// pair in variable mode) sized for the number of names. These directives
+	// are http-level and may appear only once: the main configuration must not
+	// set them too (nginx -t says "is duplicate" and the candidate is refused).
+	HashAuto HashMode = "auto"
+	// HashOff leaves them to the main configuration, which must then size them
+	// for the fleet (nginx -t warns when it cannot build the hash).
+	HashOff HashMode = "off"
+)
+
+// ParseHashMode reads NGINX_SERVER_NAMES_HASH; "" means auto.
+func ParseHashMode(s string) (HashMode, error) {
+	switch HashMode(strings.ToLower(strings.TrimSpace(s))) {
+	case "", HashAuto:
+		return HashAuto, nil
+	case HashOff:
+		return HashOff, nil
+	}
+	return "", fmt.Errorf("unknown NGINX_SERVER_NAMES_HASH %q: want auto or off", s)
+}
+
+// Defaults of the Config fields, as documented in the contract.
+const (
+	DefaultConfPath       = "/etc/nginx/conf.d/custom-domains.conf"
+	DefaultBinary         = "nginx"
+	DefaultUpstream       = "127.0.0.1:8082"
+	DefaultHTTPSPort      = 8443
+	DefaultHTTPPort       = 8080
+	DefaultCert           = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
+	DefaultKey            = "/etc/ssl/private/ssl-cert-snakeoil.key"
+	DefaultACMEWebroot    = "/var/www/letsencrypt"
+	DefaultLetsEncryptDir = "/etc/letsencrypt"
+	DefaultTimeout        = 2 * time.Minute
+	// PingPath is the platform's health check on the HTTP port; the generated
+	// HTTP server proxies it to the upstream instead of redirecting it.
+	PingPath = "/ping/"
+)
+
+// Config is everything nginxconf needs. The zero value of a field means its
+// default.
+type Config struct {
+	// ConfPath is the generated file (NGINX_CONF_PATH), default
+	// /etc/nginx/conf.d/custom-domains.conf. It must be included by the main
+	// configuration itself (not through another included file), inside http{}.
+	ConfPath string
+	// Binary is the nginx executable (NGINX_BINARY), default "nginx".
+	Binary string
+	// MainConf is passed as -c (NGINX_MAIN_CONF); empty means nginx's compiled-in
+	// path, read from `nginx -V`.
+	MainConf string
+	// Prefix is passed as -p (NGINX_PREFIX); empty means nginx's default.
+	Prefix string
+	// Upstream is where requests go (NGINX_UPSTREAM), default 127.0.0.1:8082:
+	// host:port, [v6]:port or unix:/path.
+	Upstream string
+	// HTTPSPort (NGINX_HTTPS_PORT) default 8443; HTTPPort (NGINX_HTTP_PORT)
+	// default 8080.
+	HTTPSPort int
+	HTTPPort  int
+	// CertMode (NGINX_CERT_MODE) default per-server.
+	CertMode CertMode
+	// DefaultCert and DefaultKey are the certificate of the HTTPS default
+	// server that answers 421 to unknown names (NGINX_DEFAULT_CERT,
+	// NGINX_DEFAULT_KEY), default Debian's snakeoil pair.
+	DefaultCert string
+	DefaultKey  string
+	// ACMEWebroot is the HTTP-01 webroot served under
+	// /.well-known/acme-challenge/ (ACME_WEBROOT), default /var/www/letsencrypt.
+	ACMEWebroot string
+	// LetsEncryptDir is the certbot-layout store (LETSENCRYPT_DIR), default
+	// /etc/letsencrypt; a domain's files are live/<name>/fullchain.pem and
+	// privkey.pem.
+	LetsEncryptDir string
+	// HashMode (NGINX_SERVER_NAMES_HASH) default auto.
+	HashMode HashMode
+	// Timeout bounds each nginx command (NGINX_COMMAND_TIMEOUT), default 2m.
+	Timeout time.Duration
+	// Now is the clock certificate expiry is judged by, default time.Now.
+	Now func() time.Time
+	// Logger gets a component=nginxconf field.
+	Logger zerolog.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.ConfPath = cmp.Or(c.ConfPath, DefaultConfPath)
+	c.Binary = cmp.Or(c.Binary, DefaultBinary)
+	c.Upstream = cmp.Or(c.Upstream, DefaultUpstream)
+	c.HTTPSPort = cmp.Or(c.HTTPSPort, DefaultHTTPSPort)
+	c.HTTPPort = cmp.Or(c.HTTPPort, DefaultHTTPPort)
+	c.CertMode = cmp.Or(c.CertMode, CertModePerServer)
+	c.DefaultCert = cmp.Or(c.DefaultCert, DefaultCert)
+	c.DefaultKey = cmp.Or(c.DefaultKey, DefaultKey)
+	c.ACMEWebroot = cmp.Or(c.ACMEWebroot, DefaultACMEWebroot)
+	c.LetsEncryptDir = cmp.Or(c.LetsEncryptDir, DefaultLetsEncryptDir)
+	c.HashMode = cmp.Or(c.HashMode, HashAuto)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// ConfigFromEnv reads the variables named in the Config field comments
+// through getenv (os.Getenv in main). Unset variables keep their defaults.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		ConfPath:       getenv("NGINX_CONF_PATH"),
+		Binary:         getenv("NGINX_BINARY"),
+		MainConf:       getenv("NGINX_MAIN_CONF"),
+		Prefix:         getenv("NGINX_PREFIX"),
+		Upstream:       getenv("NGINX_UPSTREAM"),
+		DefaultCert:    getenv("NGINX_DEFAULT_CERT"),
+		DefaultKey:     getenv("NGINX_DEFAULT_KEY"),
+		ACMEWebroot:    getenv("ACME_WEBROOT"),
+		LetsEncryptDir: getenv("LETSENCRYPT_DIR"),
+	}
+	var errs []error
+	port := func(name string) int {
+		v := getenv(name)
+		if v == "" {
+			return 0
+		}
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a port number 1-65535", name, v))
+		}
+		return p
+	}
+	c.HTTPSPort = port("NGINX_HTTPS_PORT")
+	c.HTTPPort = port("NGINX_HTTP_PORT")
+	var err error
+	if c.CertMode, err = ParseCertMode(getenv("NGINX_CERT_MODE")); err != nil {
+		errs = append(errs, err)
+	}
+	if c.HashMode, err = ParseHashMode(getenv("NGINX_SERVER_NAMES_HASH")); err != nil {
+		errs = append(errs, err)
+	}
+	if v := getenv("NGINX_COMMAND_TIMEOUT"); v != "" {
+		if c.Timeout, err = time.ParseDuration(v); err != nil || c.Timeout <= 0 {
+			errs = append(errs, fmt.Errorf("NGINX_COMMAND_TIMEOUT=%q: want a duration such as 90s", v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	c = c.WithDefaults()
+	return c, c.validate()
+}
+
+// validate names the first bad field of a defaulted Config. Values that end
+// up in the generated file must be plain nginx words: a space, quote, brace,
+// semicolon, '#' or '$' could change the file's structure.
+func (c Config) validate() error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"ConfPath (NGINX_CONF_PATH)", c.ConfPath},
+		{"DefaultCert (NGINX_DEFAULT_CERT)", c.DefaultCert},
+		{"DefaultKey (NGINX_DEFAULT_KEY)", c.DefaultKey},
+		{"ACMEWebroot (ACME_WEBROOT)", c.ACMEWebroot},
+		{"LetsEncryptDir (LETSENCRYPT_DIR)", c.LetsEncryptDir},
+	} {
+		if !filepath.IsAbs(f.v) {
+			errs = append(errs, fmt.Errorf("%s %q: want an absolute path", f.name, f.v))
+		} else if !plainWord(f.v) {
+			errs = append(errs, fmt.Errorf("%s %q: contains a character nginx would read as syntax", f.name, f.v))
+		}
+	}
+	if err := checkUpstream(c.Upstream); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"HTTPSPort (NGINX_HTTPS_PORT)", c.HTTPSPort}, {"HTTPPort (NGINX_HTTP_PORT)", c.HTTPPort}} {
+		if p.v < 1 || p.v > 65535 {
+			errs = append(errs, fmt.Errorf("%s %d: want 1-65535", p.name, p.v))
+		}
+	}
+	if c.HTTPPort == c.HTTPSPort {
+		errs = append(errs, fmt.Errorf("HTTPPort and HTTPSPort are both %d", c.HTTPPort))
+	}
+	if _, err := ParseCertMode(string(c.CertMode)); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseHashMode(string(c.HashMode)); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("Timeout %s: want > 0", c.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+func checkUpstream(u string) error {
+	bad := fmt.Errorf("Upstream (NGINX_UPSTREAM) %q: want host:port, [v6]:port or unix:/path", u)
+	if !plainWord(u) {
+		return bad
+	}
+	if path, ok := strings.CutPrefix(u, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			return bad
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(u)
+	if err != nil || host == "" {
+		return bad
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return bad
+	}
+	return nil
+}
+
+// plainWord reports whether s can be written into an nginx file as a bare
+// word without changing the file's structure.
+func plainWord(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+		switch c {
+		case '"', '\'', '{', '}', ';', '#', '$', '\\':
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,29 @@
+// Package nginxconf turns the list of custom domains into the nginx
+// configuration that serves them, proves it with the real `nginx -t`, and only
+// then puts it live.
+//
+// The old setup regenerated custom-domains.conf with a template and reloaded;
+// a bad row or a missing certificate left nginx with a file it refused, and the
+// next restart of the pod failed. This package makes that impossible:
+//
+//   - [Vetter] keeps out every domain whose certificate is missing, unreadable,
+//     expired, for another name, or not matching its key, and says why per
+//     domain ([Skipped]) so the caller can write the row's last_error.
+//   - [Render] is pure and deterministic (sorted, stable, golden-tested). It
+//     refuses any name outside [a-z0-9.-] even though names already passed
+//     package domain: a name can never add or break a server block.
+//   - [Applier] writes the candidate beside the live file, runs `nginx -t` on a
+//     temporary main configuration that includes the candidate in place of the
+//     live file (the live file is never broken, not even for the length of the
+//     test), then renames it into place and keeps the previous file as
+//     .<name>.last-good. An unchanged result writes nothing.
+//   - [LocalReloader] runs `nginx -s reload`; [Coalesce] folds reload requests
+//     that arrive together into one. Both satisfy [Reloader], the interface the
+//     pod-wide reload in package podreload also implements.
+//
+// Two rendering modes ([CertMode]): per-server (one server block per domain,
+// certificates loaded at reload) and variable (one server block; nginx picks
+// the certificate by $ssl_server_name through a map of known names at each
+// handshake, so renewals need no reload). See the README section "nginx" for
+// when to pick which.
+package nginxconf

@@ -1,0 +1,112 @@
+package nginxconf
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Reloader makes running nginx load the live configuration. LocalReloader
+// reloads this pod's nginx; package podreload reloads every pod.
+type Reloader interface {
+	Reload(ctx context.Context) error
+}
+
+// LocalReloader runs `nginx -s reload` with the configured -c and -p, under
+// Config.Timeout. nginx answers once the master has the signal; the master
+// then reloads in the background and keeps the old configuration if the new
+// one fails to load (Apply has proven it with nginx -t before).
+type LocalReloader struct {
+	cfg Config
+}
+
+var _ Reloader = (*LocalReloader)(nil)
+
+// NewLocalReloader checks cfg and returns a LocalReloader.
+func NewLocalReloader(cfg Config) (*LocalReloader, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("nginxconf config: %w", err)
+	}
+	return &LocalReloader{cfg: cfg}, nil
+}
+
+// Reload sends the reload signal. A timeout matches
+// errors.Is(err, context.DeadlineExceeded) and says "timed out".
+func (r *LocalReloader) Reload(ctx context.Context) error {
+	var args []string
+	if r.cfg.Prefix != "" {
+		args = append(args, "-p", r.cfg.Prefix)
+	}
+	if r.cfg.MainConf != "" {
+		args = append(args, "-c", r.cfg.MainConf)
+	}
+	if _, err := runNginx(ctx, r.cfg, append(args, "-s", "reload")...); err != nil {
+		return fmt.Errorf("reload nginx: %w", err)
+	}
+	return nil
+}
+
+// Coalesce returns a Reloader that folds requests arriving together into as
+// few reloads of r as keeps every caller correct: a caller whose request
+// arrives while a reload runs waits for the next one (that reload may have
+// read the configuration before the caller's change), and all callers that
+// arrived during one reload share the next. Each caller gets the error of the
+// reload that covered it; a caller whose ctx ends stops waiting.
+func Coalesce(r Reloader) Reloader {
+	return &coalescer{r: r}
+}
+
+type coalescer struct {
+	r  Reloader
+	mu sync.Mutex
+	// running is true while a reload runs; next collects callers for the one
+	// after it.
+	running bool
+	next    *round
+}
+
+type round struct {
+	done chan struct{}
+	err  error
+}
+
+func (c *coalescer) Reload(ctx context.Context) error {
+	c.mu.Lock()
+	if c.next == nil {
+		c.next = &round{done: make(chan struct{})}
+	}
+	rd := c.next
+	if !c.running {
+		c.running = true
+		c.next = nil
+		c.mu.Unlock()
+		go c.run(ctx, rd)
+	} else {
+		c.mu.Unlock()
+	}
+	select {
+	case <-rd.done:
+		return rd.err
+	case <-ctx.Done():
+		return fmt.Errorf("reload nginx: %w", ctx.Err())
+	}
+}
+
+// run performs rd and then every round that gathered meanwhile. The reload
+// runs on the context of the caller that started the round, without its
+// cancellation: other callers share it.
+func (c *coalescer) run(ctx context.Context, rd *round) {
+	ctx = context.WithoutCancel(ctx)
+	for rd != nil {
+		rd.err = c.r.Reload(ctx)
+		close(rd.done)
+		c.mu.Lock()
+		rd = c.next
+		c.next = nil
+		if rd == nil {
+			c.running = false
+		}
+		c.mu.Unlock()
+	}
+}

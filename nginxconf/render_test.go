@@ -1,0 +1,188 @@
+package nginxconf
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/midsummer/certmgr/domain"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+func sites(names ...string) []Site {
+	var s []Site
+	for _, n := range names {
+		s = append(s, Site{Name: domain.Name(n)})
+	}
+	return s
+}
+
+func TestRenderGolden(t *testing.T) {
+	t.Parallel()
+	fp := strings.Repeat("ab", 32)
+	tests := []struct {
+		desc   string
+		golden string
+		cfg    Config
+		sites  []Site
+	}{
+		{
+			desc:   "per-server, names out of order and duplicated",
+			golden: "per-server.conf",
+			cfg:    Config{},
+			sites: []Site{
+				{Name: "shop.example.com", CertSHA256: fp},
+				{Name: "events.tenant-a.org", CertSHA256: fp},
+				{Name: "xn--bcher-kva.example", CertSHA256: fp},
+				{Name: "shop.example.com", CertSHA256: fp},
+			},
+		},
+		{
+			desc:   "variable",
+			golden: "variable.conf",
+			cfg:    Config{CertMode: CertModeVariable},
+			sites:  []Site{{Name: "shop.example.com", CertSHA256: fp}, {Name: "events.tenant-a.org", CertSHA256: fp}},
+		},
+		{
+			desc:   "no domains",
+			golden: "empty.conf",
+			cfg:    Config{},
+		},
+		{
+			desc:   "non-default settings, hash left to the main config",
+			golden: "custom-settings.conf",
+			cfg: Config{
+				Upstream: "unix:/run/hypercorn.sock", HTTPSPort: 443, HTTPPort: 80,
+				DefaultCert: "/etc/nginx/default.pem", DefaultKey: "/etc/nginx/default.key",
+				ACMEWebroot: "/srv/acme", LetsEncryptDir: "/data/le", HashMode: HashOff,
+			},
+			sites: sites("a.example.com"),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			got, err := Render(tc.cfg, tc.sites)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", tc.golden)
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestRenderGolden -update)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("Render differs from %s (rerun with -update and review the diff):\n%s", path, got)
+			}
+			again, _ := Render(tc.cfg, reversed(tc.sites))
+			if !bytes.Equal(got, again) {
+				t.Error("Render depends on the order of its input")
+			}
+		})
+	}
+}
+
+func reversed(s []Site) []Site {
+	out := make([]Site, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+func TestRenderRefusesBadNames(t *testing.T) {
+	t.Parallel()
+	for _, n := range []string{
+		"", "example", "Example.com", "a b.com", "a;b.com", "a}.com", "*.example.com", ".example.com",
+		"example.com.", "a..b.com", "-a.example.com", "a-.example.com", "~^(.*)$.com", "a.com\nserver",
+		"a_b.example.com", "é.example.com", "$host.com", strings.Repeat("a", 64) + ".com",
+		strings.Repeat("abcdefghi.", 26) + "com",
+	} {
+		if _, err := Render(Config{}, sites(n)); err == nil {
+			t.Errorf("Render accepted server name %q", n)
+		}
+	}
+	if _, err := Render(Config{}, []Site{{Name: "a.example.com", CertSHA256: "ab;cd"}}); err == nil {
+		t.Error("Render accepted a fingerprint that is not hex")
+	}
+}
+
+func TestRenderRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc string
+		cfg  Config
+	}{
+		{"relative letsencrypt dir", Config{LetsEncryptDir: "letsencrypt"}},
+		{"semicolon in webroot", Config{ACMEWebroot: "/var/www;return 200"}},
+		{"space in default cert", Config{DefaultCert: "/etc/a b.pem"}},
+		{"upstream without port", Config{Upstream: "127.0.0.1"}},
+		{"upstream with brace", Config{Upstream: "a}:80"}},
+		{"same ports", Config{HTTPPort: 8443}},
+		{"unknown mode", Config{CertMode: "both"}},
+	}
+	for _, tc := range tests {
+		if _, err := Render(tc.cfg, sites("a.example.com")); err == nil {
+			t.Errorf("%s: Render accepted the config", tc.desc)
+		}
+	}
+}
+
+func TestHashSizes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc               string
+		names              []Site
+		wantMax, wantBucket int
+	}{
+		{"none", nil, 1024, 128},
+		{"short names", sites("a.example.com"), 1024, 128},
+		{"253-character name", sites(strings.Repeat("abcdefghi.", 24) + "abcdefghijkl.com"), 1024, 320},
+		{"10,000 names", make([]Site, 10000), 40960, 128},
+	}
+	for _, tc := range tests {
+		gotMax, gotBucket := hashSizes(tc.names)
+		if gotMax != tc.wantMax || gotBucket != tc.wantBucket {
+			t.Errorf("%s: hashSizes = %d, %d; want %d, %d", tc.desc, gotMax, gotBucket, tc.wantMax, tc.wantBucket)
+		}
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"NGINX_CERT_MODE": "variable", "NGINX_HTTPS_PORT": "9443", "NGINX_UPSTREAM": "[::1]:8000",
+		"LETSENCRYPT_DIR": "/le", "NGINX_COMMAND_TIMEOUT": "30s",
+	}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CertMode != CertModeVariable || c.HTTPSPort != 9443 || c.HTTPPort != DefaultHTTPPort ||
+		c.Upstream != "[::1]:8000" || c.LetsEncryptDir != "/le" || c.ConfPath != DefaultConfPath ||
+		c.DefaultCert != DefaultCert || c.Timeout.String() != "30s" {
+		t.Errorf("ConfigFromEnv = %+v", c)
+	}
+	for k, v := range map[string]string{
+		"NGINX_CERT_MODE": "sni", "NGINX_HTTP_PORT": "http", "NGINX_UPSTREAM": "hypercorn",
+		"NGINX_SERVER_NAMES_HASH": "big", "NGINX_COMMAND_TIMEOUT": "soon", "ACME_WEBROOT": "www",
+	} {
+		if _, err := ConfigFromEnv(func(key string) string {
+			if key == k {
+				return v
+			}
+			return ""
+		}); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%q: err = %v, want an error naming it", k, v, err)
+		}
+	}
+}
