@@ -1,0 +1,93 @@
+package acme
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Let's Encrypt's directories, chosen by ACME_STAGING when ACME_DIRECTORY_URL is empty.
+const (
+	LetsEncryptStaging    = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	LetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
+)
+
+// Config configures a Manager. The comment of each field names its environment
+// variable and default.
+type Config struct {
+	// DirectoryURL is the ACME directory (ACME_DIRECTORY_URL). Default: Let's
+	// Encrypt staging, or production when Production is set.
+	DirectoryURL string
+	// Production selects Let's Encrypt production when DirectoryURL is empty
+	// (ACME_STAGING=false). Default false: staging, as the contract says.
+	Production bool
+	// Email is the ACME account contact (ACME_EMAIL). Default: none.
+	Email string
+	// CABundle is a PEM file of extra roots trusted for the ACME server's own
+	// TLS, added to the system roots (ACME_CA_BUNDLE). Default: system roots only.
+	CABundle string
+	// KeyType of new certificate keys (ACME_KEY_TYPE). Default ec256.
+	KeyType KeyType
+	// Profile is the ACME profile requested in new orders (ACME_PROFILE), for
+	// example classic, tlsserver or shortlived. Default: none (the CA's default).
+	Profile string
+	// Webroot is the HTTP-01 webroot nginx serves on :8080 (ACME_WEBROOT).
+	// Default /var/www/letsencrypt.
+	Webroot string
+	// Dir is the certbot-layout store (LETSENCRYPT_DIR). Default /etc/letsencrypt.
+	Dir string
+	// Now is the clock the renewal policy reads. Default time.Now.
+	Now func() time.Time
+	// Logger receives the manager's logs (component=acme). Default: zerolog.Nop.
+	Logger zerolog.Logger
+	// HTTPTimeout bounds each request to the ACME server. Default 30s.
+	HTTPTimeout time.Duration
+	// CertificateTimeout bounds the wait for a finalized order's certificate.
+	// Default 60s.
+	CertificateTimeout time.Duration
+	// UserAgent is sent to the ACME server. Default "certmgr".
+	UserAgent string
+}
+
+func (c Config) withDefaults() Config {
+	dir := LetsEncryptStaging
+	if c.Production {
+		dir = LetsEncryptProduction
+	}
+	c.DirectoryURL = cmp.Or(c.DirectoryURL, dir)
+	c.KeyType = cmp.Or(c.KeyType, DefaultKeyType)
+	c.Webroot = cmp.Or(c.Webroot, "/var/www/letsencrypt")
+	c.Dir = cmp.Or(c.Dir, "/etc/letsencrypt")
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.HTTPTimeout = cmp.Or(c.HTTPTimeout, 30*time.Second)
+	c.CertificateTimeout = cmp.Or(c.CertificateTimeout, 60*time.Second)
+	c.UserAgent = cmp.Or(c.UserAgent, "certmgr")
+	return c
+}
+
+func (c Config) validate() error {
+	u, err := url.Parse(c.DirectoryURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("acme config: DirectoryURL %q is not an https URL", c.DirectoryURL)
+	}
+	if _, err := ParseKeyType(string(c.KeyType)); err != nil {
+		return fmt.Errorf("acme config: KeyType: %w", err)
+	}
+	if !filepath.IsAbs(c.Webroot) {
+		return fmt.Errorf("acme config: Webroot %q is not an absolute path", c.Webroot)
+	}
+	if !filepath.IsAbs(c.Dir) {
+		return fmt.Errorf("acme config: Dir %q is not an absolute path", c.Dir)
+	}
+	if c.HTTPTimeout < 0 || c.CertificateTimeout < 0 {
+		return errors.New("acme config: negative timeout")
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+package acme
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v5/acme"
+	"github.com/go-acme/lego/v5/acme/api"
+	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/lego"
+	"github.com/go-acme/lego/v5/registration"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/domain"
+)
+
+// Manager issues and renews certificates and keeps them in a Store. It is safe
+// for concurrent use; it talks to the CA only when asked to, connecting and
+// registering the account on first use.
+type Manager struct {
+	cfg   Config
+	log   zerolog.Logger
+	store *Store
+	http  *http.Client
+
+	mu     sync.Mutex
+	client *lego.Client
+	acct   *account
+	dir    directory
+}
+
+// directory is what certmgr reads from the ACME directory itself.
+type directory struct {
+	NewOrder    string `json:"newOrder"`
+	RenewalInfo string `json:"renewalInfo"`
+}
+
+// New checks cfg and returns a Manager. It does not contact the CA.
+func New(cfg Config) (*Manager, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	hc, err := newHTTPClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("component", "acme").Logger(),
+		store: NewStore(cfg.Dir),
+		http:  hc,
+	}, nil
+}
+
+// Store is the manager's certificate store.
+func (m *Manager) Store() *Store { return m.store }
+
+// DirectoryURL is the ACME directory in use.
+func (m *Manager) DirectoryURL() string { return m.cfg.DirectoryURL }
+
+func newHTTPClient(cfg Config) (*http.Client, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if cfg.CABundle != "" {
+		b, err := os.ReadFile(cfg.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("acme config: CABundle: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("acme config: CABundle %s holds no PEM certificate", cfg.CABundle)
+		}
+	}
+	return &http.Client{
+		Timeout: cfg.HTTPTimeout,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: cfg.HTTPTimeout,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+	}, nil
+}
+
+// connect returns the lego client, creating it (account key, directory) on
+// first use and registering the account when register is set and it is not
+// registered yet. A failure is not cached: the next call tries again.
+func (m *Manager) connect(ctx context.Context, register bool) (*lego.Client, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.client == nil {
+		acct, err := loadAccount(m.cfg.Dir, m.cfg.DirectoryURL, m.cfg.Email)
+		if err != nil {
+			return nil, fmt.Errorf("acme account: %w", err)
+		}
+		dir, err := m.fetchDirectory(ctx)
+		if err != nil {
+			return nil, classify("get ACME directory "+m.cfg.DirectoryURL, err)
+		}
+		client, err := lego.NewClient(&lego.Config{
+			CADirURL:    m.cfg.DirectoryURL,
+			User:        acct,
+			UserAgent:   m.cfg.UserAgent,
+			HTTPClient:  m.http,
+			Certificate: lego.CertificateConfig{Timeout: m.cfg.CertificateTimeout},
+		})
+		if err != nil {
+			return nil, classify("connect to "+m.cfg.DirectoryURL, err)
+		}
+		if err := client.Challenge.SetHTTP01Provider(webroot{root: m.cfg.Webroot}); err != nil {
+			return nil, fmt.Errorf("set http-01 provider: %w", err)
+		}
+		m.client, m.acct, m.dir = client, acct, dir
+	}
+	if register && m.acct.reg == nil {
+		reg, err := m.client.Registration.Register(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
+		if err != nil {
+			return nil, classify("register ACME account", err)
+		}
+		if err := m.acct.saveRegistration(m.cfg.DirectoryURL, reg); err != nil {
+			return nil, err
+		}
+		m.log.Info().Str("account", reg.Location).Str("directory", m.cfg.DirectoryURL).Msg("ACME account registered")
+	}
+	return m.client, nil
+}
+
+func (m *Manager) fetchDirectory(ctx context.Context) (directory, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.cfg.DirectoryURL, nil)
+	if err != nil {
+		return directory{}, err
+	}
+	resp, err := m.http.Do(req)
+	if err != nil {
+		return directory{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return directory{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return directory{}, &legoacme.ProblemDetails{HTTPStatus: resp.StatusCode, Detail: "directory answered " + resp.Status}
+	}
+	var d directory
+	if err := json.Unmarshal(body, &d); err != nil || d.NewOrder == "" {
+		return directory{}, &legoacme.ProblemDetails{HTTPStatus: resp.StatusCode, Type: "certmgr:badDirectory",
+			Detail: fmt.Sprintf("%s is not an ACME directory", m.cfg.DirectoryURL)}
+	}
+	return d, nil
+}
+
+// Issue orders a certificate for d and stores it as the next version of d's
+// lineage, creating the lineage (named d, or d-NNNN when d is taken by a
+// lineage for other names) when there is none. It does not check whether the
+// current certificate is still good: that is the caller's decision (force).
+func (m *Manager) Issue(ctx context.Context, d domain.Name) (Lineage, error) {
+	current, ok, err := m.store.Find(d)
+	if err != nil {
+		return Lineage{}, err
+	}
+	name := current.Name
+	if !ok {
+		if name, err = m.store.NameForNew(d); err != nil {
+			return Lineage{}, err
+		}
+	}
+	var leaf *x509.Certificate
+	if ok {
+		leaf = current.leaf
+	}
+	return m.issueInto(ctx, name, []string{string(d)}, leaf)
+}
+
+// Renew orders a new certificate for the names of lineage n and stores it as
+// its next version. The new order names the current certificate in
+// `replaces` (RFC 9773) when the CA offers ARI.
+func (m *Manager) Renew(ctx context.Context, n LineageName) (Lineage, error) {
+	l, err := m.store.Load(n)
+	if err != nil {
+		return Lineage{}, err
+	}
+	names := l.Domains
+	if l.Err != nil || len(names) == 0 {
+		// A broken lineage is repaired with a certificate for the name it has.
+		base := string(n)
+		if sm := suffixRE.FindStringSubmatch(base); sm != nil {
+			if _, err := domain.Parse(base); err != nil {
+				base = sm[1]
+			}
+		}
+		names = []string{base}
+	}
+	for _, raw := range names {
+		if _, err := domain.Parse(raw); err != nil {
+			return Lineage{}, &RejectedError{Type: "certmgr:unsupportedName", Detail: err.Error(),
+				Err: fmt.Errorf("renew %s: %w", n, err)}
+		}
+	}
+	return m.issueInto(ctx, n, names, l.leaf)
+}
+
+// issueInto orders a certificate for names and saves it into lineage n.
+func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, replacing *x509.Certificate) (Lineage, error) {
+	op := "issue certificate for " + string(n)
+	client, err := m.connect(ctx, true)
+	if err != nil {
+		return Lineage{}, fmt.Errorf("%s: %w", op, err)
+	}
+	replaces := ""
+	if replacing != nil && m.dir.RenewalInfo != "" {
+		if id, err := api.MakeARICertID(replacing); err == nil {
+			replaces = id
+		}
+	}
+	start := time.Now()
+	res, err := m.obtain(ctx, client, names, replaces)
+	if err != nil {
+		return Lineage{}, classify(op, err)
+	}
+	l, err := m.store.Save(n, Issued{Cert: res.Certificate, Chain: res.IssuerCertificate, Key: res.PrivateKey},
+		RenewalParams{Server: m.cfg.DirectoryURL, Account: m.acct.ID(), Webroot: m.cfg.Webroot, KeyType: m.cfg.KeyType, Domains: names})
+	if err != nil {
+		return Lineage{}, err
+	}
+	m.log.Info().Str("lineage", string(n)).Strs("domains", names).Int("version", l.Version).
+		Time("not_after", l.NotAfter).Bool("replaces", replaces != "").Dur("took", time.Since(start)).
+		Msg("certificate issued")
+	return l, nil
+}
+
+// obtain runs one order. When the CA refuses the order because of `replaces`
+// (the old certificate is from another account or CA, or already replaced), it
+// orders again without it; when the saved account no longer exists at the CA,
+// it registers again and retries once.
+func (m *Manager) obtain(ctx context.Context, client *lego.Client, names []string, replaces string) (*certificate.Resource, error) {
+	req := certificate.ObtainRequest{
+		Domains:        names,
+		KeyType:        m.cfg.KeyType.lego(),
+		Bundle:         false,
+		Profile:        m.cfg.Profile,
+		ReplacesCertID: replaces,
+	}
+	res, err := client.Certificate.Obtain(ctx, req)
+	if err == nil {
+		return res, nil
+	}
+	var pd *legoacme.ProblemDetails
+	var rl *legoacme.RateLimitedError
+	if !errors.As(err, &pd) || errors.As(err, &rl) {
+		return nil, err
+	}
+	switch {
+	case replaces != "" && pd.URL == m.dir.NewOrder:
+		m.log.Info().Str("problem", pd.Type).Str("detail", pd.Detail).Msg("order with replaces refused, ordering without")
+		req.ReplacesCertID = ""
+		return client.Certificate.Obtain(ctx, req)
+	case pd.Type == legoacme.AccountDoesNotExistErrorType:
+		m.mu.Lock()
+		m.acct.reg = nil
+		m.mu.Unlock()
+		if _, err := m.connect(ctx, true); err != nil {
+			return nil, err
+		}
+		return client.Certificate.Obtain(ctx, req)
+	}
+	return nil, err
+}

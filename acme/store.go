@@ -1,0 +1,629 @@
+package acme
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-acme/lego/v5/certcrypto"
+	"golang.org/x/sys/unix"
+
+	"github.com/midsummer/certmgr/domain"
+)
+
+// The store keeps certbot's layout under Dir:
+//
+//	archive/<name>/{cert,chain,fullchain,privkey}N.pem   every version, never changed
+//	live/<name>/{cert,chain,fullchain,privkey}.pem       relative symlinks to the newest N
+//	live/<name>/README, live/README                      as certbot writes them
+//	renewal/<name>.conf                                  certbot's renewal configuration
+//
+// Making a version live. nginx reads live/<name>/fullchain.pem and then
+// live/<name>/privkey.pem when it (re)loads. certbot replaces the four symlinks
+// one by one, so a reload between two of those renames can pair the new
+// certificate with the old key. The store instead:
+//
+//  1. writes every archive file of version N to a temporary name, fsyncs and
+//     renames it into place (archive files are immutable once named);
+//  2. builds a complete new directory live/.<name>.new-XXXX holding the four
+//     symlinks and the README;
+//  3. exchanges it with live/<name> in one renameat2(RENAME_EXCHANGE), then
+//     removes the old directory (now under the temporary name).
+//
+// Every lookup of live/<name>/... therefore resolves either entirely in the old
+// directory or entirely in the new one. A reader that opens fullchain.pem just
+// before the exchange and privkey.pem just after can still straddle it (no file
+// system can prevent that for two separate opens); nginx then refuses the
+// mismatched pair and keeps serving its previous configuration, and the next
+// reload (which the pipeline triggers after Save returns) reads the new pair.
+// If the process dies at any point, live/<name> is still the previous complete
+// directory: at worst unused archive files or a hidden staging directory are
+// left, which the next Save removes or skips. On file systems without
+// RENAME_EXCHANGE the store falls back to two renames, where a reader may find
+// live/<name> missing for an instant, but never a mixed pair.
+
+// Kinds of files in a lineage, in certbot's order.
+var kinds = []string{"cert", "privkey", "chain", "fullchain"}
+
+// stagingSuffixRE matches what stageLive appends to live/.<name>.new-, and
+// nothing another lineage's staging directory could end with.
+var stagingSuffixRE = regexp.MustCompile(`^[0-9a-f]{16}(\.old)?$`)
+
+var archiveFileRE = regexp.MustCompile(`^(cert|privkey|chain|fullchain)([0-9]+)\.pem$`)
+
+// certbotVersion is written as the renewal configuration's version, matching
+// the Debian certbot that reads these stores.
+const certbotVersion = "2.1.0"
+
+// LineageName is the name of a certificate lineage: a validated domain name, or
+// one followed by certbot's -NNNN suffix (example.com-0001). It is always safe
+// as a single path element.
+type LineageName string
+
+// NameFor is the lineage name certbot would give a certificate for d.
+func NameFor(d domain.Name) LineageName { return LineageName(d) }
+
+var suffixRE = regexp.MustCompile(`^(.+)-([0-9]{4})$`)
+
+// ParseLineageName accepts a normalised domain name, optionally followed by a
+// -NNNN suffix, and nothing else.
+func ParseLineageName(s string) (LineageName, error) {
+	if d, err := domain.Parse(s); err == nil && string(d) == s {
+		return LineageName(s), nil
+	}
+	if m := suffixRE.FindStringSubmatch(s); m != nil {
+		if d, err := domain.Parse(m[1]); err == nil && string(d) == m[1] {
+			return LineageName(s), nil
+		}
+	}
+	return "", fmt.Errorf("invalid lineage name %q: not a normalised domain name with an optional -NNNN suffix", s)
+}
+
+func (n LineageName) String() string { return string(n) }
+
+// Paths are the four live paths of a lineage, the ones nginx is configured with.
+type Paths struct {
+	Cert      string
+	Chain     string
+	Fullchain string
+	Privkey   string
+}
+
+// Lineage is a certificate lineage as found on disk.
+type Lineage struct {
+	Name LineageName
+	// Domains are the certificate's DNS names, the first one its common name
+	// when it has one.
+	Domains   []string
+	Version   int // N of the live archive files
+	KeyType   KeyType
+	Serial    string // hex
+	NotBefore time.Time
+	NotAfter  time.Time
+	Live      Paths
+	// RenewalConf is renewal/<name>.conf; Server its [renewalparams] server.
+	RenewalConf string
+	Server      string
+	// Err says why the lineage is broken (missing or mismatched files); the
+	// other fields are then only partly filled.
+	Err error
+
+	leaf   *x509.Certificate
+	issuer *x509.Certificate
+	pem    []byte // the live cert.pem
+}
+
+// Leaf is the live certificate, nil when the lineage is broken.
+func (l Lineage) Leaf() *x509.Certificate { return l.leaf }
+
+// Lifetime is NotAfter - NotBefore.
+func (l Lineage) Lifetime() time.Duration { return l.NotAfter.Sub(l.NotBefore) }
+
+// Issued is a new certificate version to store, PEM encoded.
+type Issued struct {
+	Cert  []byte // the leaf
+	Chain []byte // the intermediates
+	Key   []byte // the private key
+}
+
+// RenewalParams are the [renewalparams] certbot needs to show and renew a lineage.
+type RenewalParams struct {
+	Server  string // ACME directory URL
+	Account string // account id
+	Webroot string
+	KeyType KeyType
+	Domains []string // for [[webroot_map]]
+}
+
+// Store is a certbot-layout certificate store. It is safe for concurrent use in
+// one process; across processes, callers serialise work on one lineage (the
+// issue pipeline holds a per-domain lock).
+type Store struct {
+	dir string
+
+	mu    sync.Mutex
+	locks map[LineageName]*sync.Mutex
+
+	// hook, when set (tests only), is called at each step of Save; a test
+	// process kills itself there to show a crash leaves the store intact.
+	hook func(step string)
+}
+
+// NewStore opens the store rooted at dir (LETSENCRYPT_DIR). It creates nothing
+// until the first Save.
+func NewStore(dir string) *Store {
+	return &Store{dir: dir, locks: map[LineageName]*sync.Mutex{}}
+}
+
+// Dir is the store's root.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) liveDir(n LineageName) string    { return filepath.Join(s.dir, "live", string(n)) }
+func (s *Store) archiveDir(n LineageName) string { return filepath.Join(s.dir, "archive", string(n)) }
+func (s *Store) confPath(n LineageName) string {
+	return filepath.Join(s.dir, "renewal", string(n)+".conf")
+}
+
+// PathsFor are the live paths lineage n has, or will have once saved.
+func (s *Store) PathsFor(n LineageName) Paths {
+	live := s.liveDir(n)
+	return Paths{
+		Cert:      filepath.Join(live, "cert.pem"),
+		Chain:     filepath.Join(live, "chain.pem"),
+		Fullchain: filepath.Join(live, "fullchain.pem"),
+		Privkey:   filepath.Join(live, "privkey.pem"),
+	}
+}
+
+func (s *Store) lock(n LineageName) func() {
+	s.mu.Lock()
+	l, ok := s.locks[n]
+	if !ok {
+		l = &sync.Mutex{}
+		s.locks[n] = l
+	}
+	s.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (s *Store) step(name string) {
+	if s.hook != nil {
+		s.hook(name)
+	}
+}
+
+// List reads every lineage that has a renewal configuration, as `certbot
+// certificates` does, sorted by name. Broken lineages are included with Err set;
+// the error return is for a store that cannot be read at all.
+func (s *Store) List() ([]Lineage, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "renewal"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list lineages: %w", err)
+	}
+	var out []Lineage
+	for _, e := range entries {
+		base, ok := strings.CutSuffix(e.Name(), ".conf")
+		if !ok || e.IsDir() {
+			continue
+		}
+		n, err := ParseLineageName(base)
+		if err != nil {
+			// Shown, never used as a path: Save and Load validate again.
+			out = append(out, Lineage{Name: LineageName(base), RenewalConf: filepath.Join(s.dir, "renewal", e.Name()), Err: err})
+			continue
+		}
+		out = append(out, s.load(n))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Load reads lineage n. A lineage that exists but is broken is returned with
+// Err set and a nil error; the error is fs.ErrNotExist when there is no trace of
+// it (no renewal configuration and no live directory).
+func (s *Store) Load(n LineageName) (Lineage, error) {
+	if _, err := ParseLineageName(string(n)); err != nil {
+		return Lineage{}, err
+	}
+	_, errConf := os.Stat(s.confPath(n))
+	_, errLive := os.Lstat(s.liveDir(n))
+	if errors.Is(errConf, fs.ErrNotExist) && errors.Is(errLive, fs.ErrNotExist) {
+		return Lineage{}, fmt.Errorf("load lineage %s: %w", n, fs.ErrNotExist)
+	}
+	return s.load(n), nil
+}
+
+// Find returns the lineage whose certificate is for exactly d, the one that
+// expires last when several are. ok is false when there is none.
+func (s *Store) Find(d domain.Name) (l Lineage, ok bool, err error) {
+	all, err := s.List()
+	if err != nil {
+		return Lineage{}, false, err
+	}
+	for _, c := range all {
+		if c.Err != nil || len(c.Domains) != 1 || c.Domains[0] != string(d) {
+			continue
+		}
+		if !ok || c.NotAfter.After(l.NotAfter) {
+			l, ok = c, true
+		}
+	}
+	return l, ok, nil
+}
+
+// NameForNew picks the name of a new lineage for d: d itself when no lineage
+// of that name exists (or the one there is broken or for d alone), else the
+// first free d-NNNN, as certbot does.
+func (s *Store) NameForNew(d domain.Name) (LineageName, error) {
+	for i := 0; i < 10000; i++ {
+		n := NameFor(d)
+		if i > 0 {
+			n = LineageName(fmt.Sprintf("%s-%04d", d, i))
+		}
+		l, err := s.Load(n)
+		if errors.Is(err, fs.ErrNotExist) {
+			return n, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if l.Err != nil || slices.Equal(l.Domains, []string{string(d)}) {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("no free lineage name for %s", d)
+}
+
+func (s *Store) load(n LineageName) Lineage {
+	l := Lineage{Name: n, Live: s.PathsFor(n), RenewalConf: s.confPath(n)}
+	conf, err := readRenewalConf(l.RenewalConf)
+	if err != nil {
+		l.Err = err
+		return l
+	}
+	l.Server = conf.params["server"]
+
+	archive := s.archiveDir(n)
+	targets := map[string]string{}
+	for _, kind := range kinds {
+		link := filepath.Join(s.liveDir(n), kind+".pem")
+		target, err := os.Readlink(link)
+		if err != nil {
+			l.Err = fmt.Errorf("%s: expected a symlink: %w", link, err)
+			return l
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(link), target)
+		}
+		target = filepath.Clean(target)
+		if filepath.Dir(target) != archive {
+			// Read only inside this lineage's archive: a planted link must not
+			// make certmgr serve or copy some other file.
+			l.Err = fmt.Errorf("%s points to %s, outside %s", link, target, archive)
+			return l
+		}
+		m := archiveFileRE.FindStringSubmatch(filepath.Base(target))
+		if m == nil || m[1] != kind {
+			l.Err = fmt.Errorf("%s points to %s, not a %sN.pem file", link, target, kind)
+			return l
+		}
+		targets[kind] = target
+		if kind == "cert" {
+			l.Version, _ = strconv.Atoi(m[2])
+		}
+	}
+	certPEM, err := os.ReadFile(targets["cert"])
+	if err != nil {
+		l.Err = fmt.Errorf("read certificate: %w", err)
+		return l
+	}
+	leaf, err := certcrypto.ParsePEMCertificate(certPEM)
+	if err != nil {
+		l.Err = fmt.Errorf("parse %s: %w", targets["cert"], err)
+		return l
+	}
+	l.leaf, l.pem = leaf, certPEM
+	l.Domains = certcrypto.ExtractDomains(leaf)
+	l.KeyType = keyTypeOf(leaf.PublicKey)
+	l.Serial = hex.EncodeToString(leaf.SerialNumber.Bytes())
+	l.NotBefore, l.NotAfter = leaf.NotBefore, leaf.NotAfter
+
+	keyPEM, err := os.ReadFile(targets["privkey"])
+	if err != nil {
+		l.Err = fmt.Errorf("read private key: %w", err)
+		return l
+	}
+	key, err := certcrypto.ParsePEMPrivateKey(keyPEM)
+	if err != nil {
+		l.Err = fmt.Errorf("parse %s: %w", targets["privkey"], err)
+		return l
+	}
+	if !samePublicKey(key, leaf) {
+		l.Err = fmt.Errorf("%s does not match the certificate %s", targets["privkey"], targets["cert"])
+		return l
+	}
+	full, err := os.ReadFile(targets["fullchain"])
+	if err != nil {
+		l.Err = fmt.Errorf("read fullchain: %w", err)
+		return l
+	}
+	fullCerts, err := certcrypto.ParsePEMBundle(full)
+	if err != nil || !fullCerts[0].Equal(leaf) {
+		l.Err = fmt.Errorf("%s does not start with the certificate %s", targets["fullchain"], targets["cert"])
+		return l
+	}
+	if len(fullCerts) > 1 {
+		l.issuer = fullCerts[1]
+	}
+	return l
+}
+
+func samePublicKey(key crypto.Signer, cert *x509.Certificate) bool {
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(cert.PublicKey)
+}
+
+// Save stores a new version of lineage n and makes it live (see the comment at
+// the top of this file for how). A new lineage also gets its renewal
+// configuration; an existing one keeps its own, as certbot's files are read as
+// they are.
+func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, error) {
+	if _, err := ParseLineageName(string(n)); err != nil {
+		return Lineage{}, err
+	}
+	if err := checkIssued(c); err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+	unlock := s.lock(n)
+	defer unlock()
+
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "archive"), filepath.Join(s.dir, "live"),
+		filepath.Join(s.dir, "renewal"), s.archiveDir(n)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+		}
+	}
+	if err := writeIfMissing(filepath.Join(s.dir, "live", "README"), []byte(liveReadme("[cert name]/")), 0o644); err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+
+	version, err := s.nextVersion(n)
+	if err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+	full := append(append([]byte{}, bytes.TrimSpace(c.Cert)...), '\n')
+	full = append(full, c.Chain...)
+	contents := map[string][]byte{"cert": c.Cert, "privkey": c.Key, "chain": c.Chain, "fullchain": full}
+	archive := s.archiveDir(n)
+	for _, kind := range kinds {
+		mode := os.FileMode(0o644)
+		if kind == "privkey" {
+			mode = 0o600
+		}
+		final := filepath.Join(archive, fmt.Sprintf("%s%d.pem", kind, version))
+		if err := writeAtomic(final, contents[kind], mode); err != nil {
+			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+		}
+		s.step("archive:" + kind)
+	}
+	if err := syncDir(archive); err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+
+	staged, err := s.stageLive(n, version)
+	if err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+	s.step("staged")
+	if err := swapDir(staged, s.liveDir(n)); err != nil {
+		_ = os.RemoveAll(staged)
+		return Lineage{}, fmt.Errorf("save %s: make version %d live: %w", n, version, err)
+	}
+	s.step("swapped")
+	// staged now holds the previous live directory, if there was one.
+	_ = os.RemoveAll(staged)
+	if err := syncDir(filepath.Join(s.dir, "live")); err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
+
+	if _, err := os.Stat(s.confPath(n)); errors.Is(err, fs.ErrNotExist) {
+		if err := writeAtomic(s.confPath(n), s.renewalConf(n, params), 0o644); err != nil {
+			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+		}
+	}
+	s.step("done")
+	l := s.load(n)
+	if l.Err != nil {
+		return l, fmt.Errorf("save %s: stored version %d is unreadable: %w", n, version, l.Err)
+	}
+	return l, nil
+}
+
+// checkIssued refuses a version that would be broken once live.
+func checkIssued(c Issued) error {
+	leaf, err := certcrypto.ParsePEMCertificate(c.Cert)
+	if err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
+	key, err := certcrypto.ParsePEMPrivateKey(c.Key)
+	if err != nil {
+		return fmt.Errorf("private key: %w", err)
+	}
+	if !samePublicKey(key, leaf) {
+		return errors.New("the private key does not match the certificate")
+	}
+	if len(bytes.TrimSpace(c.Chain)) > 0 {
+		if _, err := certcrypto.ParsePEMBundle(c.Chain); err != nil {
+			return fmt.Errorf("chain: %w", err)
+		}
+	}
+	return nil
+}
+
+// nextVersion is one more than any version number in the archive, including
+// files a crashed Save left behind, so an archive file is never overwritten.
+func (s *Store) nextVersion(n LineageName) (int, error) {
+	entries, err := os.ReadDir(s.archiveDir(n))
+	if err != nil {
+		return 0, err
+	}
+	highest := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			// A temporary file of a crashed Save.
+			_ = os.Remove(filepath.Join(s.archiveDir(n), e.Name()))
+			continue
+		}
+		if m := archiveFileRE.FindStringSubmatch(e.Name()); m != nil {
+			if v, _ := strconv.Atoi(m[2]); v > highest {
+				highest = v
+			}
+		}
+	}
+	return highest + 1, nil
+}
+
+// stageLive builds live/.<name>.new-XXXX with the four symlinks to version and
+// the README, after removing staging directories a crash left behind.
+func (s *Store) stageLive(n LineageName, version int) (string, error) {
+	liveRoot := filepath.Join(s.dir, "live")
+	prefix := "." + string(n) + ".new-"
+	if entries, err := os.ReadDir(liveRoot); err == nil {
+		for _, e := range entries {
+			if rest, ok := strings.CutPrefix(e.Name(), prefix); ok && stagingSuffixRE.MatchString(rest) {
+				_ = os.RemoveAll(filepath.Join(liveRoot, e.Name()))
+			}
+		}
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	staged := filepath.Join(liveRoot, prefix+hex.EncodeToString(rnd[:]))
+	if err := os.Mkdir(staged, 0o700); err != nil {
+		return "", err
+	}
+	for _, kind := range kinds {
+		// Relative, as certbot writes them: the store can be mounted anywhere.
+		target := filepath.Join("..", "..", "archive", string(n), fmt.Sprintf("%s%d.pem", kind, version))
+		if err := os.Symlink(target, filepath.Join(staged, kind+".pem")); err != nil {
+			_ = os.RemoveAll(staged)
+			return "", err
+		}
+	}
+	if err := writeAtomic(filepath.Join(staged, "README"), []byte(liveReadme("")), 0o644); err != nil {
+		_ = os.RemoveAll(staged)
+		return "", err
+	}
+	if err := syncDir(staged); err != nil {
+		_ = os.RemoveAll(staged)
+		return "", err
+	}
+	return staged, nil
+}
+
+// swapDir makes staged live at path in one step: an exchange when path exists
+// (staged then holds the old directory), a rename when it does not.
+func swapDir(staged, path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return os.Rename(staged, path)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, staged, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("exchange %s and %s: %w", staged, path, err)
+	}
+	// No RENAME_EXCHANGE here: move the old directory aside, then the new one
+	// in. A reader may find no directory for an instant, never a mixed one.
+	old := staged + ".old"
+	if err := os.Rename(path, old); err != nil {
+		return err
+	}
+	if err := os.Rename(staged, path); err != nil {
+		_ = os.Rename(old, path)
+		return err
+	}
+	return os.Rename(old, staged)
+}
+
+// writeAtomic writes data to a hidden temporary file beside path, syncs it and
+// renames it over path, so a reader sees the old content or the whole new one.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func writeIfMissing(path string, data []byte, mode os.FileMode) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	return writeAtomic(path, data, mode)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+func liveReadme(prefix string) string {
+	return "This directory contains your keys and certificates.\n\n" +
+		"`" + prefix + "privkey.pem`  : the private key for your certificate.\n" +
+		"`" + prefix + "fullchain.pem`: the certificate file used in most server software.\n" +
+		"`" + prefix + "chain.pem`    : used for OCSP stapling in Nginx >=1.3.7.\n" +
+		"`" + prefix + "cert.pem`     : will break many server configurations, and should not be used\n" +
+		"                 without reading further documentation (see link below).\n\n" +
+		"WARNING: DO NOT MOVE OR RENAME THESE FILES!\n" +
+		"         Certbot expects these files to remain in this location in order\n" +
+		"         to function properly!\n\n" +
+		"We recommend not moving these files. For more information, see the Certbot\n" +
+		"User Guide at https://certbot.eff.org/docs/using.html#where-are-my-certificates.\n"
+}

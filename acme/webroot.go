@@ -1,0 +1,55 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// webroot solves HTTP-01 by writing the key authorization to
+// <root>/.well-known/acme-challenge/<token>, which nginx serves on :8080, and
+// removing it afterwards. certmgr itself never listens on port 80.
+type webroot struct{ root string }
+
+// tokenRE is the base64url alphabet RFC 8555 §8.3 allows in a token. The token
+// comes from the CA; checking it keeps it a single file name.
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,256}$`)
+
+func (w webroot) path(token string) (string, error) {
+	if !tokenRE.MatchString(token) {
+		return "", fmt.Errorf("http-01 token %q is not base64url", token)
+	}
+	return filepath.Join(w.root, ".well-known", "acme-challenge", token), nil
+}
+
+// Present writes the token file atomically (nginx never serves half of it),
+// world-readable as nginx's workers need.
+func (w webroot) Present(_ context.Context, _, token, keyAuth string) error {
+	p, err := w.path(token)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("create webroot challenge directory: %w", err)
+	}
+	if err := writeAtomic(p, []byte(keyAuth), 0o644); err != nil {
+		return fmt.Errorf("write http-01 token to the webroot: %w", err)
+	}
+	return nil
+}
+
+// CleanUp removes the token file.
+func (w webroot) CleanUp(_ context.Context, _, token, _ string) error {
+	p, err := w.path(token)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove http-01 token from the webroot: %w", err)
+	}
+	return nil
+}
