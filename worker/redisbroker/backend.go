@@ -1,0 +1,101 @@
+package redisbroker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/midsummer/certmgr/worker/celery"
+)
+
+// BackendConfig configures a Backend.
+type BackendConfig struct {
+	// URL is the result backend, redis://host:port/db. Required.
+	URL string
+	// Expires is how long results are kept (SETEX). Default 24h, Celery's
+	// result_expires; negative keeps them forever.
+	Expires time.Duration
+	// DialTimeout and CommandTimeout as in Config. Defaults 5s and 10s.
+	DialTimeout    time.Duration
+	CommandTimeout time.Duration
+}
+
+// Backend stores task states in Celery's Redis result backend format.
+type Backend struct {
+	cfg  BackendConfig
+	pool *redis.Pool
+}
+
+// NewBackend prepares a result backend; it does not connect.
+func NewBackend(cfg BackendConfig) (*Backend, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("redisbroker: backend URL is required")
+	}
+	cfg.Expires = cmp.Or(cfg.Expires, 24*time.Hour)
+	pool, _, err := NewPool(cfg.URL, cmp.Or(cfg.DialTimeout, 5*time.Second), cmp.Or(cfg.CommandTimeout, 10*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, pool: pool}, nil
+}
+
+// Close releases the backend's connections.
+func (b *Backend) Close() error { return b.pool.Close() }
+
+// storeScript is Celery's RedisBackend._set with the check _store_result does
+// first: a SUCCESS already stored is never overwritten (a duplicate delivery
+// must not turn a success into a failure).
+var storeScript = redis.NewScript(1, `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, m = pcall(cjson.decode, cur)
+  if ok and type(m) == 'table' and m.status == 'SUCCESS' then return 0 end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+`)
+
+// Store writes a task's state: SETEX celery-task-meta-<id> and PUBLISH on the
+// same name, which is what AsyncResult.get() waits on.
+func (b *Backend) Store(ctx context.Context, meta celery.ResultMeta) error {
+	raw, err := meta.Encode()
+	if err != nil {
+		return fmt.Errorf("encode result of %s: %w", meta.TaskID, err)
+	}
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("result backend connection: %w", err)
+	}
+	defer c.Close()
+	expires := int64(0)
+	if b.cfg.Expires > 0 {
+		expires = max(int64(b.cfg.Expires/time.Second), 1)
+	}
+	if _, err := storeScript.Do(c, celery.ResultKeyPrefix+meta.TaskID, raw, expires); err != nil {
+		return fmt.Errorf("store %s of %s: %w", meta.Status, meta.TaskID, err)
+	}
+	return nil
+}
+
+// Get reads a stored result (for tests and tools).
+func (b *Backend) Get(ctx context.Context, taskID string) ([]byte, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("result backend connection: %w", err)
+	}
+	defer c.Close()
+	v, err := redis.Bytes(c.Do("GET", celery.ResultKeyPrefix+taskID))
+	if errors.Is(err, redis.ErrNil) {
+		return nil, nil
+	}
+	return v, err
+}

@@ -1,0 +1,581 @@
+package redisbroker
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/midsummer/certmgr/worker/celery"
+)
+
+// kombu's key names.
+const (
+	UnackedKey      = "unacked"
+	UnackedIndexKey = "unacked_index"
+	UnackedMutexKey = "unacked_mutex"
+	bindingPrefix   = "_kombu.binding."
+	bindingSep      = "\x06\x16"
+)
+
+// Config configures a Broker.
+type Config struct {
+	// URL is the broker, redis://[:password@]host:port/db. Required.
+	URL string
+	// Queue is the queue to consume. Required.
+	Queue string
+	// VisibilityTimeout is how long a message may sit in `unacked` without its
+	// score being refreshed before it is restored to its queue. Default 1h,
+	// kombu's default; it must match the producers' and other workers' setting.
+	VisibilityTimeout time.Duration
+	// MutexTTL bounds how long `unacked_mutex` is held. Default 300s (kombu's).
+	MutexTTL time.Duration
+	// DialTimeout bounds connecting. Default 5s.
+	DialTimeout time.Duration
+	// CommandTimeout bounds non-blocking commands. Default 10s.
+	CommandTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
+	c.MutexTTL = cmp.Or(c.MutexTTL, 300*time.Second)
+	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
+	c.CommandTimeout = cmp.Or(c.CommandTimeout, 10*time.Second)
+	return c
+}
+
+func (c Config) validate() error {
+	if c.URL == "" {
+		return errors.New("redisbroker: URL is required")
+	}
+	if c.Queue == "" {
+		return errors.New("redisbroker: Queue is required")
+	}
+	if c.VisibilityTimeout < time.Second {
+		return fmt.Errorf("redisbroker: VisibilityTimeout %s is shorter than 1s", c.VisibilityTimeout)
+	}
+	return nil
+}
+
+// Broker is a worker's connection to a kombu Redis broker.
+type Broker struct {
+	cfg    Config
+	pool   *redis.Pool
+	db     int
+	queues []string // served in order: priority 0 first
+	dead   string
+}
+
+// Delivery is a message taken off the queue and now held in `unacked`.
+type Delivery struct {
+	Tag   string // properties.delivery_tag; empty for a message that went to the dead list
+	Raw   []byte // the list entry exactly as it was
+	Queue string // the list it came from
+}
+
+// New checks the configuration and prepares a connection pool; it does not
+// connect.
+func New(cfg Config) (*Broker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pool, db, err := NewPool(cfg.URL, cfg.DialTimeout, cfg.CommandTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{
+		cfg:    cfg,
+		pool:   pool,
+		db:     db,
+		queues: celery.PriorityQueues(cfg.Queue),
+		dead:   cfg.Queue + ".dead",
+	}, nil
+}
+
+// NewPool builds a redigo pool for a redis:// URL and returns its database index.
+func NewPool(rawURL string, dialTimeout, cmdTimeout time.Duration) (*redis.Pool, int, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, 0, fmt.Errorf("parse redis url: %w", err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, 0, fmt.Errorf("redis url scheme %q: want redis or rediss", u.Scheme)
+	}
+	db := 0
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		if db, err = strconv.Atoi(p); err != nil {
+			return nil, 0, fmt.Errorf("redis url database %q: %w", p, err)
+		}
+	}
+	pool := &redis.Pool{
+		MaxIdle:     16,
+		IdleTimeout: 4 * time.Minute,
+		DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialURLContext(ctx, rawURL,
+				redis.DialConnectTimeout(dialTimeout),
+				redis.DialReadTimeout(cmdTimeout),
+				redis.DialWriteTimeout(cmdTimeout))
+		},
+		TestOnBorrow: func(c redis.Conn, idle time.Time) error {
+			if time.Since(idle) < time.Minute {
+				return nil
+			}
+			_, err := c.Do("PING")
+			return err
+		},
+	}
+	return pool, db, nil
+}
+
+// Close releases the broker's connections.
+func (b *Broker) Close() error { return b.pool.Close() }
+
+// DB is the broker's database index (it prefixes fanout channels).
+func (b *Broker) DB() int { return b.db }
+
+// Queue is the consumed queue's name.
+func (b *Broker) Queue() string { return b.cfg.Queue }
+
+// DeadQueue is the list undecodable messages are moved to.
+func (b *Broker) DeadQueue() string { return b.dead }
+
+// VisibilityTimeout is the configured visibility timeout.
+func (b *Broker) VisibilityTimeout() time.Duration { return b.cfg.VisibilityTimeout }
+
+func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("redis connection: %w", err)
+	}
+	return c, nil
+}
+
+// fetchScript moves up to ARGV[1] messages from the queue lists (in priority
+// order) to `unacked`, as kombu's QoS.append writes them. An entry that is not
+// a kombu envelope with a delivery tag goes to the dead list instead.
+var fetchScript = redis.NewScript(-1, `
+local max = tonumber(ARGV[1])
+local out = {}
+for i = 4, #KEYS do
+  while #out < max do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    local ok, msg = pcall(cjson.decode, raw)
+    local tag, ex, rk
+    if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+      tag = msg.properties.delivery_tag
+      local di = msg.properties.delivery_info
+      if type(di) == 'table' then ex = di.exchange; rk = di.routing_key end
+    end
+    if type(tag) ~= 'string' or tag == '' then
+      redis.call('LPUSH', KEYS[3], raw)
+      out[#out+1] = {'', raw, KEYS[i]}
+    else
+      if type(ex) ~= 'string' then ex = '' end
+      if type(rk) ~= 'string' then rk = ARGV[3] end
+      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+      out[#out+1] = {tag, raw, KEYS[i]}
+    end
+  end
+end
+return out
+`)
+
+// Fetch takes up to max messages, waiting up to wait for the first one. Every
+// returned message with a Tag is in `unacked` and must be acknowledged,
+// retried, dead-lettered or requeued; one without a Tag was moved to the dead
+// list already. An empty result with a nil error means nothing arrived in time.
+func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Delivery, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	ds, err := b.take(ctx, max)
+	if err != nil || len(ds) > 0 || wait <= 0 {
+		return ds, err
+	}
+	// Blocking peek on the main list: pop the oldest entry and push it back
+	// to the same end, atomically. Nothing is taken.
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	secs := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
+	_, err = redis.DoContext(c, ctx, "BLMOVE", b.queues[0], b.queues[0], "RIGHT", "RIGHT", secs)
+	c.Close()
+	if err != nil && !errors.Is(err, redis.ErrNil) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("wait on %s: %w", b.queues[0], err)
+	}
+	return b.take(ctx, max)
+}
+
+func (b *Broker) take(ctx context.Context, max int) ([]Delivery, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	keys := append([]any{UnackedKey, UnackedIndexKey, b.dead}, toAny(b.queues)...)
+	args := append(keys, max, epoch(time.Now()), b.cfg.Queue)
+	reply, err := redis.Values(fetchScript.Do(c, append([]any{len(keys)}, args...)...))
+	if err != nil {
+		return nil, fmt.Errorf("take from %s: %w", b.cfg.Queue, err)
+	}
+	out := make([]Delivery, 0, len(reply))
+	for _, r := range reply {
+		parts, err := redis.ByteSlices(r, nil)
+		if err != nil || len(parts) != 3 {
+			return out, fmt.Errorf("take from %s: unexpected reply %v", b.cfg.Queue, r)
+		}
+		out = append(out, Delivery{Tag: string(parts[0]), Raw: parts[1], Queue: string(parts[2])})
+	}
+	return out, nil
+}
+
+// Ack removes a message from `unacked`: it is done.
+func (b *Broker) Ack(ctx context.Context, tags ...string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("ZREM", append([]any{UnackedIndexKey}, toAny(tags)...)...)
+	_ = c.Send("HDEL", append([]any{UnackedKey}, toAny(tags)...)...)
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("ack %d messages: %w", len(tags), err)
+	}
+	return nil
+}
+
+// Refresh moves the `unacked_index` score of held messages to now, so that no
+// restore treats them as lost. Tags that are no longer there are not re-added.
+func (b *Broker) Refresh(ctx context.Context, tags []string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	now := epoch(time.Now())
+	args := []any{UnackedIndexKey, "XX", "CH"}
+	for _, t := range tags {
+		args = append(args, now, t)
+	}
+	if _, err := c.Do("ZADD", args...); err != nil {
+		return fmt.Errorf("refresh %d held messages: %w", len(tags), err)
+	}
+	return nil
+}
+
+// Republish atomically replaces a held message by a new one (a retry):
+// the new message is pushed onto queue's list for priority, the old one is
+// acknowledged.
+func (b *Broker) Republish(ctx context.Context, tag string, raw []byte, priority int) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("LPUSH", celery.QueueForPriority(b.cfg.Queue, priority), raw)
+	_ = c.Send("ZREM", UnackedIndexKey, tag)
+	_ = c.Send("HDEL", UnackedKey, tag)
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("republish %s: %w", tag, err)
+	}
+	return nil
+}
+
+// DeadLetter atomically moves a held message, whole, to `<queue>.dead`.
+func (b *Broker) DeadLetter(ctx context.Context, tag string, raw []byte) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("LPUSH", b.dead, raw)
+	_ = c.Send("ZREM", UnackedIndexKey, tag)
+	_ = c.Send("HDEL", UnackedKey, tag)
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("dead-letter %s: %w", tag, err)
+	}
+	return nil
+}
+
+// Requeue gives a held message back to its queue now (on shutdown), as
+// kombu's restore_by_tag does.
+func (b *Broker) Requeue(ctx context.Context, tag string) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return b.restoreByTag(c, tag)
+}
+
+// restoreByTag is kombu's QoS.restore_by_tag: under WATCH unacked, read the
+// entry, remove it from both indices and RPUSH the message (marked
+// redelivered) to the list its exchange and routing key lead to.
+func (b *Broker) restoreByTag(c redis.Conn, tag string) error {
+	for range 10 {
+		if _, err := c.Do("WATCH", UnackedKey); err != nil {
+			return fmt.Errorf("restore %s: %w", tag, err)
+		}
+		p, err := redis.Bytes(c.Do("HGET", UnackedKey, tag))
+		if err != nil && !errors.Is(err, redis.ErrNil) {
+			_, _ = c.Do("UNWATCH")
+			return fmt.Errorf("restore %s: %w", tag, err)
+		}
+		var target string
+		var msg []byte
+		if p != nil {
+			target, msg, err = b.restoreTarget(c, p)
+			if err != nil {
+				// Unreadable entry: keep it out of the way, whole, for a person.
+				target, msg = b.dead, p
+			}
+		}
+		_ = c.Send("MULTI")
+		_ = c.Send("ZREM", UnackedIndexKey, tag)
+		_ = c.Send("HDEL", UnackedKey, tag)
+		if target != "" {
+			_ = c.Send("RPUSH", target, msg)
+		}
+		reply, err := c.Do("EXEC")
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", tag, err)
+		}
+		if reply != nil {
+			return nil
+		}
+		// The hash changed under us (an ack, another restore): look again.
+	}
+	return fmt.Errorf("restore %s: hash kept changing", tag)
+}
+
+func (b *Broker) restoreTarget(c redis.Conn, entry []byte) (string, []byte, error) {
+	var triple []json.RawMessage
+	if err := json.Unmarshal(entry, &triple); err != nil || len(triple) != 3 {
+		return "", nil, fmt.Errorf("unacked entry is not [message, exchange, routing_key]: %w", err)
+	}
+	var exchange, rk string
+	if err := json.Unmarshal(triple[1], &exchange); err != nil {
+		return "", nil, err
+	}
+	if err := json.Unmarshal(triple[2], &rk); err != nil {
+		return "", nil, err
+	}
+	msg, err := celery.MarkRedelivered(triple[0])
+	if err != nil {
+		return "", nil, err
+	}
+	var env struct {
+		Properties struct {
+			Priority int `json:"priority"`
+		} `json:"properties"`
+	}
+	_ = json.Unmarshal(triple[0], &env)
+	queue := rk
+	if exchange != "" {
+		if qs, err := b.lookup(c, exchange, rk); err == nil && len(qs) > 0 {
+			queue = qs[0]
+		}
+	}
+	if queue == "" {
+		return "", nil, errors.New("unacked entry names no queue")
+	}
+	return celery.QueueForPriority(queue, min(max(env.Properties.Priority, 0), 9)), msg, nil
+}
+
+// lookup finds the queues bound to a direct exchange for a routing key, from
+// kombu's `_kombu.binding.<exchange>` sets ("rk\x06\x16pattern\x06\x16queue").
+func (b *Broker) lookup(c redis.Conn, exchange, rk string) ([]string, error) {
+	members, err := redis.Strings(c.Do("SMEMBERS", bindingPrefix+exchange))
+	if err != nil {
+		return nil, err
+	}
+	var qs []string
+	for _, m := range members {
+		parts := strings.Split(m, bindingSep)
+		if len(parts) == 3 && parts[0] == rk {
+			qs = append(qs, parts[2])
+		}
+	}
+	return qs, nil
+}
+
+var releaseMutexScript = redis.NewScript(1, `
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1
+`)
+
+// RestoreVisible re-queues every message whose `unacked_index` score is older
+// than the visibility timeout, under `unacked_mutex`, as kombu's
+// QoS.restore_visible does. It returns how many it restored; when another
+// process holds the mutex it restores nothing.
+func (b *Broker) RestoreVisible(ctx context.Context) (int, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	token := randomHex(16)
+	ok, err := redis.String(c.Do("SET", UnackedMutexKey, token, "PX", b.cfg.MutexTTL.Milliseconds(), "NX"))
+	if errors.Is(err, redis.ErrNil) {
+		return 0, nil // held by another worker
+	}
+	if err != nil || ok != "OK" {
+		return 0, fmt.Errorf("take %s: %w", UnackedMutexKey, err)
+	}
+	defer func() { _, _ = releaseMutexScript.Do(c, UnackedMutexKey, token) }()
+	ceil := epoch(time.Now().Add(-b.cfg.VisibilityTimeout))
+	n := 0
+	for ctx.Err() == nil {
+		tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", UnackedIndexKey, ceil, 0, "LIMIT", 0, 100))
+		if err != nil {
+			return n, fmt.Errorf("list expired unacked messages: %w", err)
+		}
+		if len(tags) == 0 {
+			break
+		}
+		for _, tag := range tags {
+			if err := b.restoreByTag(c, tag); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, ctx.Err()
+}
+
+// PublishFanout publishes on a fanout exchange (events, broadcast), on the
+// channel kombu's Redis transport uses for it.
+func (b *Broker) PublishFanout(ctx context.Context, exchange, routingKey string, raw []byte) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Do("PUBLISH", celery.FanoutChannel(b.db, exchange, routingKey), raw); err != nil {
+		return fmt.Errorf("publish on %s: %w", exchange, err)
+	}
+	return nil
+}
+
+// PublishDirect delivers a message on a direct exchange: to every queue bound
+// with the routing key (the anonymous exchange "" routes to the queue named by
+// the key), as kombu does for pidbox replies.
+func (b *Broker) PublishDirect(ctx context.Context, exchange, routingKey string, raw []byte) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	qs := []string{routingKey}
+	if exchange != "" {
+		if qs, err = b.lookup(c, exchange, routingKey); err != nil {
+			return fmt.Errorf("look up bindings of %s: %w", exchange, err)
+		}
+	}
+	for _, q := range qs {
+		if _, err := c.Do("LPUSH", q, raw); err != nil {
+			return fmt.Errorf("publish to %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// Subscribe listens on the fanout exchange's channel and calls fn for each
+// message until ctx ends or the connection fails.
+func (b *Broker) Subscribe(ctx context.Context, exchange string, fn func([]byte)) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	psc := redis.PubSubConn{Conn: c}
+	defer psc.Close()
+	if err := psc.Subscribe(celery.FanoutChannel(b.db, exchange, "")); err != nil {
+		return fmt.Errorf("subscribe to %s: %w", exchange, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = psc.Unsubscribe() })
+	defer stop()
+	for {
+		switch v := psc.ReceiveWithTimeout(0).(type) {
+		case redis.Message:
+			fn(v.Data)
+		case redis.Subscription:
+			if v.Count == 0 {
+				return ctx.Err()
+			}
+		case error:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receive on %s: %w", exchange, v)
+		}
+	}
+}
+
+// Ping checks the connection.
+func (b *Broker) Ping(ctx context.Context) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = redis.DoContext(c, ctx, "PING")
+	return err
+}
+
+// NewTag returns a fresh delivery tag (a UUID4, like kombu's).
+func NewTag() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// epoch is kombu's time(): seconds since the epoch with a fraction.
+func epoch(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMicro())/1e6, 'f', 6, 64)
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
