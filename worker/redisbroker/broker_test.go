@@ -45,7 +45,7 @@ func TestFetchWritesUnackedLikeKombu(t *testing.T) {
 	ctx := context.Background()
 	// The fixture is the value kombu HSETs: [message, exchange, routing_key].
 	want := fixture(t, "unacked_hset_value.json")
-	msg := want[1:strings.Index(string(want), `}}, "", "certmgr"]`)+2]
+	msg := want[1 : strings.Index(string(want), `}}, "", "certmgr"]`)+2]
 	s.redis.Do(t, "LPUSH", "certmgr", msg)
 
 	before := time.Now()
