@@ -64,6 +64,13 @@ type coalescer struct {
 	// after it.
 	running bool
 	next    *round
+	waiters int // callers inside Reload, for tests
+}
+
+func (c *coalescer) waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiters
 }
 
 type round struct {
@@ -73,6 +80,12 @@ type round struct {
 
 func (c *coalescer) Reload(ctx context.Context) error {
 	c.mu.Lock()
+	c.waiters++
+	defer func() {
+		c.mu.Lock()
+		c.waiters--
+		c.mu.Unlock()
+	}()
 	if c.next == nil {
 		c.next = &round{done: make(chan struct{})}
 	}

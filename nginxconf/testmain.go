@@ -189,9 +189,7 @@ func testMainConf(main, mainPath, live, candidate string, glob func(string) ([]s
 		}
 		found = true
 		b.WriteString(main[last:d.start])
-		b.WriteString("# certmgr: include ")
-		b.WriteString(strings.ReplaceAll(d.args[0], "\n", " "))
-		b.WriteString(" with the candidate in place of the live file\n")
+		b.WriteString("# certmgr: this include, with the candidate in place of the live file\n")
 		for _, f := range files {
 			if f == live {
 				f = candidate

@@ -1,0 +1,284 @@
+package nginxconf
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
+)
+
+// TestApplyRefusedCandidate forces a candidate that nginx -t refuses (a
+// domain rendered without its certificate, as if vetting had been bypassed)
+// while a client keeps requesting a live domain: the live file never changes,
+// not even during the test, nginx is not reloaded, the client never fails,
+// and the error carries nginx's own message.
+func TestApplyRefusedCandidate(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModePerServer)
+	writeLineage(t, f.le, "live.example.com", leafOpts{})
+	f.regenerate(t, "live.example.com")
+	liveBefore, err := os.ReadFile(f.cfg.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	workersBefore := f.workers(t)
+
+	// A client looping on the live domain for the whole fault.
+	stop := make(chan struct{})
+	var requests, failures atomic.Int64
+	var firstFailure atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r, err := f.get("live.example.com", "live.example.com", "/", true)
+			requests.Add(1)
+			if err != nil || r.status != 200 {
+				failures.Add(1)
+				firstFailure.CompareAndSwap(nil, []any{r.status, err})
+			}
+		}
+	})
+	// A watcher reading the live file as fast as it can during Apply.
+	var liveChanged atomic.Bool
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if b, err := os.ReadFile(f.cfg.ConfPath); err != nil || !bytes.Equal(b, liveBefore) {
+				liveChanged.Store(true)
+			}
+		}
+	})
+
+	broken, err := Render(f.cfg, []Site{{Name: "live.example.com"}, {Name: "nocert.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		changed, err := f.gen.Applier().Apply(context.Background(), broken)
+		var te *TestError
+		if !errors.As(err, &te) {
+			t.Fatalf("Apply = %v, %v; want a *TestError", changed, err)
+		}
+		if changed {
+			t.Error("Apply reported a change for a refused candidate")
+		}
+		if !strings.Contains(te.Output, "cannot load certificate") || !strings.Contains(te.Output, "nocert.example.com") {
+			t.Errorf("error does not carry nginx's message: %q", te.Output)
+		}
+		if b, err := os.ReadFile(te.RejectedPath); err != nil || !bytes.Equal(b, broken) {
+			t.Errorf("refused candidate not kept at %s: %v", te.RejectedPath, err)
+		}
+	}
+	// Someone reloads during the fault: nginx reads the live file, still good.
+	if err := f.reloader.Reload(context.Background()); err != nil {
+		t.Fatalf("reload during the fault: %v", err)
+	}
+	f.peer.WaitWorkersReplaced(t, workersBefore)
+	// Let the client see the reloaded nginx too.
+	target := requests.Load() + 20
+	waitUntil(t, func() bool { return requests.Load() >= target || failures.Load() > 0 })
+	close(stop)
+	wg.Wait()
+
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d of %d requests to the live domain failed during the fault; first: %v", n, requests.Load(), firstFailure.Load())
+	}
+	if liveChanged.Load() {
+		t.Error("the live file changed while a refused candidate was tested")
+	}
+	if _, err := os.Stat(f.gen.Applier().CandidatePath()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("candidate left behind: %v", err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(f.peer.MainConf), ".certmgr-test-*")); len(leftovers) > 0 {
+		t.Errorf("temporary main configs left behind: %v", leftovers)
+	}
+	t.Logf("%d requests during the fault, none failed", requests.Load())
+}
+
+// TestApplyUnchangedAndLastGood: the same content writes nothing; a new one
+// goes live and the previous file is kept as last-good.
+func TestApplyUnchangedAndLastGood(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeVariable) // variable mode: nginx -t loads no certificate
+	a := f.gen.Applier()
+	ctx := context.Background()
+	first, _ := Render(f.cfg, sites("a.example.com"))
+	second, _ := Render(f.cfg, sites("a.example.com", "b.example.com"))
+
+	if changed, err := a.Apply(ctx, first); err != nil || !changed {
+		t.Fatalf("first Apply = %v, %v", changed, err)
+	}
+	st1, _ := os.Stat(f.cfg.ConfPath)
+	if changed, err := a.Apply(ctx, first); err != nil || changed {
+		t.Fatalf("same content: Apply = %v, %v; want unchanged", changed, err)
+	}
+	st2, _ := os.Stat(f.cfg.ConfPath)
+	if !os.SameFile(st1, st2) || !st1.ModTime().Equal(st2.ModTime()) {
+		t.Error("unchanged content rewrote the live file")
+	}
+	if changed, err := a.Apply(ctx, second); err != nil || !changed {
+		t.Fatalf("second Apply = %v, %v", changed, err)
+	}
+	if b, _ := os.ReadFile(f.cfg.ConfPath); !bytes.Equal(b, second) {
+		t.Error("live file is not the second content")
+	}
+	if b, _ := os.ReadFile(a.LastGoodPath()); !bytes.Equal(b, first) {
+		t.Error("last-good is not the first content")
+	}
+	// nginx -t through the real main conf, which globs conf.d/*.conf, must
+	// not see the helper files: they would duplicate every server.
+	if err := f.peer.Test(ctx); err != nil {
+		t.Errorf("nginx -t of the real main conf with the helper files beside the live one: %v", err)
+	}
+}
+
+// TestApplyNotIncluded: a live path the main configuration does not include
+// cannot be proven, so nothing is written.
+func TestApplyNotIncluded(t *testing.T) {
+	t.Parallel()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	cfg := Config{
+		ConfPath: filepath.Join(t.TempDir(), "custom-domains.conf"), Binary: peer.Binary,
+		MainConf: peer.MainConf, Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort,
+	}
+	a, err := NewApplier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Apply(context.Background(), []byte("# nothing\n"))
+	if !errors.Is(err, ErrNotIncluded) {
+		t.Fatalf("Apply = %v; want ErrNotIncluded", err)
+	}
+	if _, err := os.Stat(cfg.ConfPath); !errors.Is(err, os.ErrNotExist) {
+		t.Error("Apply wrote a file it could not prove")
+	}
+}
+
+func TestLocalReloaderTimeout(t *testing.T) {
+	t.Parallel()
+	// A stand-in nginx that hangs: the reload must give up and say so.
+	bin := filepath.Join(t.TempDir(), "nginx")
+	writeFile(t, bin, "#!/bin/sh\nexec sleep 30\n")
+	os.Chmod(bin, 0o755)
+	r, err := NewLocalReloader(Config{Binary: bin, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = r.Reload(context.Background())
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "timed out after 200ms") {
+		t.Errorf("Reload = %v; want a timeout", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Reload took %s", d)
+	}
+}
+
+func TestLocalReloaderNoNginx(t *testing.T) {
+	t.Parallel()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: peer.MainConf, Prefix: peer.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "nginx.pid") {
+		t.Errorf("Reload with nginx stopped = %v; want nginx's message about its pid file", err)
+	}
+}
+
+// blockingReloader counts reloads; each waits for a value on release.
+type blockingReloader struct {
+	calls   atomic.Int64
+	started chan struct{}
+	release chan error
+}
+
+func (b *blockingReloader) Reload(ctx context.Context) error {
+	b.calls.Add(1)
+	b.started <- struct{}{}
+	return <-b.release
+}
+
+func TestCoalesce(t *testing.T) {
+	t.Parallel()
+	br := &blockingReloader{started: make(chan struct{}, 10), release: make(chan error)}
+	c := Coalesce(br).(*coalescer)
+	ctx := context.Background()
+
+	errs := make(chan error, 10)
+	go func() { errs <- c.Reload(ctx) }()
+	<-br.started // the first reload runs
+	for range 5 {
+		go func() { errs <- c.Reload(ctx) }()
+	}
+	waitUntil(t, func() bool { return c.waiting() == 6 })
+	br.release <- nil // the first ends; the five share one more
+	<-br.started
+	fail := errors.New("reload failed")
+	br.release <- fail
+	var got []error
+	for range 6 {
+		got = append(got, <-errs)
+	}
+	if n := br.calls.Load(); n != 2 {
+		t.Errorf("%d reloads for 6 requests; want 2", n)
+	}
+	if slices.Index(got, nil) < 0 || len(slices.DeleteFunc(slices.Clone(got), func(e error) bool { return e == nil })) != 5 {
+		t.Errorf("errors %v; want one nil (first round) and five of the second round", got)
+	}
+	// Idle again: the next request reloads at once.
+	go func() { errs <- c.Reload(ctx) }()
+	<-br.started
+	br.release <- nil
+	if err := <-errs; err != nil || br.calls.Load() != 3 {
+		t.Errorf("after idle: %v, %d calls", err, br.calls.Load())
+	}
+}
+
+func TestCoalesceCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	br := &blockingReloader{started: make(chan struct{}, 10), release: make(chan error)}
+	c := Coalesce(br)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 1)
+	go func() { errs <- c.Reload(ctx) }()
+	<-br.started
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Errorf("Reload = %v; want context.Canceled", err)
+	}
+	br.release <- nil // the reload itself still finishes
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("condition not met in 10s")
+		}
+	}
+}

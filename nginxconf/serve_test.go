@@ -1,0 +1,195 @@
+package nginxconf
+
+import (
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/domain"
+)
+
+// TestServe drives real nginx on loopback with real TLS, in both modes: each
+// domain's SNI gets its own certificate and reaches the upstream with the
+// proxy headers; unknown names get 421; the HTTP port serves challenges, the
+// health check, and redirects the rest.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, mode)
+			names := []string{"shop.example.com", "events.tenant-a.org", "xn--bcher-kva.example"}
+			for _, n := range names {
+				writeLineage(t, f.le, n, leafOpts{})
+			}
+			res := f.regenerate(t, names...)
+			if !res.Changed || len(res.Skipped) != 0 || len(res.Served) != 3 {
+				t.Fatalf("Regenerate = %+v; want 3 served, changed", res)
+			}
+
+			for _, n := range names {
+				r, err := f.get(n, n, "/path?q=1", true)
+				if err != nil {
+					t.Fatalf("%s: %v", n, err)
+				}
+				if r.status != 200 || r.body != "upstream "+n+" /path?q=1" {
+					t.Errorf("%s: %d %q; want 200 from the upstream", n, r.status, r.body)
+				}
+				if !slices.Equal(r.leaf.DNSNames, []string{n}) {
+					t.Errorf("%s: served certificate for %v", n, r.leaf.DNSNames)
+				}
+				if r.proto != 2 {
+					t.Errorf("%s: HTTP/%d; want HTTP/2", n, r.proto)
+				}
+				h := f.upstream.headers(n)
+				for k, want := range map[string]string{
+					"Host": n, "X-Forwarded-Proto": "https", "X-Forwarded-Host": n, "X-Forwarded-For": "127.0.0.1",
+				} {
+					if got := h.Get(k); got != want {
+						t.Errorf("%s: upstream saw %s %q; want %q", n, k, got, want)
+					}
+				}
+				if err := f.websocket(n); err != nil {
+					t.Errorf("%s: websocket through nginx: %v", n, err)
+				}
+			}
+
+			// Unknown SNI: the default certificate and 421.
+			r, err := f.get("other.example.net", "other.example.net", "/", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusMisdirectedRequest || r.leaf.Subject.CommonName != "default.invalid" {
+				t.Errorf("unknown SNI: %d with certificate %q; want 421 with the default certificate", r.status, r.leaf.Subject.CommonName)
+			}
+			// Known SNI, unknown Host: 421, never another tenant's site.
+			r, err = f.get("shop.example.com", "other.example.net", "/", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusMisdirectedRequest {
+				t.Errorf("known SNI, unknown Host: %d; want 421", r.status)
+			}
+
+			// HTTP port: the challenge token, /ping/, and a redirect for the rest.
+			writeFile(t, filepath.Join(f.peer.Webroot, ".well-known", "acme-challenge", "tok-123"), "tok-123.thumbprint")
+			r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/tok-123")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != 200 || r.body != "tok-123.thumbprint" {
+				t.Errorf("challenge: %d %q", r.status, r.body)
+			}
+			r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/missing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != 404 {
+				t.Errorf("missing challenge: %d; want 404, not a redirect", r.status)
+			}
+			r, err = f.getHTTP("shop.example.com", "/cart?id=7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if loc := r.header.Get("Location"); r.status != 301 || loc != "https://shop.example.com/cart?id=7" {
+				t.Errorf("http: %d Location %q; want 301 to https", r.status, loc)
+			}
+			// The load balancer's health check arrives with an address as Host.
+			r, err = f.getHTTP("127.0.0.1", "/ping/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != 200 || !strings.HasPrefix(r.body, "upstream 127.0.0.1 /ping/") {
+				t.Errorf("health check: %d %q; want the upstream's answer", r.status, r.body)
+			}
+
+			// Removing a domain: its SNI now gets 421.
+			f.regenerate(t, "events.tenant-a.org", "xn--bcher-kva.example")
+			r, err = f.get("shop.example.com", "shop.example.com", "/", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.status != http.StatusMisdirectedRequest {
+				t.Errorf("removed domain: %d; want 421", r.status)
+			}
+		})
+	}
+}
+
+// TestServeLeavesOutBadCertificates: a missing, mismatched, expired or
+// foreign certificate keeps its domain out with a reason; the others are
+// served.
+func TestServeLeavesOutBadCertificates(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, mode)
+			writeLineage(t, f.le, "good.example.com", leafOpts{})
+			writeLineage(t, f.le, "mismatch.example.com", leafOpts{wrongKey: true})
+			writeLineage(t, f.le, "expired.example.com", leafOpts{notAfter: time.Now().Add(-time.Hour)})
+			writeLineage(t, f.le, "foreign.example.com", leafOpts{dnsNames: []string{"other.example.com"}})
+			res := f.regenerate(t, "good.example.com", "missing.example.com", "mismatch.example.com",
+				"expired.example.com", "foreign.example.com")
+
+			if !slices.Equal(res.Served, []domain.Name{"good.example.com"}) {
+				t.Errorf("served %v; want only good.example.com", res.Served)
+			}
+			want := map[domain.Name]SkipKind{
+				"missing.example.com": SkipMissing, "mismatch.example.com": SkipMismatch,
+				"expired.example.com": SkipExpired, "foreign.example.com": SkipNotCovered,
+			}
+			if len(res.Skipped) != len(want) {
+				t.Errorf("skipped %+v", res.Skipped)
+			}
+			for _, s := range res.Skipped {
+				if want[s.Name] != s.Kind || s.Reason == "" {
+					t.Errorf("skipped %s as %s (%q); want %s with a reason", s.Name, s.Kind, s.Reason, want[s.Name])
+				}
+			}
+			r, err := f.get("good.example.com", "good.example.com", "/", true)
+			if err != nil || r.status != 200 {
+				t.Errorf("good.example.com: %+v %v; want 200", r.status, err)
+			}
+			for n := range want {
+				r, err := f.get(string(n), string(n), "/", false)
+				if err != nil {
+					t.Fatalf("%s: %v", n, err)
+				}
+				if r.status != http.StatusMisdirectedRequest {
+					t.Errorf("%s: %d; want 421", n, r.status)
+				}
+			}
+		})
+	}
+}
+
+// TestServeRenewal: in per-server mode a renewed certificate changes the file
+// (its fingerprint), so it is applied and reloaded; in variable mode the file
+// stays the same and nginx serves the new certificate without a reload.
+func TestServeRenewal(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, mode)
+			writeLineage(t, f.le, "renew.example.com", leafOpts{})
+			f.regenerate(t, "renew.example.com")
+			renewed := writeLineage(t, f.le, "renew.example.com", leafOpts{notAfter: time.Now().Add(48 * time.Hour)})
+			res := f.regenerate(t, "renew.example.com")
+			if want := mode == CertModePerServer; res.Changed != want {
+				t.Errorf("after renewal Changed = %v; want %v", res.Changed, want)
+			}
+			r, err := f.get("renew.example.com", "renew.example.com", "/", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.leaf.SerialNumber.Cmp(renewed.SerialNumber) != 0 {
+				t.Errorf("served serial %s; want the renewed %s", r.leaf.SerialNumber, renewed.SerialNumber)
+			}
+		})
+	}
+}

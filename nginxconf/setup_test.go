@@ -1,0 +1,262 @@
+package nginxconf
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/internal/testpeers"
+)
+
+// fixture is one test's real nginx, certificate store and upstream.
+type fixture struct {
+	peer     *testpeers.NginxPeer
+	cfg      Config
+	le       string // LETSENCRYPT_DIR
+	upstream *upstream
+	gen      *Generator
+	reloader *LocalReloader
+}
+
+func setup(t *testing.T, mode CertMode) *fixture {
+	t.Helper()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(peer.ErrorLog)
+			t.Logf("nginx error log:\n%s", b[max(0, len(b)-4000):])
+		}
+	})
+	up := newUpstream(t)
+	le := t.TempDir()
+	// A default certificate of the test's own, so the test does not depend on
+	// Debian's snakeoil pair being installed.
+	writeLineage(t, le, "default.invalid", leafOpts{})
+	cfg := Config{
+		ConfPath:       filepath.Join(peer.ConfDir, "custom-domains.conf"),
+		Binary:         peer.Binary,
+		MainConf:       peer.MainConf,
+		Prefix:         peer.Prefix,
+		Upstream:       up.addr,
+		HTTPSPort:      peer.HTTPSPort,
+		HTTPPort:       peer.HTTPPort,
+		CertMode:       mode,
+		DefaultCert:    filepath.Join(le, "live", "default.invalid", "fullchain.pem"),
+		DefaultKey:     filepath.Join(le, "live", "default.invalid", "privkey.pem"),
+		ACMEWebroot:    peer.Webroot,
+		LetsEncryptDir: le,
+		Timeout:        time.Minute,
+	}
+	gen, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := NewLocalReloader(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{peer: peer, cfg: cfg, le: le, upstream: up, gen: gen, reloader: rl}
+}
+
+// regenerate applies names and, when the file changed, reloads nginx and
+// waits until new workers serve it.
+func (f *fixture) regenerate(t *testing.T, names ...string) Result {
+	t.Helper()
+	var ns []domain.Name
+	for _, n := range names {
+		d, err := domain.Parse(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, d)
+	}
+	before := f.workers(t)
+	res, err := f.gen.Regenerate(context.Background(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changed {
+		if err := f.reloader.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.peer.WaitWorkersReplaced(t, before)
+	}
+	return res
+}
+
+// workers returns nginx's worker pids once there are any: right after start
+// a forked worker may not have renamed itself yet, and an empty "before"
+// list would make WaitWorkersReplaced pass at once.
+func (f *fixture) workers(t *testing.T) []int {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(15 * time.Second)
+	for {
+		if pids := f.peer.WorkerPIDs(t); len(pids) > 0 {
+			return pids
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("nginx has no worker processes")
+		}
+	}
+}
+
+// response is what a client saw.
+type response struct {
+	status int
+	body   string
+	header http.Header
+	proto  int
+	leaf   *x509.Certificate
+}
+
+// get requests https://host/path from nginx's HTTPS port with the given SNI.
+// verify checks the chain against the test CA for sni.
+func (f *fixture) get(sni, host, path string, verify bool) (response, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(f.peer.HTTPSPort))
+		},
+		TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: caOnce().pool, InsecureSkipVerify: !verify},
+		ForceAttemptHTTP2: true,
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	return do(tr, "https://"+host+path)
+}
+
+// getHTTP requests http://host/path from nginx's HTTP port.
+func (f *fixture) getHTTP(host, path string) (response, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(f.peer.HTTPPort))
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	return do(tr, "http://"+host+path)
+}
+
+func do(tr *http.Transport, url string) (response, error) {
+	c := &http.Client{
+		Transport:     tr,
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.Get(url)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return response{}, err
+	}
+	r := response{status: resp.StatusCode, body: string(b), header: resp.Header, proto: resp.ProtoMajor}
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		r.leaf = resp.TLS.PeerCertificates[0]
+	}
+	return r, nil
+}
+
+// upstream stands in for Hypercorn: it records the headers of every request
+// and answers with the Host it saw. /ws answers a WebSocket upgrade and then
+// echoes bytes.
+type upstream struct {
+	addr string
+	mu   sync.Mutex
+	last map[string]http.Header // by Host
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{last: map[string]http.Header{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		h := r.Header.Clone()
+		h.Set("Host", r.Host)
+		u.last[r.Host] = h
+		u.mu.Unlock()
+		if r.URL.Path == "/ws" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			conn, rw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			rw.Flush()
+			io.Copy(conn, rw)
+			return
+		}
+		fmt.Fprintf(w, "upstream %s %s", r.Host, r.URL.RequestURI())
+	}))
+	t.Cleanup(srv.Close)
+	u.addr = strings.TrimPrefix(srv.URL, "http://")
+	return u
+}
+
+func (u *upstream) headers(host string) http.Header {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.last[host]
+}
+
+// websocket upgrades https://host/ws through nginx (HTTP/1.1) and checks
+// that bytes come back.
+func (f *fixture) websocket(host string) error {
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(f.peer.HTTPSPort),
+		&tls.Config{ServerName: host, RootCAs: caOnce().pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", host)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	if _, err := conn.Write([]byte("hello through nginx")); err != nil {
+		return err
+	}
+	buf := make([]byte, len("hello through nginx"))
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return fmt.Errorf("read echo: %w", err)
+	}
+	if string(buf) != "hello through nginx" {
+		return fmt.Errorf("echo %q", buf)
+	}
+	return nil
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
