@@ -140,8 +140,8 @@ func TestRenderRefusesBadConfig(t *testing.T) {
 func TestHashSizes(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		desc               string
-		names              []Site
+		desc                string
+		names               []Site
 		wantMax, wantBucket int
 	}{
 		{"none", nil, 1024, 128},
