@@ -67,7 +67,7 @@ func TestApplyRefusedCandidate(t *testing.T) {
 		}
 	})
 
-	broken, err := Render(f.cfg, []Site{{Name: "live.example.com"}, {Name: "nocert.example.com"}})
+	broken, err := Render(f.cfg, sites("live.example.com", "nocert.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}

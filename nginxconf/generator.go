@@ -39,11 +39,11 @@ func New(cfg Config) (*Generator, error) {
 // Applier returns the Generator's Applier (for its paths and Test).
 func (g *Generator) Applier() *Applier { return g.applier }
 
-// Regenerate renders the configuration for the names whose certificates pass
-// the Vetter and applies it. The skipped domains are returned even when Apply
-// fails. It does not reload.
-func (g *Generator) Regenerate(ctx context.Context, names []domain.Name) (Result, error) {
-	sites, skipped := g.vetter.Vet(names)
+// Regenerate renders the configuration for the domains whose certificates
+// pass the Vetter and applies it. The skipped domains are returned even when
+// Apply fails. It does not reload.
+func (g *Generator) Regenerate(ctx context.Context, ds []Domain) (Result, error) {
+	sites, skipped := g.vetter.Vet(ds)
 	res := Result{Skipped: skipped}
 	for _, s := range skipped {
 		g.applier.log.Warn().Str("domain", string(s.Name)).Str("kind", string(s.Kind)).Str("reason", s.Reason).Msg("domain left out of nginx config")

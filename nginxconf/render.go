@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -11,9 +12,29 @@ import (
 	"github.com/midsummer/certmgr/domain"
 )
 
+// Domain is a name to serve and the certbot lineage holding its certificate.
+type Domain struct {
+	Name domain.Name
+	// Lineage is the directory under LetsEncryptDir/live/; "" means Name,
+	// certbot's (and acme's) name for a new lineage. Older certbot lineages
+	// may be Name-NNNN (acme.Store.Find says which).
+	Lineage string
+}
+
+// Domains is a helper for callers whose lineages are named after the domain.
+func Domains(names ...domain.Name) []Domain {
+	ds := make([]Domain, len(names))
+	for i, n := range names {
+		ds[i] = Domain{Name: n}
+	}
+	return ds
+}
+
+func (d Domain) lineage() string { return cmp.Or(d.Lineage, string(d.Name)) }
+
 // Site is one domain to serve, as vetted by [Vetter].
 type Site struct {
-	Name domain.Name
+	Domain
 	// CertSHA256 is the hex SHA-256 of the leaf certificate. In per-server
 	// mode it is written into the file as a comment, so a renewed certificate
 	// changes the file and Apply reports a change (nginx must reload to load
@@ -36,6 +57,9 @@ func Render(cfg Config, sites []Site) ([]byte, error) {
 	for _, s := range sites {
 		if err := checkName(string(s.Name)); err != nil {
 			return nil, fmt.Errorf("render nginx config: %w", err)
+		}
+		if err := checkName(s.lineage()); err != nil {
+			return nil, fmt.Errorf("render nginx config: lineage of %s: %w", s.Name, err)
 		}
 		if !isHex(s.CertSHA256) {
 			return nil, fmt.Errorf("render nginx config: certificate fingerprint of %s is not hex", s.Name)
@@ -111,8 +135,8 @@ func (r *renderer) defaultServer() {
 	r.p("}\n")
 }
 
-func (r *renderer) live(n domain.Name, file string) string {
-	return filepath.Join(r.cfg.LetsEncryptDir, "live", string(n), file)
+func (r *renderer) live(s Site, file string) string {
+	return filepath.Join(r.cfg.LetsEncryptDir, "live", s.lineage(), file)
 }
 
 func (r *renderer) perServer(s Site) {
@@ -122,8 +146,8 @@ func (r *renderer) perServer(s Site) {
 	if s.CertSHA256 != "" {
 		r.p("    # certificate sha256 %s\n", s.CertSHA256)
 	}
-	r.p("    ssl_certificate %s;\n", r.live(s.Name, "fullchain.pem"))
-	r.p("    ssl_certificate_key %s;\n", r.live(s.Name, "privkey.pem"))
+	r.p("    ssl_certificate %s;\n", r.live(s, "fullchain.pem"))
+	r.p("    ssl_certificate_key %s;\n", r.live(s, "privkey.pem"))
 	r.proxyLocation("/")
 	r.p("}\n")
 }
@@ -138,7 +162,7 @@ func (r *renderer) variable(sites []Site) {
 		r.p("map $ssl_server_name %s {\n", m.v)
 		r.p("    default %s;\n", m.def)
 		for _, s := range sites {
-			r.p("    %s %s;\n", s.Name, r.live(s.Name, m.file))
+			r.p("    %s %s;\n", s.Name, r.live(s, m.file))
 		}
 		r.p("}\n")
 	}

@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 func sites(names ...string) []Site {
 	var s []Site
 	for _, n := range names {
-		s = append(s, Site{Name: domain.Name(n)})
+		s = append(s, Site{Domain: Domain{Name: domain.Name(n)}})
 	}
 	return s
 }
@@ -35,17 +35,17 @@ func TestRenderGolden(t *testing.T) {
 			golden: "per-server.conf",
 			cfg:    Config{},
 			sites: []Site{
-				{Name: "shop.example.com", CertSHA256: fp},
-				{Name: "events.tenant-a.org", CertSHA256: fp},
-				{Name: "xn--bcher-kva.example", CertSHA256: fp},
-				{Name: "shop.example.com", CertSHA256: fp},
+				{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp},
+				{Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp},
+				{Domain: Domain{Name: "xn--bcher-kva.example", Lineage: "xn--bcher-kva.example-0001"}, CertSHA256: fp},
+				{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp},
 			},
 		},
 		{
 			desc:   "variable",
 			golden: "variable.conf",
 			cfg:    Config{CertMode: CertModeVariable},
-			sites:  []Site{{Name: "shop.example.com", CertSHA256: fp}, {Name: "events.tenant-a.org", CertSHA256: fp}},
+			sites:  []Site{{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp}, {Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp}},
 		},
 		{
 			desc:   "no domains",
@@ -111,7 +111,12 @@ func TestRenderRefusesBadNames(t *testing.T) {
 			t.Errorf("Render accepted server name %q", n)
 		}
 	}
-	if _, err := Render(Config{}, []Site{{Name: "a.example.com", CertSHA256: "ab;cd"}}); err == nil {
+	for _, l := range []string{"../../etc", "a.example.com/x", "a.example.com;", ".."} {
+		if _, err := Render(Config{}, []Site{{Domain: Domain{Name: "a.example.com", Lineage: l}}}); err == nil {
+			t.Errorf("Render accepted lineage %q", l)
+		}
+	}
+	if _, err := Render(Config{}, []Site{{Domain: Domain{Name: "a.example.com"}, CertSHA256: "ab;cd"}}); err == nil {
 		t.Error("Render accepted a fingerprint that is not hex")
 	}
 }

@@ -85,7 +85,7 @@ func (f *fixture) regenerate(t *testing.T, names ...string) Result {
 		ns = append(ns, d)
 	}
 	before := f.workers(t)
-	res, err := f.gen.Regenerate(context.Background(), ns)
+	res, err := f.gen.Regenerate(context.Background(), Domains(ns...))
 	if err != nil {
 		t.Fatal(err)
 	}

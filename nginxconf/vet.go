@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -55,7 +56,7 @@ type Vetter struct {
 	now func() time.Time
 
 	mu    sync.Mutex
-	cache map[domain.Name]vetEntry
+	cache map[Domain]vetEntry
 }
 
 type fileID struct {
@@ -74,61 +75,66 @@ type vetEntry struct {
 // NewVetter returns a Vetter for cfg's LetsEncryptDir and clock.
 func NewVetter(cfg Config) *Vetter {
 	cfg = cfg.WithDefaults()
-	return &Vetter{dir: cfg.LetsEncryptDir, now: cfg.Now, cache: map[domain.Name]vetEntry{}}
+	return &Vetter{dir: cfg.LetsEncryptDir, now: cfg.Now, cache: map[Domain]vetEntry{}}
 }
 
-// Vet splits names into sites to serve and skipped domains, both sorted by
-// name, duplicates dropped.
-func (v *Vetter) Vet(names []domain.Name) (sites []Site, skipped []Skipped) {
-	names = slices.Clone(names)
-	slices.Sort(names)
-	names = slices.Compact(names)
+// Vet splits ds into sites to serve and skipped domains, both sorted by
+// name. A name listed twice is served from its first lineage in sorted order.
+func (v *Vetter) Vet(ds []Domain) (sites []Site, skipped []Skipped) {
+	ds = slices.Clone(ds)
+	slices.SortFunc(ds, func(a, b Domain) int {
+		return cmp.Or(strings.Compare(string(a.Name), string(b.Name)), strings.Compare(a.lineage(), b.lineage()))
+	})
+	ds = slices.CompactFunc(ds, func(a, b Domain) bool { return a.Name == b.Name })
 	now := v.now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	seen := make(map[domain.Name]bool, len(names))
-	for _, n := range names {
-		seen[n] = true
-		s, skip := v.vetOne(n, now)
+	seen := make(map[Domain]bool, len(ds))
+	for _, d := range ds {
+		seen[d] = true
+		s, skip := v.vetOne(d, now)
 		if skip != nil {
 			skipped = append(skipped, *skip)
 			continue
 		}
 		sites = append(sites, s)
 	}
-	for n := range v.cache {
-		if !seen[n] {
-			delete(v.cache, n)
+	for d := range v.cache {
+		if !seen[d] {
+			delete(v.cache, d)
 		}
 	}
 	return sites, skipped
 }
 
-func (v *Vetter) vetOne(n domain.Name, now time.Time) (Site, *Skipped) {
+func (v *Vetter) vetOne(d Domain, now time.Time) (Site, *Skipped) {
+	n := d.Name
 	skip := func(k SkipKind, format string, args ...any) *Skipped {
 		return &Skipped{Name: n, Kind: k, Reason: fmt.Sprintf(format, args...)}
 	}
 	if err := checkName(string(n)); err != nil {
-		delete(v.cache, n)
 		return Site{}, skip(SkipInvalidName, "%s", err)
 	}
-	certPath := filepath.Join(v.dir, "live", string(n), "fullchain.pem")
-	keyPath := filepath.Join(v.dir, "live", string(n), "privkey.pem")
+	if err := checkName(d.lineage()); err != nil {
+		return Site{}, skip(SkipInvalidName, "lineage: %s", err)
+	}
+	certPath := filepath.Join(v.dir, "live", d.lineage(), "fullchain.pem")
+	keyPath := filepath.Join(v.dir, "live", d.lineage(), "privkey.pem")
 	certID, err := statID(certPath)
 	if err != nil {
-		delete(v.cache, n)
+		delete(v.cache, d)
 		return Site{}, fileSkip(n, "certificate", certPath, err)
 	}
 	keyID, err := statID(keyPath)
 	if err != nil {
-		delete(v.cache, n)
+		delete(v.cache, d)
 		return Site{}, fileSkip(n, "private key", keyPath, err)
 	}
-	e, ok := v.cache[n]
+	e, ok := v.cache[d]
 	if !ok || e.cert != certID || e.key != keyID {
-		e = vetFiles(n, certPath, keyPath)
+		e = vetFiles(d, certPath, keyPath)
 		e.cert, e.key = certID, keyID
-		v.cache[n] = e
+		v.cache[d] = e
 	}
 	if e.skip != nil {
 		return Site{}, e.skip
@@ -147,7 +153,8 @@ func fileSkip(n domain.Name, what, path string, err error) *Skipped {
 }
 
 // vetFiles does the parsing; its result depends only on the two files.
-func vetFiles(n domain.Name, certPath, keyPath string) vetEntry {
+func vetFiles(d Domain, certPath, keyPath string) vetEntry {
+	n := d.Name
 	fail := func(k SkipKind, format string, args ...any) vetEntry {
 		return vetEntry{skip: &Skipped{Name: n, Kind: k, Reason: fmt.Sprintf(format, args...)}}
 	}
@@ -177,7 +184,7 @@ func vetFiles(n domain.Name, certPath, keyPath string) vetEntry {
 		return fail(SkipNotCovered, "certificate is for %s, not %s", strings.Join(leaf.DNSNames, ", "), n)
 	}
 	sum := sha256.Sum256(leaf.Raw)
-	return vetEntry{site: Site{Name: n, CertSHA256: hex.EncodeToString(sum[:])}, notAfter: leaf.NotAfter}
+	return vetEntry{site: Site{Domain: d, CertSHA256: hex.EncodeToString(sum[:])}, notAfter: leaf.NotAfter}
 }
 
 func statID(path string) (fileID, error) {
