@@ -279,12 +279,21 @@ func cleanMessage(msg string) string {
 }
 
 // MarkDNSVerified records a passed DNS check: status dns_verified (a row already
-// ssl_issued stays so), dns_verified_at = at, last_error cleared.
-func (s *Store) MarkDNSVerified(ctx context.Context, id int64, at time.Time) error {
-	return s.exec(ctx, id, "mark dns verified", `UPDATE tenant_customdomain SET
+// ssl_issued stays so), dns_verified_at = at, last_error cleared. It returns the
+// status the row now has.
+func (s *Store) MarkDNSVerified(ctx context.Context, id int64, at time.Time) (Status, error) {
+	var st string
+	err := s.pool.QueryRow(ctx, `UPDATE tenant_customdomain SET
 		status = CASE WHEN status = 'ssl_issued' THEN status ELSE 'dns_verified' END,
 		dns_verified_at = $2, last_error = '', updated_at = now()
-		WHERE id = $1`, id, at)
+		WHERE id = $1 RETURNING status`, id, at).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", &NotFoundError{ID: id}
+	}
+	if err != nil {
+		return "", fmt.Errorf("mark custom domain %d dns verified: %w", id, err)
+	}
+	return Status(st), nil
 }
 
 // MarkIssued records a certificate now served: status ssl_issued, its issue time and

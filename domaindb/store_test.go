@@ -101,7 +101,9 @@ func TestNotFound(t *testing.T) {
 	_, err2 := b.store.GetByName(ctx, "gone.example.com")
 	err3 := b.store.MarkIssued(ctx, 999, b.now, b.now)
 	_, err4 := b.store.MarkFailed(ctx, 999, "x")
-	for i, err := range []error{err1, err2, err3, err4} {
+	_, err5 := b.store.MarkDNSVerified(ctx, 999, b.now)
+	err6 := b.store.SetLastError(ctx, 999, "x")
+	for i, err := range []error{err1, err2, err3, err4, err5, err6} {
 		if !errors.Is(err, domaindb.ErrNotFound) {
 			t.Errorf("%d: err = %v, want ErrNotFound", i, err)
 		}
@@ -204,8 +206,8 @@ func TestStatusWrites(t *testing.T) {
 		t.Errorf("updated_at not bumped: %s", updated)
 	}
 
-	if err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil {
-		t.Fatal(err)
+	if st, err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil || st != domaindb.StatusDNSVerified {
+		t.Fatalf("MarkDNSVerified = %s, %v", st, err)
 	}
 	d, _ := b.store.Get(ctx, id)
 	if d.Status != domaindb.StatusDNSVerified || d.LastError != "" || !d.DNSVerifiedAt.Equal(b.now) {
@@ -222,8 +224,8 @@ func TestStatusWrites(t *testing.T) {
 	}
 
 	// Re-verifying DNS does not demote an issued domain.
-	if err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil {
-		t.Fatal(err)
+	if st, err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil || st != domaindb.StatusIssued {
+		t.Fatalf("MarkDNSVerified on issued = %s, %v", st, err)
 	}
 	if status, _, _ := b.row(t, id); status != "ssl_issued" {
 		t.Errorf("MarkDNSVerified demoted ssl_issued to %s", status)
