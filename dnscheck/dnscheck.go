@@ -37,6 +37,8 @@ type Config struct {
 	CAIdentifier string
 	// Logger receives debug lines about queries. Default: disabled.
 	Logger zerolog.Logger
+	// Now is the clock for dns_verified_at. Default time.Now.
+	Now func() time.Time
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -44,6 +46,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.Timeout = cmp.Or(c.Timeout, 5*time.Second)
 	c.MaxCNAMEHops = cmp.Or(c.MaxCNAMEHops, 8)
 	c.CAIdentifier = cmp.Or(c.CAIdentifier, "letsencrypt.org")
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	if len(c.Servers) == 0 {
 		rc, err := dns.ClientConfigFromFile(c.ResolvConf)
 		if err != nil {
@@ -463,6 +468,8 @@ func (c *Checker) exchange(ctx context.Context, m *dns.Msg, server string) (*dns
 	}
 	return resp, nil
 }
+
+func (c *Checker) now() time.Time { return c.cfg.Now() }
 
 // Servers returns the resolvers the Checker asks, in order.
 func (c *Checker) Servers() []string { return slices.Clone(c.cfg.Servers) }
