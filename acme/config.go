@@ -48,7 +48,7 @@ type Config struct {
 	// HTTPTimeout bounds each request to the ACME server. Default 30s.
 	HTTPTimeout time.Duration
 	// CertificateTimeout bounds the wait for a finalized order's certificate.
-	// Default 60s.
+	// Default 30s (lego polls every 1/60 of it).
 	CertificateTimeout time.Duration
 	// UserAgent is sent to the ACME server. Default "certmgr".
 	UserAgent string
@@ -67,7 +67,7 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	c.HTTPTimeout = cmp.Or(c.HTTPTimeout, 30*time.Second)
-	c.CertificateTimeout = cmp.Or(c.CertificateTimeout, 60*time.Second)
+	c.CertificateTimeout = cmp.Or(c.CertificateTimeout, 30*time.Second)
 	c.UserAgent = cmp.Or(c.UserAgent, "certmgr")
 	return c
 }

@@ -239,7 +239,7 @@ func TestLoadFlagsBrokenLineages(t *testing.T) {
 	now := time.Now()
 	minimal, _ := os.ReadFile("testdata/minimal_renewal.conf")
 	tests := []struct {
-		desc  string
+		desc   string
 		break_ func(dir string)
 	}{
 		{"key of another certificate", func(dir string) {
