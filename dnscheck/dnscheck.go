@@ -20,8 +20,8 @@ import (
 
 // Config configures a Checker.
 type Config struct {
-	// Servers are the resolvers asked, in order, as host:port
-	// (CUSTOM_DOMAIN_DNS_SERVERS). Default: the nameservers of ResolvConf.
+	// Servers are the resolvers asked, in order, as host:port (port 53 when
+	// left out) (CUSTOM_DOMAIN_DNS_SERVERS). Default: the nameservers of ResolvConf.
 	Servers []string
 	// ResolvConf is read when Servers is empty. Default /etc/resolv.conf.
 	ResolvConf string
@@ -49,6 +49,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Servers = ParseServers(strings.Join(c.Servers, ","))
 	if len(c.Servers) == 0 {
 		rc, err := dns.ClientConfigFromFile(c.ResolvConf)
 		if err != nil {
@@ -72,8 +73,15 @@ func (c Config) validate() error {
 		return errors.New("dnscheck: no DNS servers (CUSTOM_DOMAIN_DNS_SERVERS or resolv.conf)")
 	}
 	for _, s := range c.Servers {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			return fmt.Errorf("dnscheck: DNS server %q is not host:port: %w", s, err)
+		host, port, err := net.SplitHostPort(s)
+		if err == nil && host == "" {
+			err = errors.New("no host")
+		}
+		if _, perr := strconv.ParseUint(port, 10, 16); err == nil && perr != nil {
+			err = errors.New("bad port")
+		}
+		if err != nil {
+			return fmt.Errorf("dnscheck: DNS server %q (CUSTOM_DOMAIN_DNS_SERVERS) is not host:port: %w", s, err)
 		}
 	}
 	if c.Timeout < 0 || c.MaxCNAMEHops < 1 {

@@ -333,7 +333,8 @@ func TestConfig(t *testing.T) {
 	for _, cfg := range []dnscheck.Config{
 		{Servers: []string{"127.0.0.1:53"}},
 		{Servers: []string{"127.0.0.1:53"}, Target: "*.midsummer.test"},
-		{Servers: []string{"127.0.0.1"}, Target: target},
+		{Servers: []string{"127.0.0.1:dns"}, Target: target},
+		{Servers: []string{":53"}, Target: target},
 		{ResolvConf: filepath.Join(t.TempDir(), "missing"), Target: target},
 	} {
 		if _, err := dnscheck.New(cfg); err == nil {
