@@ -563,3 +563,41 @@ func TestRateLimitCarriesRetryAfter(t *testing.T) {
 		t.Errorf("a rate-limited order left a lineage: %v", err)
 	}
 }
+
+func TestFailedValidationsBackOff(t *testing.T) {
+	t.Parallel()
+	s := setup(t, setupOptions{})
+	// No A record yet: the CA cannot reach the name.
+	d, err := domain.Parse("unrouted.certmgr-test.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	_, err = s.m.Issue(ctx, d)
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("issue for a name that does not resolve: %v (%T), want *ValidationError", err, err)
+	}
+	// At once again: refused without an order, for about a minute.
+	_, err = s.m.Issue(ctx, d)
+	var rl *RateLimitedError
+	if !errors.As(err, &rl) || !errors.Is(err, ErrValidationBackoff) || rl.RetryAfter > time.Minute || rl.RetryAfter < 50*time.Second {
+		t.Fatalf("second attempt: %v, want a backoff of about 1 min", err)
+	}
+	s.clock.Advance(61 * time.Second)
+	if _, err := s.m.Issue(ctx, d); !errors.As(err, &ve) {
+		t.Fatalf("third attempt after a minute: %v, want *ValidationError", err)
+	}
+	if _, err := s.m.Issue(ctx, d); !errors.As(err, &rl) || rl.RetryAfter < 9*time.Minute || rl.RetryAfter > 10*time.Minute {
+		t.Fatalf("after two failures: %v, want a backoff of about 10 min", err)
+	}
+	// Fixed DNS and ten minutes later: issued, and the record is cleared.
+	s.dns.AddA(t, string(d), "127.0.0.1")
+	s.clock.Advance(10 * time.Minute)
+	if _, err := s.m.Issue(ctx, d); err != nil {
+		t.Fatalf("after fixing DNS: %v", err)
+	}
+	if next, err := s.m.NextAttempt(NameFor(d)); err != nil || !next.IsZero() {
+		t.Errorf("next attempt after success: %s %v", next, err)
+	}
+}

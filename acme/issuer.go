@@ -242,6 +242,9 @@ func (m *Manager) Renew(ctx context.Context, n LineageName) (Lineage, error) {
 // issueInto orders a certificate for names and saves it into lineage n.
 func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, replacing *x509.Certificate) (Lineage, error) {
 	op := "issue certificate for " + string(n)
+	if err := m.checkBackoff(n); err != nil {
+		return Lineage{}, err
+	}
 	client, err := m.connect(ctx, true)
 	if err != nil {
 		return Lineage{}, fmt.Errorf("%s: %w", op, err)
@@ -255,8 +258,16 @@ func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, 
 	start := time.Now()
 	res, err := m.obtain(ctx, client, names, replaces)
 	if err != nil {
-		return Lineage{}, classify(op, err)
+		err = classify(op, err)
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			if rerr := m.store.recordFailure(n, m.cfg.Now(), ve); rerr != nil {
+				return Lineage{}, errors.Join(err, rerr)
+			}
+		}
+		return Lineage{}, err
 	}
+	m.store.clearFailures(n)
 	l, err := m.store.Save(n, Issued{Cert: res.Certificate, Chain: res.IssuerCertificate, Key: res.PrivateKey},
 		RenewalParams{Server: m.cfg.DirectoryURL, Account: m.acct.ID(), Webroot: m.cfg.Webroot, KeyType: m.cfg.KeyType, Domains: names})
 	if err != nil {
