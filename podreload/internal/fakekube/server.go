@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	crc "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	"k8s.io/klog/v2"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -43,7 +45,7 @@ func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code
 // Pod is one pod of the Deployment.
 type Pod struct {
 	Name        string
-	Labels      map[string]string // default: the Deployment's matchLabels
+	Labels      map[string]string // default: the Deployment's pod template labels
 	Phase       corev1.PodPhase   // default Running
 	NotReady    bool
 	Terminating bool
@@ -93,6 +95,8 @@ type Server struct {
 	patches   []PatchRecord
 }
 
+var quietKlog sync.Once
+
 // Start runs a fake API server over TLS until the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
@@ -100,6 +104,11 @@ func Start(t testing.TB, opts Options) *Server {
 	if ns == "" {
 		ns = "certmgr"
 	}
+	quietKlog.Do(func() {
+		// The streaming code reports a refused WebSocket upgrade (every
+		// exec, before the SPDY fallback) through klog; keep test output clean.
+		klog.SetLogger(logr.Discard())
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		Namespace: ns, ns: ns, ctx: ctx,
@@ -115,13 +124,9 @@ func Start(t testing.TB, opts Options) *Server {
 	if s.dep.ResourceVersion == "" {
 		s.dep.ResourceVersion = "1"
 	}
-	var match map[string]string
-	if s.dep.Spec.Selector != nil {
-		match = s.dep.Spec.Selector.MatchLabels
-	}
 	for _, p := range opts.Pods {
 		if p.Labels == nil {
-			p.Labels = match
+			p.Labels = s.dep.Spec.Template.Labels
 		}
 		s.addPod(p)
 	}

@@ -1,0 +1,290 @@
+package podreload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/podreload/internal/fakekube"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// nginxPod is a pod whose nginx container is a real nginx of the test's own:
+// the pod's `nginx -t` and `nginx -s reload` run against it.
+func nginxPod(name string, n *testpeers.NginxPeer) fakekube.Pod {
+	return fakekube.Pod{Name: name, Exec: fakekube.Command(n.Binary, n.Args()...)}
+}
+
+// execReloader builds a Reloader the way main does, from the fake API
+// server's kubeconfig.
+func execReloader(t *testing.T, srv *fakekube.Server, cfg Config) *Reloader {
+	t.Helper()
+	cfg.Mode = ModeExec
+	cfg.DeploymentName = "web"
+	cfg.Kubeconfig = srv.Kubeconfig
+	cfg.Namespace = srv.Namespace
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustNotRun(t *testing.T, pod string) fakekube.ExecFunc {
+	return func(context.Context, []string, io.Writer, io.Writer) error {
+		t.Errorf("exec ran in %s, which should have been skipped", pod)
+		return nil
+	}
+}
+
+func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
+	t.Parallel()
+	nginxes := []*testpeers.NginxPeer{
+		testpeers.Nginx(t, testpeers.NginxOptions{}),
+		testpeers.Nginx(t, testpeers.NginxOptions{}),
+		testpeers.Nginx(t, testpeers.NginxOptions{}),
+	}
+	srv := fakekube.Start(t, fakekube.Options{
+		Namespace:  "shop",
+		Deployment: newDeployment("shop", "web"),
+		Pods: []fakekube.Pod{
+			nginxPod("web-0", nginxes[0]),
+			nginxPod("web-1", nginxes[1]),
+			nginxPod("web-2", nginxes[2]),
+			{Name: "web-3", Phase: corev1.PodPending, Exec: mustNotRun(t, "web-3")},
+			{Name: "web-4", NotReady: true, Exec: mustNotRun(t, "web-4")},
+			{Name: "web-5", Terminating: true, Exec: mustNotRun(t, "web-5")},
+		},
+		OtherPods: []fakekube.Pod{{Name: "worker-0", Exec: mustNotRun(t, "worker-0")}},
+	})
+	before := make([][]int, len(nginxes))
+	for i, n := range nginxes {
+		before[i] = n.WorkerPIDs(t)
+	}
+
+	r := execReloader(t, srv, Config{PodName: "web-1"})
+	res, err := r.Reload(context.Background())
+	if err != nil {
+		t.Fatalf("Reload: %v\n%+v", err, res)
+	}
+
+	// Every nginx really reloaded: a new generation of workers replaced the old.
+	for i, n := range nginxes {
+		n.WaitWorkersReplaced(t, before[i])
+	}
+	wantOutcomes := map[string]Outcome{
+		"web-0": OutcomeReloaded, "web-1": OutcomeReloaded, "web-2": OutcomeReloaded,
+		"web-3": OutcomeSkipped, "web-4": OutcomeSkipped, "web-5": OutcomeSkipped,
+	}
+	if len(res.Pods) != len(wantOutcomes) {
+		t.Fatalf("result has %d pods, want %d: %+v", len(res.Pods), len(wantOutcomes), res.Pods)
+	}
+	for _, p := range res.Pods {
+		if p.Outcome != wantOutcomes[p.Pod] {
+			t.Errorf("%s: outcome %s (%s), want %s", p.Pod, p.Outcome, p.Detail, wantOutcomes[p.Pod])
+		}
+		if p.Outcome == OutcomeReloaded && (p.Attempts != 1 || p.Detail != "") {
+			t.Errorf("%s: attempts %d, detail %q", p.Pod, p.Attempts, p.Detail)
+		}
+		if p.Self != (p.Pod == "web-1") {
+			t.Errorf("%s: self = %v", p.Pod, p.Self)
+		}
+	}
+	if !slices.IsSortedFunc(res.Pods, func(a, b PodResult) int { return strings.Compare(a.Pod, b.Pod) }) {
+		t.Error("results are not sorted by pod")
+	}
+
+	// What reached the pods: nginx -t then nginx -s reload, in the proxy
+	// container, over SPDY after the WebSocket upgrade was refused.
+	perPod := map[string][]string{}
+	for _, e := range srv.Execs() {
+		if e.Container != "proxy" || e.Method != "POST" {
+			t.Errorf("exec %+v: want container proxy over SPDY (POST)", e)
+		}
+		perPod[e.Pod] = append(perPod[e.Pod], strings.Join(e.Command, " "))
+	}
+	for _, name := range []string{"web-0", "web-1", "web-2"} {
+		if want := []string{"nginx -t", "nginx -s reload"}; !slices.Equal(perPod[name], want) {
+			t.Errorf("%s ran %q, want %q", name, perPod[name], want)
+		}
+	}
+}
+
+func TestExecOutcomesForSlowFailingFlakyAndHangingPods(t *testing.T) {
+	t.Parallel()
+	okNginx := testpeers.Nginx(t, testpeers.NginxOptions{})
+	slowNginx := testpeers.Nginx(t, testpeers.NginxOptions{})
+	flakyNginx := testpeers.Nginx(t, testpeers.NginxOptions{})
+	brokenNginx := testpeers.Nginx(t, testpeers.NginxOptions{})
+	// Running, but its configuration on disk no longer passes nginx -t.
+	if err := os.WriteFile(filepath.Join(brokenNginx.ConfDir, "custom-domains.conf"), []byte("server { listen 8443 ssl; bogus_directive on; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	slow := fakekube.Command(slowNginx.Binary, slowNginx.Args()...)
+	var flakyCalls atomic.Int32
+	flaky := fakekube.Command(flakyNginx.Binary, flakyNginx.Args()...)
+	hung := make(chan struct{}, 1)
+	srv := fakekube.Start(t, fakekube.Options{
+		Deployment: newDeployment("certmgr", "web"),
+		Pods: []fakekube.Pod{
+			nginxPod("web-ok", okNginx),
+			nginxPod("web-broken", brokenNginx),
+			{Name: "web-slow", Exec: func(ctx context.Context, cmd []string, out, errw io.Writer) error {
+				// A busy pod: each command takes a second before nginx runs.
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return slow(ctx, cmd, out, errw)
+			}},
+			{Name: "web-flaky", Exec: func(ctx context.Context, cmd []string, out, errw io.Writer) error {
+				if flakyCalls.Add(1) == 1 {
+					fmt.Fprintln(errw, `nginx: [alert] kill(31, 1) failed (3: No such process)`)
+					return &fakekube.ExitError{Code: 1}
+				}
+				return flaky(ctx, cmd, out, errw)
+			}},
+			{Name: "web-hung", Exec: func(ctx context.Context, _ []string, _, _ io.Writer) error {
+				select {
+				case hung <- struct{}{}:
+				default:
+				}
+				<-ctx.Done() // a pod whose runtime never answers
+				return ctx.Err()
+			}},
+		},
+	})
+	before := map[*testpeers.NginxPeer][]int{}
+	for _, n := range []*testpeers.NginxPeer{okNginx, slowNginx, flakyNginx, brokenNginx} {
+		before[n] = n.WorkerPIDs(t)
+	}
+
+	const podTimeout = 4 * time.Second
+	r := execReloader(t, srv, Config{PodTimeout: podTimeout, Retries: 2, RetryDelay: 50 * time.Millisecond})
+	start := time.Now()
+	res, err := r.Reload(context.Background())
+	elapsed := time.Since(start)
+
+	// Pods run in parallel, each within its timeout: the whole fan-out is
+	// bounded by one pod timeout plus scheduling slack, not a sum.
+	if elapsed > podTimeout+3*time.Second {
+		t.Errorf("reload took %s, want about the pod timeout %s", elapsed, podTimeout)
+	}
+	var inc *IncompleteError
+	if !errors.As(err, &inc) {
+		t.Fatalf("err = %v, want *IncompleteError", err)
+	}
+	for _, part := range []string{"2 of 5 pods", "web-broken failed", "web-hung timed_out"} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("error %q lacks %q", err, part)
+		}
+	}
+
+	got := map[string]PodResult{}
+	for _, p := range res.Pods {
+		got[p.Pod] = p
+	}
+	check := func(pod string, outcome Outcome, attempts int, detail ...string) {
+		t.Helper()
+		p, ok := got[pod]
+		if !ok {
+			t.Errorf("%s missing from the result", pod)
+			return
+		}
+		if p.Outcome != outcome || p.Attempts != attempts {
+			t.Errorf("%s: %s after %d attempts (%s); want %s after %d", pod, p.Outcome, p.Attempts, p.Detail, outcome, attempts)
+		}
+		for _, d := range detail {
+			if !strings.Contains(p.Detail, d) {
+				t.Errorf("%s: detail %q lacks %q", pod, p.Detail, d)
+			}
+		}
+	}
+	check("web-ok", OutcomeReloaded, 1)
+	check("web-slow", OutcomeReloaded, 1)
+	check("web-flaky", OutcomeReloaded, 2)
+	// nginx's own stderr reaches the operator, after 1 + Retries attempts.
+	check("web-broken", OutcomeFailed, 3, "nginx -t: exit status 1", `unknown directive "bogus_directive"`)
+	check("web-hung", OutcomeTimedOut, 1, "per-pod timeout of 4s", "running nginx -t")
+	if d := got["web-hung"].Duration; d < podTimeout || d > podTimeout+2*time.Second {
+		t.Errorf("web-hung took %s, want about %s", d, podTimeout)
+	}
+	select {
+	case <-hung:
+	default:
+		t.Error("the hanging pod's command never started")
+	}
+
+	for _, n := range []*testpeers.NginxPeer{okNginx, slowNginx, flakyNginx} {
+		n.WaitWorkersReplaced(t, before[n])
+	}
+	// nginx -t failed on the broken pod, so it was never told to reload and
+	// keeps serving with its old workers.
+	if now := brokenNginx.WorkerPIDs(t); !slices.Equal(now, before[brokenNginx]) {
+		t.Errorf("broken pod's workers changed from %v to %v: it was reloaded", before[brokenNginx], now)
+	}
+	for _, e := range srv.Execs() {
+		if e.Pod == "web-broken" && slices.Contains(e.Command, "reload") {
+			t.Errorf("nginx -s reload ran on web-broken after nginx -t failed")
+		}
+	}
+}
+
+func TestExecForbiddenNamesTheMissingPermission(t *testing.T) {
+	t.Parallel()
+	srv := fakekube.Start(t, fakekube.Options{
+		Namespace:  "shop",
+		Deployment: newDeployment("shop", "web"),
+		Pods: []fakekube.Pod{
+			{Name: "web-0", Exec: mustNotRun(t, "web-0")},
+			{Name: "web-1", Exec: mustNotRun(t, "web-1")},
+		},
+	})
+	srv.Forbid("create", "pods/exec")
+
+	r := execReloader(t, srv, Config{RetryDelay: time.Millisecond})
+	res, err := r.Reload(context.Background())
+	var pe *PermissionError
+	if !errors.As(err, &pe) {
+		t.Fatalf("err = %v, want *PermissionError", err)
+	}
+	if pe.Verb != "create" || pe.Resource != "pods/exec" || pe.Namespace != "shop" || pe.Manifest != ManifestExecRBAC {
+		t.Errorf("PermissionError = %+v", pe)
+	}
+	for _, part := range []string{`may not create pods/exec in namespace "shop"`, "apply deploy/base/rbac-exec.yaml", `system:serviceaccount:shop:certmgr`} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("message %q lacks %q", err, part)
+		}
+	}
+	for _, p := range res.Pods {
+		// A missing permission is not retried: it will not appear by itself.
+		if p.Outcome != OutcomeFailed || p.Attempts != 1 || !strings.Contains(p.Detail, "may not create pods/exec") {
+			t.Errorf("%+v", p)
+		}
+	}
+}
+
+func TestExecForbiddenListNamesListPods(t *testing.T) {
+	t.Parallel()
+	srv := fakekube.Start(t, fakekube.Options{
+		Deployment: newDeployment("certmgr", "web"),
+		Pods:       []fakekube.Pod{{Name: "web-0"}},
+	})
+	srv.Forbid("list", "pods")
+	_, err := execReloader(t, srv, Config{}).Reload(context.Background())
+	var pe *PermissionError
+	if !errors.As(err, &pe) || pe.Verb != "list" || pe.Resource != "pods" || pe.Namespace != "certmgr" {
+		t.Fatalf("err = %v, want a list-pods PermissionError", err)
+	}
+}
