@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 func TestParseMode(t *testing.T) {
@@ -89,5 +91,24 @@ func TestPodResultJSON(t *testing.T) {
 	var out PodResult
 	if err := json.Unmarshal(b, &out); err != nil || out != in {
 		t.Errorf("round trip = %+v, %v", out, err)
+	}
+}
+
+func TestLocalModeReloadsThisPodsNginx(t *testing.T) {
+	t.Parallel()
+	n := testpeers.Nginx(t, testpeers.NginxOptions{})
+	before := n.WorkerPIDs(t)
+	// testpeers' nginx has the same Reload(ctx) error as nginxconf's reloader.
+	r, err := New(Config{Mode: ModeLocal, Local: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reload(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.WaitWorkersReplaced(t, before)
+	if len(res.Pods) != 1 || res.Pods[0].Pod != "local" || res.Pods[0].Outcome != OutcomeReloaded || !res.Pods[0].Self {
+		t.Errorf("result = %+v", res)
 	}
 }
