@@ -179,18 +179,21 @@ func (s *Store) decode(r rawRow) (CustomDomain, error) {
 	d := CustomDomain{
 		ID: r.id, Domain: name, Mode: mode, TenantID: r.tenantID, Status: status,
 		LastError: r.lastError, CreatedAt: r.createdAt, UpdatedAt: r.updatedAt,
+		DNSVerifiedAt: orZero(r.dnsVerifiedAt), CertIssuedAt: orZero(r.certIssuedAt),
+		CertExpiresAt: orZero(r.certExpiresAt),
 	}
 	if r.eventID != nil {
 		d.EventID = *r.eventID
 	}
-	for dst, src := range map[*time.Time]*time.Time{
-		&d.DNSVerifiedAt: r.dnsVerifiedAt, &d.CertIssuedAt: r.certIssuedAt, &d.CertExpiresAt: r.certExpiresAt,
-	} {
-		if src != nil {
-			*dst = *src
-		}
-	}
 	return d, nil
+}
+
+// orZero maps a NULL timestamp to the zero time.
+func orZero(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
 }
 
 // Get loads the row with primary key id.
