@@ -34,6 +34,7 @@ func TestParseAccepts(t *testing.T) {
 		{"decimal-looking label not last", "127.0.0.1.nip.io", "127.0.0.1.nip.io"},
 		{"63-character label", strings.Repeat("a", 63) + ".com", domain.Name(strings.Repeat("a", 63) + ".com")},
 		{"253-character name", long(253), domain.Name(long(253))},
+		{"253 characters and the root dot", long(253) + ".", domain.Name(long(253))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
