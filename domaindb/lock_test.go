@@ -216,7 +216,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
-// TestHelperProcess is not a test: it is the other process of the lock tests.
+// TestHelperProcess is not a test: it is the other process of the lock tests
+// (not parallel: in a helper process it is the only thing running).
 func TestHelperProcess(t *testing.T) {
 	mode := os.Getenv("DOMAINDB_HELPER")
 	if mode == "" {
