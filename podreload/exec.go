@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,7 @@ func (r *Reloader) reloadAll(ctx context.Context) (Result, error) {
 			r.namespace, r.cfg.DeploymentName, selector)
 	}
 
+	f := &fanout{}
 	results := make([]PodResult, len(targets))
 	errs := make([]error, len(targets))
 	sem := make(chan struct{}, r.cfg.Concurrency)
@@ -46,7 +48,7 @@ func (r *Reloader) reloadAll(ctx context.Context) (Result, error) {
 				return
 			}
 			defer func() { <-sem }()
-			results[i], errs[i] = r.reloadPod(ctx, pod)
+			results[i], errs[i] = r.reloadPod(ctx, f, pod)
 		})
 	}
 	wg.Wait()
@@ -105,7 +107,7 @@ func mergeSorted(a, b []PodResult) []PodResult {
 // reloadPod runs the test and reload commands in one pod, retrying failures,
 // all within PodTimeout. The error is the last attempt's, for callers that
 // look for a *PermissionError.
-func (r *Reloader) reloadPod(ctx context.Context, pod string) (PodResult, error) {
+func (r *Reloader) reloadPod(ctx context.Context, f *fanout, pod string) (PodResult, error) {
 	start := time.Now()
 	res := PodResult{Pod: pod, Self: pod == r.cfg.PodName}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PodTimeout)
@@ -115,7 +117,7 @@ func (r *Reloader) reloadPod(ctx context.Context, pod string) (PodResult, error)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		err := r.reloadOnce(pctx, pod)
+		err := r.reloadOnce(pctx, f, pod)
 		if err == nil {
 			res.Outcome, res.Detail, lastErr = OutcomeReloaded, "", nil
 			break
@@ -162,17 +164,26 @@ func timeoutDetail(parent context.Context, timeout time.Duration, err, earlier e
 }
 
 // reloadOnce runs `nginx -t` then `nginx -s reload` in the pod.
-func (r *Reloader) reloadOnce(ctx context.Context, pod string) error {
-	if err := r.exec(ctx, pod, r.cfg.TestCommand); err != nil {
+func (r *Reloader) reloadOnce(ctx context.Context, f *fanout, pod string) error {
+	if err := r.exec(ctx, f, pod, r.cfg.TestCommand); err != nil {
 		return err
 	}
-	return r.exec(ctx, pod, r.cfg.ReloadCommand)
+	return r.exec(ctx, f, pod, r.cfg.ReloadCommand)
+}
+
+// fanout is what one Reload learns as it goes.
+type fanout struct {
+	// wsRefused is set once the API server refused a WebSocket upgrade for
+	// a reason other than permission (an older server or kubelet): the
+	// remaining execs of this Reload go straight to SPDY instead of paying a
+	// refused handshake each.
+	wsRefused atomic.Bool
 }
 
 // exec runs cmd in the pod's nginx container through pods/exec, WebSocket
 // first and SPDY when the WebSocket upgrade fails, as kubectl does. A failure
 // carries the command's stderr.
-func (r *Reloader) exec(ctx context.Context, pod string, cmd []string) error {
+func (r *Reloader) exec(ctx context.Context, f *fanout, pod string, cmd []string) error {
 	name := strings.Join(cmd, " ")
 	u := r.client.CoreV1().RESTClient().Post().
 		Namespace(r.namespace).Resource("pods").Name(pod).SubResource("exec").
@@ -183,21 +194,30 @@ func (r *Reloader) exec(ctx context.Context, pod string, cmd []string) error {
 			Stderr:    true,
 		}, scheme.ParameterCodec).URL()
 
-	ws, err := remotecommand.NewWebSocketExecutor(r.rest, http.MethodGet, u.String())
-	if err != nil {
-		return fmt.Errorf("%s: websocket executor: %w", name, err)
-	}
 	spdy, err := remotecommand.NewSPDYExecutor(r.rest, http.MethodPost, u)
 	if err != nil {
 		return fmt.Errorf("%s: spdy executor: %w", name, err)
 	}
-	var wsErr error
-	exe, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		wsErr = err
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
-	if err != nil {
-		return fmt.Errorf("%s: fallback executor: %w", name, err)
+	var (
+		exe   remotecommand.Executor = spdy
+		wsErr error
+	)
+	if !f.wsRefused.Load() {
+		ws, err := remotecommand.NewWebSocketExecutor(r.rest, http.MethodGet, u.String())
+		if err != nil {
+			return fmt.Errorf("%s: websocket executor: %w", name, err)
+		}
+		exe, err = remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+			wsErr = err
+			fallback := httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+			if fallback && forbiddenUpgrade(err) == nil {
+				f.wsRefused.Store(true)
+			}
+			return fallback
+		})
+		if err != nil {
+			return fmt.Errorf("%s: fallback executor: %w", name, err)
+		}
 	}
 
 	var stdout, stderr limitedBuffer

@@ -117,6 +117,11 @@ func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 			t.Errorf("%s ran %q, want %q", name, perPod[name], want)
 		}
 	}
+	// The WebSocket was tried first, and once refused, later execs of the
+	// same reload went straight to SPDY.
+	if reqs := srv.ExecRequests(); reqs["GET"] < 1 || reqs["GET"] > 3 || reqs["POST"] != 6 {
+		t.Errorf("exec requests by method = %v, want 1-3 GET (WebSocket) and 6 POST (SPDY)", reqs)
+	}
 }
 
 func TestExecOutcomesForSlowFailingFlakyAndHangingPods(t *testing.T) {

@@ -2,12 +2,21 @@ package fakekube
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -92,6 +101,7 @@ type Server struct {
 	podList   []corev1.Pod
 	forbidden map[string]bool // "verb resource"
 	execs     []ExecRecord
+	upgrades  map[string]int // exec requests by method, upgraded or not
 	patches   []PatchRecord
 }
 
@@ -115,6 +125,7 @@ func Start(t testing.TB, opts Options) *Server {
 		pods:      map[string]Pod{},
 		dep:       opts.Deployment.DeepCopy(),
 		forbidden: map[string]bool{},
+		upgrades:  map[string]int{},
 	}
 	s.dep.Namespace = ns
 	s.dep.TypeMeta = metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"}
@@ -151,6 +162,13 @@ func Start(t testing.TB, opts Options) *Server {
 	})
 
 	srv := httptest.NewUnstartedServer(mux)
+	cert, err := ecdsaCert()
+	if err != nil {
+		t.Fatalf("fakekube certificate: %v", err)
+	}
+	// ECDSA rather than httptest's RSA key: the server's handshakes then cost
+	// little, so benchmarks measure the client.
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
 	t.Cleanup(func() {
 		cancel()
@@ -227,6 +245,14 @@ func (s *Server) Execs() []ExecRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.execs)
+}
+
+// ExecRequests counts pods/exec requests by method (GET: WebSocket, POST:
+// SPDY), including refused upgrades.
+func (s *Server) ExecRequests() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.upgrades)
 }
 
 // Patches returns the Deployment PATCH requests, in order.
@@ -426,6 +452,9 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	s.mu.Lock()
+	s.upgrades[r.Method]++
+	s.mu.Unlock()
 	if s.wrongNamespace(w, r) || s.deny(w, "create", "pods/exec", "", name) {
 		return
 	}
@@ -509,4 +538,29 @@ func Command(binary string, args ...string) ExecFunc {
 		c.Stdout, c.Stderr = stdout, stderr
 		return c.Run()
 	}
+}
+
+// ecdsaCert makes a self-signed P-256 certificate for 127.0.0.1 and localhost.
+func ecdsaCert() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "fakekube"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		DNSNames:              []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
