@@ -20,6 +20,7 @@ import (
 
 	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/certcrypto"
+	"github.com/go-acme/lego/v5/registration"
 )
 
 // account is the ACME account of one directory URL. Its key is created once,
@@ -40,6 +41,8 @@ type accountFile struct {
 	URI       string `json:"uri"`
 	Email     string `json:"email"`
 }
+
+var _ registration.User = (*account)(nil)
 
 func (a *account) GetEmail() string                           { return a.email }
 func (a *account) GetRegistration() *legoacme.ExtendedAccount { return a.reg }

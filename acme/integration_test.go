@@ -215,8 +215,10 @@ func TestIssueIsListedByCertbotAndServedByNginx(t *testing.T) {
 	}
 
 	// A second manager on the same store (a restart, or another replica)
-	// reuses the account key.
-	m2, err := New(s.cfg)
+	// reuses the account key; a changed ACME_EMAIL updates its contact.
+	cfg2 := s.cfg
+	cfg2.Email = "certs@example.com"
+	m2, err := New(cfg2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,6 +232,19 @@ func TestIssueIsListedByCertbotAndServedByNginx(t *testing.T) {
 	keyAfter, _ := os.ReadFile(keys[0])
 	if !bytes.Equal(keyBefore, keyAfter) {
 		t.Error("account key replaced")
+	}
+	for _, m := range []*Manager{s.m, m2} {
+		client, err := m.connect(ctxT(t), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acct, err := client.Registration.QueryRegistration(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(acct.Contact, []string{"mailto:certs@example.com"}) || acct.Location != m2.acct.reg.Location {
+			t.Errorf("account %s contact %v, want the one account with mailto:certs@example.com", acct.Location, acct.Contact)
+		}
 	}
 	s.nginx.ReloadAndWait(t)
 	if served := handshake(t, s, d); served.SerialNumber.Cmp(l2.Leaf().SerialNumber) != 0 {
@@ -599,5 +614,28 @@ func TestFailedValidationsBackOff(t *testing.T) {
 	}
 	if next, err := s.m.NextAttempt(NameFor(d)); err != nil || !next.IsZero() {
 		t.Errorf("next attempt after success: %s %v", next, err)
+	}
+}
+
+func TestKeyTypeIsUsedAndRecorded(t *testing.T) {
+	t.Parallel()
+	s := setup(t, setupOptions{cfg: func(c *Config) { c.KeyType = RSA2048 }})
+	d := s.name(t, "rsa")
+	l, err := s.m.Issue(ctxT(t), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.KeyType != RSA2048 {
+		t.Errorf("key type %s, want rsa2048", l.KeyType)
+	}
+	conf, err := readRenewalConf(l.RenewalConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.params["key_type"] != "rsa" || conf.params["rsa_key_size"] != "2048" {
+		t.Errorf("renewalparams %v, want key_type rsa, rsa_key_size 2048", conf.params)
+	}
+	if out := certbotCertificates(t, s.cfg.Dir); !strings.Contains(out, "Key Type: RSA") {
+		t.Errorf("certbot certificates:\n%s", out)
 	}
 }

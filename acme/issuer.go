@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -156,12 +157,30 @@ func (m *Manager) connect(ctx context.Context, register bool) (*lego.Client, err
 		if err != nil {
 			return nil, classify("register ACME account", err)
 		}
+		// The key may belong to an account registered with another contact
+		// (ACME_EMAIL changed): the CA then returns that account as it is.
+		m.acct.reg = reg
+		if want := contactFor(m.cfg.Email); !slices.Equal(reg.Contact, want) && reg.Location != "" {
+			updated, err := m.client.Registration.UpdateRegistration(ctx, registration.RegisterOptions{TermsOfServiceAgreed: true})
+			if err != nil {
+				m.acct.reg = nil // try again on the next order
+				return nil, classify("update ACME account contact", err)
+			}
+			reg = updated
+		}
 		if err := m.acct.saveRegistration(m.cfg.DirectoryURL, reg); err != nil {
 			return nil, err
 		}
 		m.log.Info().Str("account", reg.Location).Str("directory", m.cfg.DirectoryURL).Msg("ACME account registered")
 	}
 	return m.client, nil
+}
+
+func contactFor(email string) []string {
+	if email == "" {
+		return nil
+	}
+	return []string{"mailto:" + email}
 }
 
 func (m *Manager) fetchDirectory(ctx context.Context) (directory, error) {

@@ -8,12 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/go-acme/lego/v5/challenge"
 )
 
 // webroot solves HTTP-01 by writing the key authorization to
 // <root>/.well-known/acme-challenge/<token>, which nginx serves on :8080, and
 // removing it afterwards. certmgr itself never listens on port 80.
 type webroot struct{ root string }
+
+var _ challenge.Provider = webroot{}
 
 // tokenRE is the base64url alphabet RFC 8555 §8.3 allows in a token. The token
 // comes from the CA; checking it keeps it a single file name.
