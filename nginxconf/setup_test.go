@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,19 +102,42 @@ func (f *fixture) regenerate(t *testing.T, names ...string) Result {
 // workers returns nginx's worker pids once there are any: right after start
 // a forked worker may not have renamed itself yet, and an empty "before"
 // list would make WaitWorkersReplaced pass at once.
-func (f *fixture) workers(t *testing.T) []int {
+func (f *fixture) workers(t *testing.T) []int { return waitWorkers(t, f.peer) }
+
+func waitWorkers(t testing.TB, peer *testpeers.NginxPeer) []int {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	deadline := time.After(15 * time.Second)
+	deadline := time.After(30 * time.Second)
 	for {
-		if pids := f.peer.WorkerPIDs(t); len(pids) > 0 {
+		if pids := peer.WorkerPIDs(t); len(pids) > 0 {
 			return pids
 		}
 		select {
 		case <-tick.C:
 		case <-deadline:
 			t.Fatal("nginx has no worker processes")
+		}
+	}
+}
+
+// waitReplaced waits until new workers replaced all of before; unlike
+// testpeers' WaitWorkersReplaced it takes a deadline, for reloads of 10,000
+// certificates.
+func waitReplaced(t testing.TB, peer *testpeers.NginxPeer, before []int, timeout time.Duration) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for {
+		now := peer.WorkerPIDs(t)
+		if len(now) > 0 && !slices.ContainsFunc(now, func(p int) bool { return slices.Contains(before, p) }) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("nginx workers %v not replaced after %s", before, timeout)
 		}
 	}
 }

@@ -1,0 +1,202 @@
+package nginxconf
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/internal/testpeers"
+)
+
+// benchStore is a certbot-layout store with benchDomains lineages, made once
+// per benchmark run and shared by its sub-benchmarks (the first n are used).
+type benchStore struct {
+	dir   string
+	names []domain.Name
+}
+
+const benchDomains = 10000
+
+func newBenchStore(b *testing.B) *benchStore {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "nginxconf-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	s := &benchStore{dir: dir}
+	writeLineage(b, dir, "default.invalid", leafOpts{})
+	for i := range benchDomains {
+		// Names of a realistic length and spread: tenant-chosen hosts.
+		n := domain.Name(fmt.Sprintf("shop%05d.tenant-%d.example-store.com", i, i%97))
+		writeLineage(b, dir, string(n), leafOpts{notAfter: time.Now().Add(90 * 24 * time.Hour)})
+		s.names = append(s.names, n)
+	}
+	return s
+}
+
+// BenchmarkRender is the pure renderer alone, for `make bench`.
+func BenchmarkRender(b *testing.B) {
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		for _, n := range []int{1000, 10000} {
+			ss := make([]Site, n)
+			for i := range ss {
+				ss[i] = Site{Domain: Domain{Name: domain.Name(fmt.Sprintf("shop%05d.tenant-%d.example-store.com", i, i%97))}, CertSHA256: strings.Repeat("ab", 32)}
+			}
+			b.Run(fmt.Sprintf("%s/%d", mode, n), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := Render(Config{CertMode: mode}, ss); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkNginx measures a regeneration at 1,000 and 10,000 domains in both
+// modes against real nginx: certmgr's own part (vetting, cold and cached;
+// rendering; writing), nginx -t on the result, the reload until new workers
+// serve it, and nginx's memory after the reload. bench/nginx/run.sh turns the
+// metrics into a markdown table.
+func BenchmarkNginx(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("nginx workers must run as root to read the benchmark's private keys")
+	}
+	store := newBenchStore(b)
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprintf("%s/%d", mode, n), func(b *testing.B) {
+				benchNginx(b, store, mode, n)
+			})
+		}
+	}
+}
+
+func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
+	peer := testpeers.Nginx(b, testpeers.NginxOptions{})
+	le := store.dir
+	cfg := Config{
+		ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary,
+		MainConf: peer.MainConf, Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort,
+		CertMode: mode, LetsEncryptDir: le, ACMEWebroot: peer.Webroot, Timeout: 5 * time.Minute,
+		DefaultCert: filepath.Join(le, "live", "default.invalid", "fullchain.pem"),
+		DefaultKey:  filepath.Join(le, "live", "default.invalid", "privkey.pem"),
+	}
+	a, err := NewApplier(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rl, err := NewLocalReloader(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ds := Domains(store.names[:n]...)
+	ctx := context.Background()
+
+	var vetCold, vetWarm, render, write, test, reload time.Duration
+	var size int
+	var masterRSS, totalPSS float64
+	for i := 0; b.Loop(); i++ {
+		v := NewVetter(cfg)
+		t0 := time.Now()
+		v.Vet(ds)
+		vetCold += time.Since(t0)
+
+		t0 = time.Now()
+		sites, skipped := v.Vet(ds)
+		vetWarm += time.Since(t0)
+		if len(sites) != n || len(skipped) != 0 {
+			b.Fatalf("vetted %d sites, skipped %v", len(sites), skipped)
+		}
+
+		t0 = time.Now()
+		text, err := Render(cfg, sites)
+		render += time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Each round differs, so that it is written and reloaded.
+		text = append(text, fmt.Sprintf("# round %d\n", i)...)
+		size = len(text)
+
+		t0 = time.Now()
+		if err := writeFileSync(a.CandidatePath(), text); err != nil {
+			b.Fatal(err)
+		}
+		write += time.Since(t0)
+
+		t0 = time.Now()
+		if err := a.Test(ctx, a.CandidatePath()); err != nil {
+			b.Fatal(err)
+		}
+		test += time.Since(t0)
+
+		t0 = time.Now()
+		if err := os.Rename(a.CandidatePath(), cfg.ConfPath); err != nil {
+			b.Fatal(err)
+		}
+		write += time.Since(t0)
+
+		before := waitWorkers(b, peer)
+		t0 = time.Now()
+		if err := rl.Reload(ctx); err != nil {
+			b.Fatal(err)
+		}
+		waitReplaced(b, peer, before, 10*time.Minute)
+		reload += time.Since(t0)
+
+		m, p := nginxMemory(b, peer)
+		masterRSS += m
+		totalPSS += p
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+	b.ReportMetric(per(vetCold), "vet-cold-ms")
+	b.ReportMetric(per(vetWarm), "vet-ms")
+	b.ReportMetric(per(render), "render-ms")
+	b.ReportMetric(per(write), "write-ms")
+	b.ReportMetric(per(test), "nginx-t-ms")
+	b.ReportMetric(per(reload), "reload-ms")
+	b.ReportMetric(masterRSS/float64(b.N), "master-rss-MB")
+	b.ReportMetric(totalPSS/float64(b.N), "nginx-pss-MB")
+	b.ReportMetric(float64(size)/1e6, "file-MB")
+	b.ReportMetric(100*(per(vetWarm)+per(render)+per(write))/per(test), "own-%-of-nginx-t")
+}
+
+// nginxMemory returns the master's RSS and the PSS of master and workers
+// together (PSS splits pages shared after fork fairly), in MB.
+func nginxMemory(b *testing.B, peer *testpeers.NginxPeer) (masterRSS, pss float64) {
+	master := peer.MasterPID(b)
+	masterRSS = procField(b, fmt.Sprintf("/proc/%d/status", master), "VmRSS:")
+	for _, pid := range append([]int{master}, peer.WorkerPIDs(b)...) {
+		pss += procField(b, fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss:")
+	}
+	return masterRSS / 1024, pss / 1024
+}
+
+// procField reads a "Name: N kB" line.
+func procField(b *testing.B, path, field string) float64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				v, err := strconv.ParseFloat(f[0], 64)
+				if err == nil {
+					return v
+				}
+			}
+		}
+	}
+	b.Fatalf("%s: no %s", path, field)
+	return 0
+}
