@@ -100,7 +100,7 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	ds := Domains(store.names[:n]...)
 	ctx := context.Background()
 
-	var vetCold, vetWarm, render, write, test, reload time.Duration
+	var vetCold, vetWarm, render, write, test, reloadCmd, reload time.Duration
 	var size int
 	var masterRSS, totalPSS float64
 	for i := 0; b.Loop(); i++ {
@@ -149,6 +149,7 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 		if err := rl.Reload(ctx); err != nil {
 			b.Fatal(err)
 		}
+		reloadCmd += time.Since(t0)
 		waitReplaced(b, peer, before, 10*time.Minute)
 		reload += time.Since(t0)
 
@@ -163,6 +164,7 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	b.ReportMetric(per(write), "write-ms")
 	b.ReportMetric(per(test), "nginx-t-ms")
 	b.ReportMetric(per(reload), "reload-ms")
+	b.ReportMetric(per(reloadCmd), "reload-cmd-ms")
 	b.ReportMetric(masterRSS/float64(b.N), "master-rss-MB")
 	b.ReportMetric(totalPSS/float64(b.N), "nginx-pss-MB")
 	b.ReportMetric(float64(size)/1e6, "file-MB")

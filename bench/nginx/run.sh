@@ -1,0 +1,38 @@
+#!/bin/sh
+# Regeneration cost of nginxconf against real nginx at 1,000 and 10,000
+# domains, in both NGINX_CERT_MODE values, printed as a markdown table.
+#
+#   bench/nginx/run.sh            # all four runs (about 10 minutes on 2 cores)
+#   BENCH=per-server/1000 bench/nginx/run.sh
+#
+# Needs nginx (Debian's nginx-light or nginx package) and root, because the
+# test nginx's workers read the generated private keys. Each run: vetting
+# (cold: a fresh Vetter reads and parses every certificate; warm: the cached
+# pass a regeneration normally does), render, write (candidate with fsync,
+# then rename), nginx -t on the candidate, reload until new workers serve it
+# (reload-cmd: until `nginx -s reload` returns, which parses the whole
+# configuration itself), and nginx's memory after the reload.
+# "own %" is certmgr's part of a regeneration (warm vet + render + write)
+# against nginx -t of the same file.
+set -eu
+cd "$(dirname "$0")/../.."
+pattern="BenchmarkNginx/${BENCH:-}"
+out=$(go test ./nginxconf/ -run '^$' -bench "$pattern" -benchtime 1x -timeout 60m 2>&1) || {
+	echo "$out" | grep -v '\[notice\]' >&2
+	exit 1
+}
+echo "$out" | awk '
+/^BenchmarkNginx\// {
+	split($1, p, "/"); mode = p[2]; n = p[3]; sub(/-[0-9]+$/, "", n)
+	delete m
+	for (i = 4; i < NF; i += 2) m[$(i + 1)] = $i
+	rows[++k] = sprintf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f (%.0f) | %.0f | %.0f |",
+		mode, n, m["file-MB"], m["vet-cold-ms"], m["vet-ms"], m["render-ms"], m["write-ms"],
+		m["nginx-t-ms"], m["own-%-of-nginx-t"], m["reload-ms"], m["reload-cmd-ms"],
+		m["master-rss-MB"], m["nginx-pss-MB"])
+}
+END {
+	print "| mode | domains | file MB | vet cold ms | vet ms | render ms | write ms | nginx -t ms | own % of nginx -t | reload ms (cmd) | master RSS MB | nginx PSS MB |"
+	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for (i = 1; i <= k; i++) print rows[i]
+}'
