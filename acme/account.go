@@ -144,13 +144,8 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode account key: %w", err)
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	if err := writeAtomic(tmp, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		return nil, fmt.Errorf("write account key: %w", err)
-	}
-	defer os.Remove(tmp)
 	// link(2) fails when path exists: whoever links first owns the account.
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+	if _, err := writeExclusive(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("install account key: %w", err)
 	}
 	return loadOrCreateKey(path)

@@ -59,6 +59,11 @@ import (
 // Kinds of files in a lineage, in certbot's order.
 var kinds = []string{"cert", "privkey", "chain", "fullchain"}
 
+// staleAfter is the age after which a temporary file or staging directory is
+// taken for the leftover of a crashed Save rather than another process's work
+// in progress.
+const staleAfter = 10 * time.Minute
+
 // stagingSuffixRE matches what stageLive appends to live/.<name>.new-, and
 // nothing another lineage's staging directory could end with.
 var stagingSuffixRE = regexp.MustCompile(`^[0-9a-f]{16}(\.old)?$`)
@@ -427,25 +432,13 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
 
-	version, err := s.nextVersion(n)
+	full := append(append([]byte{}, bytes.TrimSpace(c.Cert)...), '\n')
+	full = append(full, c.Chain...)
+	version, err := s.writeArchive(n, map[string][]byte{"cert": c.Cert, "privkey": c.Key, "chain": c.Chain, "fullchain": full})
 	if err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
-	full := append(append([]byte{}, bytes.TrimSpace(c.Cert)...), '\n')
-	full = append(full, c.Chain...)
-	contents := map[string][]byte{"cert": c.Cert, "privkey": c.Key, "chain": c.Chain, "fullchain": full}
 	archive := s.archiveDir(n)
-	for _, kind := range kinds {
-		mode := os.FileMode(0o644)
-		if kind == "privkey" {
-			mode = 0o600
-		}
-		final := filepath.Join(archive, fmt.Sprintf("%s%d.pem", kind, version))
-		if err := writeAtomic(final, contents[kind], mode); err != nil {
-			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
-		}
-		s.step("archive:" + kind)
-	}
 	if err := syncDir(archive); err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
@@ -500,6 +493,41 @@ func checkIssued(c Issued) error {
 	return nil
 }
 
+// writeArchive writes the four files of the next free version and returns
+// its number. Files are never overwritten: the version is claimed by linking
+// certN.pem into place (cert is written first by every writer), so a second
+// process saving the same lineage at the same moment moves on to N+1 instead
+// of mixing its key with our certificate.
+func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, error) {
+	version, err := s.nextVersion(n)
+	if err != nil {
+		return 0, err
+	}
+	archive := s.archiveDir(n)
+	for ; ; version++ {
+		created, err := writeExclusive(filepath.Join(archive, fmt.Sprintf("cert%d.pem", version)), contents["cert"], 0o644)
+		if err != nil {
+			return 0, err
+		}
+		if created {
+			break
+		}
+	}
+	s.step("archive:cert")
+	for _, kind := range kinds[1:] {
+		mode := os.FileMode(0o644)
+		if kind == "privkey" {
+			mode = 0o600
+		}
+		final := filepath.Join(archive, fmt.Sprintf("%s%d.pem", kind, version))
+		if err := writeAtomic(final, contents[kind], mode); err != nil {
+			return 0, err
+		}
+		s.step("archive:" + kind)
+	}
+	return version, nil
+}
+
 // nextVersion is one more than any version number in the archive, including
 // files a crashed Save left behind, so an archive file is never overwritten.
 func (s *Store) nextVersion(n LineageName) (int, error) {
@@ -510,8 +538,11 @@ func (s *Store) nextVersion(n LineageName) (int, error) {
 	highest := 0
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
-			// A temporary file of a crashed Save.
-			_ = os.Remove(filepath.Join(s.archiveDir(n), e.Name()))
+			// A temporary file of a crashed Save; a recent one may belong to
+			// another process saving right now.
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
+				_ = os.Remove(filepath.Join(s.archiveDir(n), e.Name()))
+			}
 			continue
 		}
 		if m := archiveFileRE.FindStringSubmatch(e.Name()); m != nil {
@@ -531,7 +562,9 @@ func (s *Store) stageLive(n LineageName, version int) (string, error) {
 	if entries, err := os.ReadDir(liveRoot); err == nil {
 		for _, e := range entries {
 			if rest, ok := strings.CutPrefix(e.Name(), prefix); ok && stagingSuffixRE.MatchString(rest) {
-				_ = os.RemoveAll(filepath.Join(liveRoot, e.Name()))
+				if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
+					_ = os.RemoveAll(filepath.Join(liveRoot, e.Name()))
+				}
 			}
 		}
 	}
@@ -615,6 +648,27 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// writeExclusive writes data to a temporary file, syncs it and links it to
+// path, which must not exist yet: unlike a rename, a link never replaces a file
+// another process put there first. created is false (and err nil) when path
+// already existed.
+func writeExclusive(path string, data []byte, mode os.FileMode) (created bool, err error) {
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	if err := writeAtomic(tmp, data, mode); err != nil {
+		return false, err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 func writeIfMissing(path string, data []byte, mode os.FileMode) error {
