@@ -72,13 +72,14 @@ func renewCommand() *command {
 func regenCommand() *command {
 	return &command{
 		name:  "regen-nginx",
-		args:  "[--json]",
+		args:  "[--no-reload] [--json]",
 		short: "regenerate custom-domains.conf from the database, check it with nginx -t, and reload",
 		long:  `Run by the init container at pod start, and by hand after a restore.`,
 		needs: needs{db: true, target: true},
 		flags: func(fs *flag.FlagSet, a *app) func(*app) error {
 			asJSON := fs.Bool("json", false, "print the result as JSON")
-			return func(a *app) error { return runRegen(a, *asJSON) }
+			noReload := fs.Bool("no-reload", false, "write and check the file but do not reload nginx (the init container: nginx is not running yet)")
+			return func(a *app) error { return runRegen(a, !*noReload, *asJSON) }
 		},
 	}
 }

@@ -1,11 +1,273 @@
 package main
 
-// The subcommands' bodies. Each stays "not built yet" until the issue that
-// builds its pipeline lands; none pretends to work.
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
 
-func runWorker(a *app) error                                   { return notBuilt("worker") }
-func runIssue(a *app, domain string, force, asJSON bool) error { return notBuilt("issue") }
-func runRenew(a *app, dryRun, asJSON bool) error               { return notBuilt("renew") }
-func runRegen(a *app, asJSON bool) error                       { return notBuilt("regen-nginx") }
-func runCertificates(a *app, asJSON bool) error                { return notBuilt("certificates") }
-func runVerifyDNS(a *app, domain string, asJSON bool) error    { return notBuilt("verify-dns") }
+	"github.com/gomodule/redigo/redis"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/tasks"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// The HTTP endpoints on CERTMGR_HTTP_ADDR; deploy/ probes them.
+const (
+	pathHealthz = "/healthz"
+	pathReadyz  = "/readyz"
+	pathMetrics = "/metrics"
+)
+
+// runWorker consumes the queue until SIGTERM, runs the renewal sweeps and
+// serves the HTTP endpoints. Shutdown order: stop the HTTP server's
+// readiness first (so no new traffic is expected), then the sweeps, then the
+// worker (graceful: in-flight tasks get their grace), then the database.
+func runWorker(a *app) error {
+	c, err := build(a.ctx, a)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	mux := worker.NewServeMux()
+	worker.RegisterBuiltins(mux)
+	c.tasks.Register(mux)
+	srv, err := worker.NewServer(workerConfig(a), mux)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", a.settings.HTTPAddr)
+	if err != nil {
+		return &ConfigError{Name: EnvHTTPAddr, Value: a.settings.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
+	}
+	broker := newBrokerPinger(a.settings.BrokerURL)
+	defer broker.Close()
+	httpSrv := &http.Server{Handler: opsHandler(c, broker), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = httpSrv.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(ctx)
+	}()
+
+	var wg sync.WaitGroup
+	sweepCtx, stopSweeps := context.WithCancel(a.ctx)
+	wg.Add(1)
+	go func() { defer wg.Done(); c.tasks.RunSweeps(sweepCtx) }()
+	defer func() { stopSweeps(); wg.Wait() }()
+
+	a.log.Info().Str("queue", a.settings.Queue).Int("concurrency", a.settings.Concurrency).
+		Str("hostname", srv.Hostname()).Str("http", ln.Addr().String()).Msg("certmgr worker started")
+	err = srv.Run(a.ctx)
+	a.log.Info().Msg("certmgr worker stopped")
+	return err
+}
+
+// opsHandler serves /healthz (the process answers), /readyz (broker and
+// database answer) and /metrics.
+func opsHandler(c *components, broker *brokerPinger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(pathHealthz, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc(pathReadyz, func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		var problems []string
+		if err := broker.Ping(ctx); err != nil {
+			problems = append(problems, "broker: "+err.Error())
+		}
+		if err := c.db.Ping(ctx); err != nil {
+			problems = append(problems, "database: "+err.Error())
+		}
+		if len(problems) > 0 {
+			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle(pathMetrics, promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// brokerPinger checks that the Redis broker answers, for /readyz.
+type brokerPinger struct{ pool *redis.Pool }
+
+func newBrokerPinger(url string) *brokerPinger {
+	return &brokerPinger{pool: &redis.Pool{MaxIdle: 1, IdleTimeout: time.Minute, Dial: func() (redis.Conn, error) {
+		return redis.DialURL(url, redis.DialConnectTimeout(2*time.Second), redis.DialReadTimeout(2*time.Second), redis.DialWriteTimeout(2*time.Second))
+	}}}
+}
+
+func (b *brokerPinger) Ping(ctx context.Context) error {
+	conn, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = conn.Do("PING")
+	return err
+}
+
+func (b *brokerPinger) Close() { b.pool.Close() }
+
+func runIssue(a *app, d string, force, asJSON bool) error {
+	c, err := build(a.ctx, a)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	res, err := c.tasks.Issue(a.ctx, d, force)
+	if asJSON {
+		return printJSON(a.stdout, res, err)
+	}
+	if err != nil {
+		return err
+	}
+	what := "existing certificate kept"
+	if res.Issued {
+		what = "new certificate issued"
+	}
+	fmt.Fprintf(a.stdout, "%s: %s, %s, valid until %s\n", res.Domain, res.Status, what, res.NotAfter)
+	printPods(a.stdout, res.Reloaded)
+	return nil
+}
+
+func runRenew(a *app, dryRun, asJSON bool) error {
+	c, err := build(a.ctx, a)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	res, err := c.tasks.Sweep(a.ctx, dryRun)
+	if asJSON {
+		return printJSON(a.stdout, res, sweepError(res, err))
+	}
+	if res.Skipped {
+		fmt.Fprintln(a.stdout, "another replica is running the renewal sweep; nothing done")
+	}
+	for _, e := range res.Certificates {
+		line := fmt.Sprintf("%s: %s (%s)", e.Name, e.Action, e.Reason)
+		for _, f := range res.Failed {
+			if f.Name == e.Name {
+				line += ": " + f.Error
+			}
+		}
+		fmt.Fprintln(a.stdout, line)
+	}
+	fmt.Fprintf(a.stdout, "checked %d, renewed %d, failed %d\n", res.Checked, len(res.Renewed), len(res.Failed))
+	printPods(a.stdout, res.Reloaded)
+	return sweepError(res, err)
+}
+
+func sweepError(res tasks.RenewResult, err error) error {
+	if err == nil && len(res.Failed) > 0 {
+		return fmt.Errorf("%d certificate(s) failed to renew", len(res.Failed))
+	}
+	return err
+}
+
+func runRegen(a *app, reload, asJSON bool) error {
+	c, err := build(a.ctx, a)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	res, err := c.tasks.Regenerate(a.ctx, reload)
+	if asJSON {
+		return printJSON(a.stdout, res, err)
+	}
+	if err != nil {
+		return err
+	}
+	state := "unchanged"
+	if res.Changed {
+		state = "written"
+	}
+	fmt.Fprintf(a.stdout, "%s: %d domain(s) served, %s\n", a.settings.NginxConfPath, res.Domains, state)
+	for _, s := range res.Skipped {
+		fmt.Fprintf(a.stdout, "  left out %s: %s\n", s.Name, s.Reason)
+	}
+	printPods(a.stdout, res.Reloaded)
+	return nil
+}
+
+func runCertificates(a *app, asJSON bool) error {
+	cfg, err := acmeConfig(a)
+	if err != nil {
+		return err
+	}
+	m, err := acme.New(cfg)
+	if err != nil {
+		return err
+	}
+	// The listing reads the store only; ARI answers are for renew.
+	statuses, err := m.Statuses(a.ctx, false)
+	if err != nil {
+		return err
+	}
+	infos := make([]acme.CertificateInfo, 0, len(statuses))
+	for _, s := range statuses {
+		infos = append(infos, acme.Describe(s, time.Now()))
+	}
+	if asJSON {
+		return printJSON(a.stdout, infos, nil)
+	}
+	return acme.WriteCertificates(a.stdout, infos)
+}
+
+func runVerifyDNS(a *app, d string, asJSON bool) error {
+	c, err := build(a.ctx, a)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	v, err := c.tasks.VerifyDNS(a.ctx, d)
+	if asJSON {
+		if err == nil && !v.DNSOK {
+			err = errors.New(v.Detail)
+		}
+		return printJSON(a.stdout, v, err)
+	}
+	if err != nil {
+		return err
+	}
+	if !v.DNSOK {
+		return fmt.Errorf("%s: DNS not verified: %s", v.Domain, v.Detail)
+	}
+	fmt.Fprintf(a.stdout, "%s: DNS verified (%s), status %s\n", v.Domain, v.Detail, v.Status)
+	return nil
+}
+
+// printJSON prints v, with the error as "error" when there is one, and
+// returns err so the exit status says failed.
+func printJSON(w io.Writer, v any, err error) error {
+	out := map[string]any{"result": v}
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if werr := enc.Encode(out); werr != nil {
+		return werr
+	}
+	return err
+}
+
+func printPods(w io.Writer, pods []podreload.PodResult) {
+	for _, p := range pods {
+		line := fmt.Sprintf("  nginx on %s: %s", p.Pod, p.Outcome)
+		if p.Detail != "" {
+			line += " (" + p.Detail + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+}

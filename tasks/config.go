@@ -1,0 +1,166 @@
+package tasks
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// The Celery task names of the contract.
+const (
+	IssueTask  = "tenant.tasks.issue_custom_domain_task"
+	VerifyTask = "tenant.tasks.verify_custom_domain_dns_task"
+	RemoveTask = "tenant.tasks.remove_custom_domain_task"
+	RegenTask  = "tenant.tasks.regen_custom_domains_nginx_task"
+	RenewTask  = "tenant.tasks.renew_custom_domains_task"
+)
+
+// Domains is what the tasks need of Django's table (domaindb.Store).
+type Domains interface {
+	dnscheck.Store
+	Get(ctx context.Context, id int64) (domaindb.CustomDomain, error)
+	GetByName(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error)
+	ListServable(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
+	Lock(ctx context.Context, name domain.Name) (domaindb.Unlock, error)
+	TryLock(ctx context.Context, name string) (domaindb.Unlock, bool, error)
+	MarkIssued(ctx context.Context, id int64, issuedAt, notAfter time.Time) error
+}
+
+// DNS checks that a row's domain points at the platform and records the
+// outcome on the row (dnscheck.Checker).
+type DNS interface {
+	Verify(ctx context.Context, store dnscheck.Store, row domaindb.CustomDomain) (dnscheck.Verification, error)
+}
+
+// Issuer orders and renews certificates (acme.Manager).
+type Issuer interface {
+	Issue(ctx context.Context, d domain.Name) (acme.Lineage, error)
+	Renew(ctx context.Context, n acme.LineageName) (acme.Lineage, error)
+	Check(ctx context.Context, l acme.Lineage) acme.Decision
+	Statuses(ctx context.Context, ari bool) ([]acme.Status, error)
+}
+
+// Certificates finds and removes lineages in the certbot-layout store
+// (acme.Store).
+type Certificates interface {
+	Find(d domain.Name) (acme.Lineage, bool, error)
+	ByDomain() (map[domain.Name]acme.Lineage, error)
+	Load(n acme.LineageName) (acme.Lineage, error)
+	Remove(n acme.LineageName) error
+}
+
+// NginxConfig regenerates custom-domains.conf (nginxconf.Generator).
+type NginxConfig interface {
+	Regenerate(ctx context.Context, ds []nginxconf.Domain) (nginxconf.Result, error)
+}
+
+// Reloader makes every nginx load the new file (podreload.Reloader).
+type Reloader interface {
+	Reload(ctx context.Context) (podreload.Result, error)
+}
+
+var (
+	_ Domains      = (*domaindb.Store)(nil)
+	_ DNS          = (*dnscheck.Checker)(nil)
+	_ Issuer       = (*acme.Manager)(nil)
+	_ Certificates = (*acme.Store)(nil)
+	_ NginxConfig  = (*nginxconf.Generator)(nil)
+	_ Reloader     = (*podreload.Reloader)(nil)
+)
+
+// Config wires the tasks to the components. Every component is required
+// except Metrics.
+type Config struct {
+	Domains      Domains
+	DNS          DNS
+	Issuer       Issuer
+	Certificates Certificates
+	Nginx        NginxConfig
+	Reloader     Reloader
+	// Names validates names that arrive in task arguments and flags.
+	Names domain.Policy
+	// Logger receives the pipeline's logs (component=tasks). Default: none.
+	Logger zerolog.Logger
+	// Metrics registers the pipeline's counters. Default: not registered.
+	Metrics prometheus.Registerer
+	// Now is the clock of row timestamps. Default time.Now.
+	Now func() time.Time
+	// RetryBase is the first retry delay of a transient failure; it doubles
+	// per retry up to RetryMax. Defaults 10s and 10m.
+	RetryBase, RetryMax time.Duration
+	// SweepEvery is the period of the worker's own renewal sweep, with up to
+	// SweepJitter added at random. Defaults 12h and 1h.
+	SweepEvery, SweepJitter time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.RetryBase = cmp.Or(c.RetryBase, 10*time.Second)
+	c.RetryMax = cmp.Or(c.RetryMax, 10*time.Minute)
+	c.SweepEvery = cmp.Or(c.SweepEvery, 12*time.Hour)
+	c.SweepJitter = cmp.Or(c.SweepJitter, time.Hour)
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Domains == nil:
+		return errors.New("tasks: Domains is required")
+	case c.DNS == nil:
+		return errors.New("tasks: DNS is required")
+	case c.Issuer == nil:
+		return errors.New("tasks: Issuer is required")
+	case c.Certificates == nil:
+		return errors.New("tasks: Certificates is required")
+	case c.Nginx == nil:
+		return errors.New("tasks: Nginx is required")
+	case c.Reloader == nil:
+		return errors.New("tasks: Reloader is required")
+	}
+	return c.Names.Validate()
+}
+
+// Service runs certmgr's tasks.
+type Service struct {
+	cfg     Config
+	log     zerolog.Logger
+	metrics *metrics
+}
+
+// New checks cfg and returns the Service.
+func New(cfg Config) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{cfg: cfg, log: cfg.Logger.With().Str("component", "tasks").Logger(), metrics: m}, nil
+}
+
+// Register puts every task of the contract on mux, with the metrics
+// middleware.
+func (s *Service) Register(mux *worker.ServeMux) {
+	mux.Use(s.metrics.middleware)
+	mux.HandleFunc(IssueTask, s.issueTask)
+	mux.HandleFunc(VerifyTask, s.verifyTask)
+	mux.HandleFunc(RemoveTask, s.removeTask)
+	mux.HandleFunc(RegenTask, s.regenTask)
+	mux.HandleFunc(RenewTask, s.renewTask)
+}

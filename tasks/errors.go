@@ -1,0 +1,118 @@
+package tasks
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// The exc_type of each FAILURE the Django app can branch on.
+const (
+	ExcNotFound         = "NotFound"         // no row with that id or name
+	ExcDomainRejected   = "DomainRejected"   // the name fails validation, or the CA refuses it
+	ExcDNSNotVerified   = "DNSNotVerified"   // the domain does not point at the platform
+	ExcValidationFailed = "ValidationFailed" // the CA could not validate the HTTP-01 challenge
+	ExcRateLimited      = "RateLimited"      // the CA's rate limit, after the retries
+	ExcTemporary        = "TemporaryFailure" // broker, database, DNS or CA unreachable, after the retries
+	ExcNginxConfig      = "NginxConfigInvalid"
+	ExcReloadFailed     = "ReloadFailed"
+	ExcBadArguments     = "BadArguments"
+	ExcPermission       = "PermissionDenied" // the service account may not reload pods
+)
+
+// classified is what a failure means for the task and the tenant.
+type classified struct {
+	excType   string
+	transient bool          // retry with backoff
+	after     time.Duration // retry after at least this long (rate limits)
+	tenant    string        // last_error text; "" leaves the row alone
+}
+
+// classify maps a pipeline error to its exc_type, retry policy and the text
+// the tenant UI shows.
+func classify(name domain.Name, err error) classified {
+	var (
+		rejected  *domain.RejectedError
+		notVer    *dnscheck.NotVerifiedError
+		dnsTemp   *dnscheck.TransientError
+		rate      *acme.RateLimitedError
+		acmeTemp  *acme.TransientError
+		valid     *acme.ValidationError
+		caReject  *acme.RejectedError
+		nginxTest *nginxconf.TestError
+		perm      *podreload.PermissionError
+		partial   *podreload.IncompleteError
+		badRow    *domaindb.BadRowError
+		badArgs   *argError
+	)
+	switch {
+	case errors.As(err, &badArgs):
+		return classified{excType: ExcBadArguments}
+	case errors.Is(err, domaindb.ErrNotFound):
+		return classified{excType: ExcNotFound}
+	case errors.As(err, &badRow), errors.As(err, &rejected):
+		return classified{excType: ExcDomainRejected}
+	case errors.As(err, &notVer):
+		return classified{excType: ExcDNSNotVerified, tenant: notVer.Result.Detail}
+	case errors.As(err, &dnsTemp):
+		return classified{excType: ExcTemporary, transient: true, tenant: dnsTemp.Detail()}
+	case errors.As(err, &rate):
+		return classified{excType: ExcRateLimited, transient: true, after: rate.RetryAfter,
+			tenant: "Let's Encrypt is rate limiting certificates for this domain; certmgr will retry automatically."}
+	case errors.As(err, &acmeTemp):
+		return classified{excType: ExcTemporary, transient: true,
+			tenant: "The certificate authority could not be reached; certmgr will retry automatically."}
+	case errors.As(err, &valid):
+		return classified{excType: ExcValidationFailed,
+			tenant: fmt.Sprintf("Let's Encrypt could not verify %s: %s. Check that it points to the platform and try again.", name, valid.Detail)}
+	case errors.As(err, &caReject):
+		return classified{excType: ExcDomainRejected,
+			tenant: fmt.Sprintf("Let's Encrypt refuses to issue for %s: %s", name, caReject.Detail)}
+	case errors.As(err, &nginxTest):
+		return classified{excType: ExcNginxConfig,
+			tenant: "The certificate is ready but the web server configuration could not be updated; the platform team has been alerted."}
+	case errors.As(err, &perm):
+		return classified{excType: ExcPermission}
+	case errors.As(err, &partial):
+		return classified{excType: ExcReloadFailed, transient: true}
+	case domaindb.IsTransient(err):
+		return classified{excType: ExcTemporary, transient: true}
+	}
+	return classified{excType: ExcTemporary, transient: true}
+}
+
+// argError is a task sent with arguments the contract does not allow.
+type argError struct{ msg string }
+
+func (e *argError) Error() string { return e.msg }
+
+func badArgs(format string, args ...any) error { return &argError{msg: fmt.Sprintf(format, args...)} }
+
+// taskError turns a pipeline failure into what the worker stores: a retry for
+// a transient failure, otherwise a FAILURE with the exc_type.
+func (s *Service) taskError(t *worker.Task, c classified, err error) error {
+	if c.transient {
+		return fmt.Errorf("%w: %w", worker.RetryAfter(max(s.backoff(t.Retries), c.after)), worker.Fail(c.excType, err))
+	}
+	return fmt.Errorf("%w: %w", worker.SkipRetry, worker.Fail(c.excType, err))
+}
+
+// backoff is the delay before retry n+1: RetryBase doubled per retry, capped
+// at RetryMax, with up to 20% jitter so that a burst does not retry in step.
+func (s *Service) backoff(retries int) time.Duration {
+	d := s.cfg.RetryBase
+	for i := 0; i < retries && d < s.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.RetryMax)
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}

@@ -1,0 +1,150 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// IssueResult is the result of tenant.tasks.issue_custom_domain_task and of
+// `certmgr issue`, in the contract's shape.
+type IssueResult struct {
+	Domain   string                `json:"domain"`
+	Status   string                `json:"status"`
+	NotAfter string                `json:"not_after"`
+	Issued   bool                  `json:"issued"`
+	Reloaded []podreload.PodResult `json:"reloaded"`
+}
+
+func (s *Service) issueTask(ctx context.Context, t *worker.Task) error {
+	ref, err := s.parseRef(t)
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	force, err := boolKwarg(t, "force")
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	res, err := s.issue(ctx, ref, force, t.Retries > 0)
+	if err != nil {
+		return s.taskError(t, classify(ref.Name, err), err)
+	}
+	t.SetResult(res)
+	return nil
+}
+
+// Issue runs the whole pipeline for one domain by name, as `certmgr issue`
+// does: the same steps, row updates and reloads as the Celery task.
+func (s *Service) Issue(ctx context.Context, name string, force bool) (IssueResult, error) {
+	d, err := s.cfg.Names.Parse(name)
+	if err != nil {
+		return IssueResult{Domain: name}, err
+	}
+	return s.issue(ctx, domainRef{Name: d}, force, false)
+}
+
+// issue is the pipeline: load → lock → re-read → DNS → ACME (unless a valid
+// certificate exists and force is false) → row → nginx → reload. reloadAnyway
+// is set on retries, whose earlier attempt may have changed the file but not
+// reloaded every pod.
+func (s *Service) issue(ctx context.Context, ref domainRef, force, reloadAnyway bool) (IssueResult, error) {
+	res := IssueResult{Domain: ref.String(), Reloaded: []podreload.PodResult{}}
+	row, err := s.load(ctx, ref)
+	if err != nil {
+		return res, err
+	}
+	res.Domain, res.Status = string(row.Domain), string(row.Status)
+	log := s.log.With().Str("domain", string(row.Domain)).Int64("domain_id", row.ID).Logger()
+
+	unlock, err := s.cfg.Domains.Lock(ctx, row.Domain)
+	if err != nil {
+		return res, fmt.Errorf("lock %s: %w", row.Domain, err)
+	}
+	defer unlock()
+	// Another worker may have finished this domain while we waited.
+	if row, err = s.cfg.Domains.Get(ctx, row.ID); err != nil {
+		return res, err
+	}
+
+	if _, err := s.cfg.DNS.Verify(ctx, s.cfg.Domains, row); err != nil {
+		s.metrics.failures.WithLabelValues(classify(row.Domain, err).excType).Inc()
+		return res, err // Verify wrote the row
+	}
+
+	lineage, found, err := s.cfg.Certificates.Find(row.Domain)
+	if err != nil {
+		return res, fmt.Errorf("read certificate store for %s: %w", row.Domain, err)
+	}
+	reuse := false
+	if found && !force {
+		dec := s.cfg.Issuer.Check(ctx, lineage)
+		reuse = !dec.Due
+		log.Debug().Bool("due", dec.Due).Str("reason", dec.Reason).Msg("existing certificate checked")
+	}
+	if !reuse {
+		start := time.Now()
+		lineage, err = s.cfg.Issuer.Issue(ctx, row.Domain)
+		if err != nil {
+			s.recordFailure(ctx, row, err)
+			return res, err
+		}
+		res.Issued = true
+		s.metrics.issued.Inc()
+		s.metrics.issueSeconds.Observe(time.Since(start).Seconds())
+		log.Info().Str("lineage", string(lineage.Name)).Time("not_after", lineage.NotAfter).
+			Dur("took", time.Since(start)).Msg("certificate issued")
+	}
+	if err := s.cfg.Domains.MarkIssued(ctx, row.ID, lineage.NotBefore, lineage.NotAfter); err != nil {
+		return res, fmt.Errorf("record certificate of %s: %w", row.Domain, err)
+	}
+	res.Status, res.NotAfter = string(domaindb.StatusIssued), lineage.NotAfter.UTC().Format(time.RFC3339)
+
+	pub, err := s.publish(ctx, publishOptions{reload: res.Issued || reloadAnyway})
+	res.Reloaded = pub.reloaded.Pods
+	if err != nil {
+		s.recordFailure(ctx, row, err)
+		return res, err
+	}
+	if !pub.serves(row.Domain) {
+		why := pub.skipReason(row.Domain)
+		return res, fmt.Errorf("%s was issued but left out of the nginx configuration: %s", row.Domain, why)
+	}
+	return res, nil
+}
+
+// load finds the row a task refers to.
+func (s *Service) load(ctx context.Context, ref domainRef) (domaindb.CustomDomain, error) {
+	if ref.Name != "" {
+		return s.cfg.Domains.GetByName(ctx, ref.Name)
+	}
+	return s.cfg.Domains.Get(ctx, ref.ID)
+}
+
+// recordFailure writes a failure on the row in words for the tenant: a
+// permanent one marks the row failed (a live certificate keeps it
+// ssl_issued), a transient one only sets last_error. DNS failures are
+// written by dnscheck.Verify.
+func (s *Service) recordFailure(ctx context.Context, row domaindb.CustomDomain, err error) {
+	c := classify(row.Domain, err)
+	s.metrics.failures.WithLabelValues(c.excType).Inc()
+	if c.tenant == "" || errors.As(err, new(*dnscheck.NotVerifiedError)) {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var werr error
+	if c.transient {
+		werr = s.cfg.Domains.SetLastError(wctx, row.ID, c.tenant)
+	} else {
+		_, werr = s.cfg.Domains.MarkFailed(wctx, row.ID, c.tenant)
+	}
+	if werr != nil {
+		s.log.Warn().Err(werr).Str("domain", string(row.Domain)).Msg("could not record the failure on the row")
+	}
+}

@@ -1,0 +1,76 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/midsummer/certmgr/worker"
+)
+
+// metrics are the pipeline's Prometheus series, served on /metrics.
+type metrics struct {
+	tasks         *prometheus.CounterVec   // by task and outcome
+	taskSeconds   *prometheus.HistogramVec // by task
+	failures      *prometheus.CounterVec   // by exc_type
+	issued        prometheus.Counter
+	renewed       prometheus.Counter
+	sweeps        prometheus.Counter
+	issueSeconds  prometheus.Histogram
+	regenerations *prometheus.CounterVec // changed, unchanged, rejected
+	regenSeconds  prometheus.Histogram
+	reloads       *prometheus.CounterVec // by pod outcome
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_tasks_total",
+			Help: "Celery tasks handled, by task name and outcome (success, retry, failure)."}, []string{"task", "outcome"}),
+		taskSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "certmgr_task_duration_seconds",
+			Help: "Time handlers took.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"task"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_pipeline_failures_total",
+			Help: "Pipeline failures by exc_type."}, []string{"exc_type"}),
+		issued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "certmgr_certificates_issued_total", Help: "Certificates ordered and stored by the issue pipeline."}),
+		renewed: prometheus.NewCounter(prometheus.CounterOpts{Name: "certmgr_certificates_renewed_total", Help: "Certificates renewed by sweeps."}),
+		sweeps:  prometheus.NewCounter(prometheus.CounterOpts{Name: "certmgr_renewal_sweeps_total", Help: "Renewal sweeps run."}),
+		issueSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certmgr_acme_issue_duration_seconds",
+			Help: "Time an ACME order took, from new order to stored certificate.", Buckets: prometheus.ExponentialBuckets(0.5, 2, 10)}),
+		regenerations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_nginx_regenerations_total",
+			Help: "nginx configuration regenerations, by result (changed, unchanged, rejected)."}, []string{"result"}),
+		regenSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certmgr_nginx_regeneration_duration_seconds",
+			Help: "Time to vet, render, nginx -t and swap the configuration.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_nginx_reloads_total",
+			Help: "nginx reloads by pod outcome (reloaded, failed, timed_out, skipped, restarted)."}, []string{"outcome"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
+		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// middleware counts every task the mux dispatches by name and outcome.
+func (m *metrics) middleware(next worker.Handler) worker.Handler {
+	return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) error {
+		start := time.Now()
+		err := next.ProcessTask(ctx, t)
+		m.taskSeconds.WithLabelValues(t.Name).Observe(time.Since(start).Seconds())
+		outcome := "success"
+		switch {
+		case err == nil:
+		case errors.As(err, new(*worker.RetryError)) && !errors.Is(err, worker.SkipRetry):
+			outcome = "retry"
+		default:
+			outcome = "failure"
+		}
+		m.tasks.WithLabelValues(t.Name, outcome).Inc()
+		return err
+	})
+}

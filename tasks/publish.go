@@ -1,0 +1,94 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
+)
+
+// publishOptions shape one regeneration.
+type publishOptions struct {
+	reload   bool        // reload even when the file did not change (a new certificate version)
+	exclude  domain.Name // leave this domain out (its row is being deleted)
+	noReload bool        // never reload (the init container: nginx is not running yet)
+}
+
+// published is what a regeneration did.
+type published struct {
+	generated nginxconf.Result
+	reloaded  podreload.Result
+	didReload bool
+}
+
+func (p published) serves(d domain.Name) bool { return slices.Contains(p.generated.Served, d) }
+
+func (p published) skipReason(d domain.Name) string {
+	for _, s := range p.generated.Skipped {
+		if s.Name == d {
+			return s.Reason
+		}
+	}
+	return "not in the database's servable domains"
+}
+
+// publish regenerates custom-domains.conf from the database and, when it
+// changed (or o.reload), reloads nginx everywhere. Domains the generator left
+// out get the reason in their row's last_error.
+func (s *Service) publish(ctx context.Context, o publishOptions) (published, error) {
+	var p published
+	rows, bad, err := s.cfg.Domains.ListServable(ctx)
+	if err != nil {
+		return p, fmt.Errorf("list domains to serve: %w", err)
+	}
+	for _, b := range bad {
+		s.log.Warn().Int64("domain_id", b.ID).Err(b.Err).Msg("row left out of nginx config: unusable domain name")
+	}
+	lineages, err := s.cfg.Certificates.ByDomain()
+	if err != nil {
+		return p, fmt.Errorf("read certificate store: %w", err)
+	}
+	byName := make(map[domain.Name]domaindb.CustomDomain, len(rows))
+	sites := make([]nginxconf.Domain, 0, len(rows))
+	for _, r := range rows {
+		if r.Domain == o.exclude {
+			continue
+		}
+		byName[r.Domain] = r
+		// A domain without a lineage is still passed on: the generator leaves
+		// it out and says why, and the row gets that reason.
+		sites = append(sites, nginxconf.Domain{Name: r.Domain, Lineage: string(lineages[r.Domain].Name)})
+	}
+	start := time.Now()
+	p.generated, err = s.cfg.Nginx.Regenerate(ctx, sites)
+	s.metrics.regenSeconds.Observe(time.Since(start).Seconds())
+	for _, sk := range p.generated.Skipped {
+		if r, ok := byName[sk.Name]; ok {
+			if werr := s.cfg.Domains.SetLastError(ctx, r.ID, sk.Reason); werr != nil {
+				s.log.Warn().Err(werr).Str("domain", string(sk.Name)).Msg("could not record why the domain is not served")
+			}
+		}
+	}
+	if err != nil {
+		s.metrics.regenerations.WithLabelValues("rejected").Inc()
+		return p, err
+	}
+	s.metrics.regenerations.WithLabelValues(map[bool]string{true: "changed", false: "unchanged"}[p.generated.Changed]).Inc()
+	if o.noReload || !(p.generated.Changed || o.reload) {
+		return p, nil
+	}
+	p.reloaded, err = s.cfg.Reloader.Reload(ctx)
+	p.didReload = true
+	for _, pod := range p.reloaded.Pods {
+		s.metrics.reloads.WithLabelValues(string(pod.Outcome)).Inc()
+	}
+	if err != nil {
+		return p, fmt.Errorf("reload nginx: %w", err)
+	}
+	return p, nil
+}

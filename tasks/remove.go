@@ -1,0 +1,83 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// RemoveResult is the result of tenant.tasks.remove_custom_domain_task.
+type RemoveResult struct {
+	Domain   string                `json:"domain"`
+	Removed  bool                  `json:"removed"`
+	Purged   bool                  `json:"purged"`
+	Reloaded []podreload.PodResult `json:"reloaded"`
+}
+
+func (s *Service) removeTask(ctx context.Context, t *worker.Task) error {
+	var raw string
+	if len(t.Args) != 1 {
+		err := badArgs("%s takes one argument (domain), got %d", t.Name, len(t.Args))
+		return s.taskError(t, classify("", err), err)
+	}
+	if err := t.Arg(0, &raw); err != nil {
+		err = badArgs("domain must be a string: %v", err)
+		return s.taskError(t, classify("", err), err)
+	}
+	purge, err := boolKwarg(t, "purge")
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	res, err := s.Remove(ctx, raw, purge)
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	t.SetResult(res)
+	return nil
+}
+
+// Remove stops serving a domain whose row Django deleted: its server block is
+// dropped and nginx reloaded. Certificate files are kept (a tenant who comes
+// back gets the same certificate) unless purge.
+func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveResult, error) {
+	res := RemoveResult{Domain: raw, Reloaded: []podreload.PodResult{}}
+	name, err := s.cfg.Names.Parse(raw)
+	if err != nil {
+		return res, err
+	}
+	res.Domain = string(name)
+	unlock, err := s.cfg.Domains.Lock(ctx, name)
+	if err != nil {
+		return res, fmt.Errorf("lock %s: %w", name, err)
+	}
+	defer unlock()
+	if row, err := s.cfg.Domains.GetByName(ctx, name); err == nil {
+		s.log.Warn().Str("domain", string(name)).Int64("domain_id", row.ID).
+			Msg("remove task for a domain whose row still exists; it is left out of nginx until the next issue")
+	} else if !errors.Is(err, domaindb.ErrNotFound) {
+		return res, err
+	}
+	pub, err := s.publish(ctx, publishOptions{exclude: name})
+	res.Reloaded = pub.reloaded.Pods
+	if err != nil {
+		return res, err
+	}
+	res.Removed = !pub.serves(name)
+	if purge {
+		l, found, err := s.cfg.Certificates.Find(name)
+		if err != nil {
+			return res, fmt.Errorf("find certificate of %s: %w", name, err)
+		}
+		if found {
+			if err := s.cfg.Certificates.Remove(l.Name); err != nil {
+				return res, fmt.Errorf("purge certificate of %s: %w", name, err)
+			}
+		}
+		res.Purged = found
+	}
+	return res, nil
+}

@@ -1,0 +1,204 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// sweepLock is the advisory lock that makes one replica sweep at a time.
+const sweepLock = "renewal-sweep"
+
+// RenewResult is the result of tenant.tasks.renew_custom_domains_task, of
+// `certmgr renew` and of the worker's own sweep.
+type RenewResult struct {
+	Checked int           `json:"checked"`
+	Renewed []string      `json:"renewed"`
+	Failed  []RenewFailed `json:"failed"`
+	DryRun  bool          `json:"dry_run,omitempty"`
+	// Skipped is set when another replica was sweeping: this one did nothing.
+	Skipped      bool                  `json:"skipped,omitempty"`
+	Certificates []SweepEntry          `json:"certificates"`
+	Reloaded     []podreload.PodResult `json:"reloaded"`
+}
+
+// RenewFailed is one lineage whose renewal failed.
+type RenewFailed struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
+}
+
+// SweepEntry is one lineage and the sweep's decision about it.
+type SweepEntry struct {
+	Name     string   `json:"name"`
+	Domains  []string `json:"domains"`
+	NotAfter string   `json:"not_after,omitempty"`
+	Due      bool     `json:"due"`
+	RenewAt  string   `json:"renew_at,omitempty"`
+	Source   string   `json:"source,omitempty"`
+	Reason   string   `json:"reason"`
+	Action   string   `json:"action"` // renewed, failed, would renew, kept, broken
+}
+
+func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
+	dry, err := boolKwarg(t, "dry_run")
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	res, err := s.Sweep(ctx, dry)
+	if err != nil {
+		return s.taskError(t, classify("", err), err)
+	}
+	t.SetResult(res)
+	return nil
+}
+
+// Sweep renews every certificate that is due, one replica at a time (a
+// Postgres advisory lock), each under its domain's lock, then regenerates and
+// reloads once. A failing renewal does not stop the others; it is written on
+// the domain's row (which stays ssl_issued while its certificate is live).
+func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
+	res := RenewResult{DryRun: dryRun, Renewed: []string{}, Failed: []RenewFailed{},
+		Certificates: []SweepEntry{}, Reloaded: []podreload.PodResult{}}
+	if !dryRun {
+		unlock, ok, err := s.cfg.Domains.TryLock(ctx, sweepLock)
+		if err != nil {
+			return res, fmt.Errorf("take the renewal sweep lock: %w", err)
+		}
+		if !ok {
+			res.Skipped = true
+			return res, nil
+		}
+		defer unlock()
+	}
+	statuses, err := s.cfg.Issuer.Statuses(ctx, true)
+	if err != nil {
+		return res, fmt.Errorf("list certificates: %w", err)
+	}
+	res.Checked = len(statuses)
+	for _, st := range statuses {
+		e := entryOf(st)
+		switch {
+		case st.Err != nil:
+			e.Action = "broken"
+		case !st.Decision.Due:
+			e.Action = "kept"
+		case dryRun:
+			e.Action = "would renew"
+		default:
+			if err := s.renewOne(ctx, st.Lineage); err != nil {
+				e.Action = "failed"
+				res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
+			} else {
+				e.Action = "renewed"
+				res.Renewed = append(res.Renewed, string(st.Name))
+			}
+		}
+		res.Certificates = append(res.Certificates, e)
+	}
+	s.metrics.sweeps.Inc()
+	if len(res.Renewed) == 0 {
+		return res, nil
+	}
+	pub, err := s.publish(ctx, publishOptions{reload: true})
+	res.Reloaded = pub.reloaded.Pods
+	return res, err
+}
+
+// renewOne renews one lineage under its domain's lock, after checking again
+// that it is still due (another replica or an issue task may have renewed it).
+func (s *Service) renewOne(ctx context.Context, l acme.Lineage) error {
+	var name domain.Name
+	if len(l.Domains) > 0 {
+		if d, err := domain.Parse(l.Domains[0]); err == nil {
+			name = d
+		}
+	}
+	if name != "" {
+		unlock, err := s.cfg.Domains.Lock(ctx, name)
+		if err != nil {
+			return fmt.Errorf("lock %s: %w", name, err)
+		}
+		defer unlock()
+	}
+	fresh, err := s.cfg.Certificates.Load(l.Name)
+	if err != nil {
+		return err
+	}
+	if !s.cfg.Issuer.Check(ctx, fresh).Due {
+		return nil
+	}
+	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
+	row, rowErr := s.rowOf(ctx, name)
+	if err != nil {
+		if rowErr == nil {
+			s.recordFailure(ctx, row, err)
+		}
+		return err
+	}
+	s.metrics.renewed.Inc()
+	s.log.Info().Str("lineage", string(l.Name)).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
+	if rowErr != nil {
+		if errors.Is(rowErr, domaindb.ErrNotFound) {
+			return nil // a lineage certbot made for a name Django does not know
+		}
+		return rowErr
+	}
+	return s.cfg.Domains.MarkIssued(ctx, row.ID, renewed.NotBefore, renewed.NotAfter)
+}
+
+func (s *Service) rowOf(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error) {
+	if name == "" {
+		return domaindb.CustomDomain{}, domaindb.ErrNotFound
+	}
+	return s.cfg.Domains.GetByName(ctx, name)
+}
+
+func entryOf(st acme.Status) SweepEntry {
+	e := SweepEntry{Name: string(st.Name), Domains: st.Domains, Due: st.Decision.Due,
+		Source: st.Decision.Source, Reason: st.Decision.Reason}
+	if e.Domains == nil {
+		e.Domains = []string{}
+	}
+	if !st.NotAfter.IsZero() {
+		e.NotAfter = st.NotAfter.UTC().Format(time.RFC3339)
+	}
+	if !st.Decision.RenewAt.IsZero() {
+		e.RenewAt = st.Decision.RenewAt.UTC().Format(time.RFC3339)
+	}
+	if st.Err != nil {
+		e.Reason = strings.TrimSpace(st.Err.Error())
+	}
+	return e
+}
+
+// RunSweeps runs the renewal sweep every SweepEvery plus up to SweepJitter,
+// starting after a random part of SweepJitter, until ctx ends. Replicas
+// started together spread out; the sweep lock keeps them from overlapping.
+func (s *Service) RunSweeps(ctx context.Context) {
+	wait := time.Duration(rand.Int64N(int64(s.cfg.SweepJitter) + 1))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		res, err := s.Sweep(ctx, false)
+		ev := s.log.Info()
+		if err != nil {
+			ev = s.log.Error().Err(err)
+		}
+		ev.Int("checked", res.Checked).Int("renewed", len(res.Renewed)).Int("failed", len(res.Failed)).
+			Bool("skipped", res.Skipped).Msg("renewal sweep")
+		wait = s.cfg.SweepEvery + time.Duration(rand.Int64N(int64(s.cfg.SweepJitter)+1))
+	}
+}
