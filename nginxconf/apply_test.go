@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
@@ -279,6 +282,39 @@ func waitUntil(t *testing.T, cond func() bool) {
 		case <-tick.C:
 		case <-deadline:
 			t.Fatal("condition not met in 10s")
+		}
+	}
+}
+
+// TestHashSizedForTenThousand: with 10,000 names nginx builds its name and
+// map hashes from the sizes the file sets, without the "could not build
+// optimal" warning it gives with its defaults. (Variable mode: nginx -t loads
+// no certificate, so the test is quick.)
+func TestHashSizedForTenThousand(t *testing.T) {
+	t.Parallel()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	var ss []Site
+	for i := range 10000 {
+		ss = append(ss, Site{Domain: Domain{Name: domain.Name(fmt.Sprintf("shop%05d.tenant-%d.example-store.com", i, i%97))}})
+	}
+	for _, hash := range []HashMode{HashAuto, HashOff} {
+		out, err := Render(Config{CertMode: CertModeVariable, HashMode: hash, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort}, ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(peer.ConfDir, "custom-domains.conf"), string(out))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		msg, err := exec.CommandContext(ctx, peer.Binary, append(peer.Args(), "-t")...).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: nginx -t: %v\n%s", hash, err, msg)
+		}
+		warned := strings.Contains(string(msg), "could not build optimal")
+		if hash == HashAuto && warned {
+			t.Errorf("nginx warns about the hash sizes the file sets:\n%s", msg)
+		}
+		if hash == HashOff && !warned {
+			t.Errorf("without the sizes nginx should warn; the test no longer shows the difference:\n%s", msg)
 		}
 	}
 }
