@@ -639,3 +639,30 @@ func TestKeyTypeIsUsedAndRecorded(t *testing.T) {
 		t.Errorf("certbot certificates:\n%s", out)
 	}
 }
+
+func TestRenewRepairsBrokenLineage(t *testing.T) {
+	t.Parallel()
+	s := setup(t, setupOptions{})
+	d := s.name(t, "broken")
+	name := string(d) + "-0001"
+	ca := newTestCA(t)
+	now := time.Now()
+	conf, _ := os.ReadFile("testdata/minimal_renewal.conf")
+	conf = bytes.ReplaceAll(conf, []byte("/etc/letsencrypt"), []byte(s.cfg.Dir))
+	conf = bytes.ReplaceAll(conf, []byte("test.example.com"), []byte(name))
+	writeCertbotLineage(t, s.cfg.Dir, name, conf, ca.issue(t, now, now.Add(80*24*time.Hour), string(d)))
+	if err := os.Remove(filepath.Join(s.cfg.Dir, "live", name, "privkey.pem")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.m.Statuses(ctxT(t), false)
+	if err != nil || len(st) != 1 || st[0].Err == nil || !st[0].Decision.Due || st[0].Decision.Source != SourceBroken {
+		t.Fatalf("broken lineage status: %+v %v", st, err)
+	}
+	l, err := s.m.Renew(ctxT(t), LineageName(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Err != nil || l.Version != 2 || !slices.Equal(l.Domains, []string{string(d)}) {
+		t.Fatalf("repaired lineage: version %d domains %v err %v", l.Version, l.Domains, l.Err)
+	}
+}

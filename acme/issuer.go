@@ -243,8 +243,8 @@ func (m *Manager) Renew(ctx context.Context, n LineageName) (Lineage, error) {
 		// A broken lineage is repaired with a certificate for the name it has.
 		base := string(n)
 		if sm := suffixRE.FindStringSubmatch(base); sm != nil {
-			if _, err := domain.Parse(base); err != nil {
-				base = sm[1]
+			if d, err := domain.Parse(sm[1]); err == nil && string(d) == sm[1] {
+				base = sm[1] // certbot's example.com-0001 is for example.com
 			}
 		}
 		names = []string{base}
