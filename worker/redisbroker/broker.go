@@ -510,27 +510,24 @@ func (b *Broker) PublishDirect(ctx context.Context, exchange, routingKey string,
 }
 
 // Subscribe listens on the fanout exchange's channel and calls fn for each
-// message until ctx ends or the connection fails.
+// message until ctx ends or the connection fails. It uses a connection of its
+// own, closed when ctx ends.
 func (b *Broker) Subscribe(ctx context.Context, exchange string, fn func([]byte)) error {
-	c, err := b.conn(ctx)
+	c, err := b.pool.DialContext(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("redis connection: %w", err)
 	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	psc := redis.PubSubConn{Conn: c}
-	defer psc.Close()
 	if err := psc.Subscribe(celery.FanoutChannel(b.db, exchange, "")); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", exchange, err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = psc.Unsubscribe() })
-	defer stop()
 	for {
 		switch v := psc.ReceiveWithTimeout(0).(type) {
 		case redis.Message:
 			fn(v.Data)
-		case redis.Subscription:
-			if v.Count == 0 {
-				return ctx.Err()
-			}
 		case error:
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	// BrokerURL is the Redis broker Django sends to (CELERY_BROKER_URL).
+	// Default redis://localhost:6379/0.
+	BrokerURL string
+	// ResultBackendURL is Celery's Redis result backend
+	// (CELERY_RESULT_BACKEND). Default: BrokerURL.
+	ResultBackendURL string
+	// Queue is the queue consumed (CUSTOM_DOMAIN_CELERY_QUEUE). Default certmgr.
+	Queue string
+	// VisibilityTimeout is kombu's visibility_timeout
+	// (CELERY_VISIBILITY_TIMEOUT): a message left unacknowledged by a dead
+	// worker is redelivered after it. Must match the Django side. Default 1h.
+	VisibilityTimeout time.Duration
+	// Concurrency is how many tasks run at once. Default 4.
+	Concurrency int
+	// Prefetch is how many messages may wait locally beyond the running ones.
+	// Default: Concurrency. Messages waiting for their eta do not count.
+	Prefetch int
+	// Hostname is the worker's node name in events and `celery inspect`.
+	// Default certmgr@<os hostname>.
+	Hostname string
+	// ResultExpires is how long results are kept (Celery's result_expires).
+	// Default 24h.
+	ResultExpires time.Duration
+	// TrackStarted stores the STARTED state when a task starts
+	// (task_track_started). Default false.
+	TrackStarted bool
+	// SendTaskEvents publishes task events (celery worker -E). Worker
+	// heartbeats are always published. Default false.
+	SendTaskEvents bool
+	// MaxRetries is how many times RetryAfter may re-send a task before it
+	// fails (Celery's max_retries). Default 3; negative: unlimited.
+	MaxRetries int
+	// ShutdownGrace is how long Stop lets running tasks finish before it
+	// cancels them and gives their messages back to the queue. Default 25s
+	// (under Kubernetes' default 30s terminationGracePeriodSeconds).
+	ShutdownGrace time.Duration
+	// DefaultTimeLimit is the handler deadline for tasks sent without a
+	// timelimit. Default 0: none.
+	DefaultTimeLimit time.Duration
+	// HeartbeatInterval is the worker-heartbeat period. Default 2s (Celery's).
+	HeartbeatInterval time.Duration
+	// RefreshInterval is how often the unacked_index scores of held messages
+	// are renewed. Default VisibilityTimeout/4, at most 1 minute.
+	RefreshInterval time.Duration
+	// RestoreInterval is how often messages of dead workers are looked for.
+	// Default 30s, at most VisibilityTimeout/2.
+	RestoreInterval time.Duration
+	// PollInterval bounds how long a fetch blocks; the priority lists are
+	// checked at least this often. Default 1s.
+	PollInterval time.Duration
+	// Logger receives the worker's logs. Default: no logging.
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.BrokerURL = cmp.Or(c.BrokerURL, "redis://localhost:6379/0")
+	c.ResultBackendURL = cmp.Or(c.ResultBackendURL, c.BrokerURL)
+	c.Queue = cmp.Or(c.Queue, "certmgr")
+	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
+	c.Concurrency = cmp.Or(c.Concurrency, 4)
+	c.Prefetch = cmp.Or(c.Prefetch, c.Concurrency)
+	if c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		c.Hostname = "certmgr@" + h
+	}
+	c.ResultExpires = cmp.Or(c.ResultExpires, 24*time.Hour)
+	c.MaxRetries = cmp.Or(c.MaxRetries, 3)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, 25*time.Second)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, 2*time.Second)
+	c.RefreshInterval = cmp.Or(c.RefreshInterval, min(c.VisibilityTimeout/4, time.Minute))
+	c.RestoreInterval = cmp.Or(c.RestoreInterval, min(30*time.Second, c.VisibilityTimeout/2))
+	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("Concurrency %d: must be at least 1", c.Concurrency))
+	}
+	if c.Prefetch < 0 {
+		errs = append(errs, fmt.Errorf("Prefetch %d: must not be negative", c.Prefetch))
+	}
+	if c.VisibilityTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("VisibilityTimeout %s: must be at least 1s", c.VisibilityTimeout))
+	}
+	if c.RefreshInterval >= c.VisibilityTimeout {
+		errs = append(errs, fmt.Errorf("RefreshInterval %s: must be shorter than VisibilityTimeout %s", c.RefreshInterval, c.VisibilityTimeout))
+	}
+	if c.PollInterval > 5*time.Second || c.PollInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("PollInterval %s: must be between 10ms and 5s", c.PollInterval))
+	}
+	if c.ShutdownGrace < 0 {
+		errs = append(errs, fmt.Errorf("ShutdownGrace %s: must not be negative", c.ShutdownGrace))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("worker config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/midsummer/certmgr/worker/celery"
+)
+
+// SkipRetry in an error's chain makes the task fail now even when the chain
+// also asks for a retry (a wrapped RetryAfter from a lower layer).
+var SkipRetry = errors.New("skip retry")
+
+// RetryError asks for the task to be sent again after Delay, as Celery's
+// Task.retry(countdown=...) does. Wrap it with the cause:
+// fmt.Errorf("%w: %w", worker.RetryAfter(d), err).
+type RetryError struct {
+	Delay time.Duration
+}
+
+// RetryAfter returns an error that retries the task after d.
+func RetryAfter(d time.Duration) error { return &RetryError{Delay: max(d, 0)} }
+
+func (e *RetryError) Error() string { return "retry in " + e.Delay.String() }
+
+// ExcTyper is implemented by errors that choose the exc_type a Python caller
+// sees in the FAILURE result (DNSNotVerified, DomainRejected, ...).
+type ExcTyper interface {
+	ExcType() string
+}
+
+// ExcModuler optionally names the Python module of the exception class. When
+// the module is not importable on the Python side, Celery makes up a class of
+// that name, which `except` can't name but `type(e).__name__` can.
+type ExcModuler interface {
+	ExcModule() string
+}
+
+// TaskError gives an error an exc_type.
+type TaskError struct {
+	Type   string // exc_type, e.g. "DNSNotVerified"
+	Module string // exc_module; default "certmgr"
+	Err    error
+}
+
+// Fail wraps err so the task fails with exc_type excType.
+func Fail(excType string, err error) error {
+	return &TaskError{Type: excType, Err: err}
+}
+
+func (e *TaskError) Error() string {
+	if e.Err == nil {
+		return e.Type
+	}
+	return e.Err.Error()
+}
+
+func (e *TaskError) Unwrap() error { return e.Err }
+
+// ExcType implements ExcTyper.
+func (e *TaskError) ExcType() string { return e.Type }
+
+// ExcModule implements ExcModuler.
+func (e *TaskError) ExcModule() string {
+	if e.Module != "" {
+		return e.Module
+	}
+	return defaultExcModule(e.Type)
+}
+
+// NotRegisteredError is returned for a task name nothing handles; Python sees
+// celery.exceptions.NotRegistered.
+type NotRegisteredError struct {
+	Name string
+}
+
+func (e *NotRegisteredError) Error() string { return "task not registered: " + strconv.Quote(e.Name) }
+
+// ExcType implements ExcTyper.
+func (e *NotRegisteredError) ExcType() string { return "NotRegistered" }
+
+// ExcModule implements ExcModuler.
+func (e *NotRegisteredError) ExcModule() string { return "celery.exceptions" }
+
+// PanicError is a handler panic turned into a task failure.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// ExcType implements ExcTyper.
+func (e *PanicError) ExcType() string { return "PanicError" }
+
+// pythonBuiltins are exception types Python resolves in module builtins.
+var pythonBuiltins = map[string]bool{
+	"Exception": true, "ValueError": true, "TypeError": true, "KeyError": true,
+	"LookupError": true, "RuntimeError": true, "TimeoutError": true,
+	"ConnectionError": true, "PermissionError": true, "NotImplementedError": true,
+}
+
+func defaultExcModule(excType string) string {
+	if pythonBuiltins[excType] {
+		return "builtins"
+	}
+	return "certmgr"
+}
+
+// excInfo is the serialized exception stored for err.
+func excInfo(err error) celery.ExceptionInfo {
+	info := celery.ExceptionInfo{ExcType: "Exception", ExcModule: "builtins", ExcMessage: []string{err.Error()}}
+	var typer ExcTyper
+	if errors.As(err, &typer) && typer.ExcType() != "" {
+		info.ExcType = typer.ExcType()
+		info.ExcModule = defaultExcModule(info.ExcType)
+		var mod ExcModuler
+		if errors.As(err, &mod) && mod.ExcModule() != "" {
+			info.ExcModule = mod.ExcModule()
+		}
+	}
+	switch {
+	case errors.Is(err, errTimeLimit):
+		info.ExcType, info.ExcModule = "TimeLimitExceeded", "celery.exceptions"
+	}
+	return info
+}
+
+var errTimeLimit = errors.New("time limit exceeded")
+
+// traceback renders the text stored in the result's traceback field.
+func traceback(t *Task, err error, info celery.ExceptionInfo) string {
+	s := "Traceback (most recent call last):\n  certmgr worker (Go), task " + t.Name + "[" + t.ID + "]\n"
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		s += string(pe.Stack)
+		if len(pe.Stack) > 0 && pe.Stack[len(pe.Stack)-1] != '\n' {
+			s += "\n"
+		}
+	}
+	return s + info.ExcType + ": " + err.Error() + "\n"
+}
