@@ -16,7 +16,10 @@ func (s *Store) ByDomain() (map[domain.Name]Lineage, error) {
 		if c.Err != nil || len(c.Domains) != 1 {
 			continue
 		}
-		d := domain.Name(c.Domains[0])
+		d, err := domain.Parse(c.Domains[0])
+		if err != nil || string(d) != c.Domains[0] {
+			continue // a name certmgr would not serve (wildcard, IP, ...)
+		}
 		if cur, ok := out[d]; !ok || c.NotAfter.After(cur.NotAfter) {
 			out[d] = c
 		}

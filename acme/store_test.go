@@ -414,3 +414,42 @@ func TestConcurrentSavesNeverMixVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestByDomainAndRemove(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := NewStore(dir)
+	ca := newTestCA(t)
+	now := time.Now()
+	minimal, _ := os.ReadFile("testdata/minimal_renewal.conf")
+	writeCertbotLineage(t, dir, "a.example.com", minimal, ca.issue(t, now, now.Add(time.Hour), "a.example.com"))
+	writeCertbotLineage(t, dir, "a.example.com-0001", minimal, ca.issue(t, now, now.Add(48*time.Hour), "a.example.com"))
+	writeCertbotLineage(t, dir, "b.example.com", minimal, ca.issue(t, now, now.Add(time.Hour), "b.example.com", "www.b.example.com"))
+	if _, err := s.Save("c.example.com", ca.issue(t, now, now.Add(time.Hour), "c.example.com"), RenewalParams{}); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := s.ByDomain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx) != 2 || idx["a.example.com"].Name != "a.example.com-0001" || idx["c.example.com"].Name != "c.example.com" {
+		t.Errorf("ByDomain = %v", idx)
+	}
+	if err := s.Remove("c.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"live/c.example.com", "archive/c.example.com", "renewal/c.example.com.conf"} {
+		if _, err := os.Lstat(filepath.Join(dir, p)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still there after Remove: %v", p, err)
+		}
+	}
+	if err := s.Remove("c.example.com"); err != nil {
+		t.Errorf("removing again: %v", err)
+	}
+	if err := s.Remove("../renewal"); err == nil {
+		t.Error("Remove accepted a name outside the store")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "renewal", "a.example.com.conf")); err != nil {
+		t.Errorf("Remove touched another lineage: %v", err)
+	}
+}
