@@ -54,8 +54,9 @@ func (r *Reloader) reloadAll(ctx context.Context) (Result, error) {
 	wg.Wait()
 
 	res.Pods = mergeSorted(results, skipped)
+	// The outcomes travel in the result (and the error); log them only for debugging.
 	for _, p := range res.Pods {
-		r.log.Info().Str("pod", p.Pod).Str("outcome", string(p.Outcome)).Int("attempts", p.Attempts).
+		r.log.Debug().Str("pod", p.Pod).Str("outcome", string(p.Outcome)).Int("attempts", p.Attempts).
 			Dur("duration", p.Duration).Str("detail", p.Detail).Msg("pod reload")
 	}
 	for _, err := range errs {

@@ -68,7 +68,7 @@ func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 	})
 	before := make([][]int, len(nginxes))
 	for i, n := range nginxes {
-		before[i] = n.WorkerPIDs(t)
+		before[i] = runningWorkers(t, n)
 	}
 
 	r := execReloader(t, srv, Config{PodName: "web-1"})
@@ -172,7 +172,7 @@ func TestExecOutcomesForSlowFailingFlakyAndHangingPods(t *testing.T) {
 	})
 	before := map[*testpeers.NginxPeer][]int{}
 	for _, n := range []*testpeers.NginxPeer{okNginx, slowNginx, flakyNginx, brokenNginx} {
-		before[n] = n.WorkerPIDs(t)
+		before[n] = runningWorkers(t, n)
 	}
 
 	const podTimeout = 4 * time.Second
@@ -291,5 +291,59 @@ func TestExecForbiddenListNamesListPods(t *testing.T) {
 	var pe *PermissionError
 	if !errors.As(err, &pe) || pe.Verb != "list" || pe.Resource != "pods" || pe.Namespace != "certmgr" {
 		t.Fatalf("err = %v, want a list-pods PermissionError", err)
+	}
+}
+
+func TestExecKeepsToTheConcurrencyBound(t *testing.T) {
+	t.Parallel()
+	var inflight, peak atomic.Int32
+	busy := func(ctx context.Context, _ []string, _, _ io.Writer) error {
+		n := inflight.Add(1)
+		defer inflight.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		// A pod whose runtime takes a while to answer.
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	var pods []fakekube.Pod
+	for i := range 6 {
+		pods = append(pods, fakekube.Pod{Name: fmt.Sprintf("web-%d", i), Exec: busy})
+	}
+	srv := fakekube.Start(t, fakekube.Options{Deployment: newDeployment("certmgr", "web"), Pods: pods})
+	res, err := execReloader(t, srv, Config{Concurrency: 2}).Reload(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := res.Count(OutcomeReloaded); n != 6 {
+		t.Errorf("%d pods reloaded, want 6", n)
+	}
+	if p := peak.Load(); p != 2 {
+		t.Errorf("at most %d pods were busy at once, want exactly the bound 2", p)
+	}
+}
+
+// runningWorkers waits until nginx has forked its workers and returns them: a
+// freshly started master has none for a moment.
+func runningWorkers(t *testing.T, n *testpeers.NginxPeer) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if pids := n.WorkerPIDs(t); len(pids) > 0 {
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nginx started no worker within 10s")
+		}
+		<-tick.C
 	}
 }

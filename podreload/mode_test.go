@@ -97,7 +97,7 @@ func TestPodResultJSON(t *testing.T) {
 func TestLocalModeReloadsThisPodsNginx(t *testing.T) {
 	t.Parallel()
 	n := testpeers.Nginx(t, testpeers.NginxOptions{})
-	before := n.WorkerPIDs(t)
+	before := runningWorkers(t, n)
 	// testpeers' nginx has the same Reload(ctx) error as nginxconf's reloader.
 	r, err := New(Config{Mode: ModeLocal, Local: n})
 	if err != nil {

@@ -46,7 +46,7 @@ func (r *Reloader) restart(ctx context.Context) (Result, error) {
 		Detail:   RestartedAtAnnotation + "=" + at,
 		Duration: time.Since(start),
 	}}
-	r.log.Info().Str("deployment", r.cfg.DeploymentName).Str("restarted_at", at).Msg("rollout restart requested")
+	r.log.Debug().Str("deployment", r.cfg.DeploymentName).Str("restarted_at", at).Msg("rollout restart requested")
 	return res, nil
 }
 
