@@ -1,0 +1,258 @@
+package tasks_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/tasks"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// bundle is one test's whole certmgr: real Redis, Postgres, Pebble,
+// challtestsrv and nginx, and the components wired as cmd/certmgr wires them.
+type bundle struct {
+	t        *testing.T
+	redis    *testpeers.RedisPeer
+	pg       *testpeers.PostgresPeer
+	pebble   *testpeers.PebblePeer
+	nginx    *testpeers.NginxPeer
+	celery   *testpeers.CeleryClient
+	target   string
+	suffix   string // random label that keeps this test's names (and advisory locks) its own
+	names    domain.Policy
+	db       *domaindb.Store
+	acme     *acme.Manager
+	acmeCfg  acme.Config
+	issuer   *countingIssuer
+	reloader *countingReloader
+	svc      *tasks.Service
+	registry *prometheus.Registry
+	clock    *clock
+}
+
+// clock is a movable clock for the renewal policy.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// countingIssuer counts ACME orders: the test's own count of what reached the CA.
+type countingIssuer struct {
+	tasks.Issuer
+	mu     sync.Mutex
+	issued map[domain.Name]int
+	renews map[acme.LineageName]int
+}
+
+func (c *countingIssuer) Issue(ctx context.Context, d domain.Name) (acme.Lineage, error) {
+	c.mu.Lock()
+	c.issued[d]++
+	c.mu.Unlock()
+	return c.Issuer.Issue(ctx, d)
+}
+
+func (c *countingIssuer) Renew(ctx context.Context, n acme.LineageName) (acme.Lineage, error) {
+	c.mu.Lock()
+	c.renews[n]++
+	c.mu.Unlock()
+	return c.Issuer.Renew(ctx, n)
+}
+
+func (c *countingIssuer) orders(d domain.Name) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.issued[d]
+}
+
+func (c *countingIssuer) renewals() map[acme.LineageName]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[acme.LineageName]int{}
+	for k, v := range c.renews {
+		out[k] = v
+	}
+	return out
+}
+
+// countingReloader counts reloads of the real nginx.
+type countingReloader struct {
+	tasks.Reloader
+	n atomic.Int32
+}
+
+func (c *countingReloader) Reload(ctx context.Context) (podreload.Result, error) {
+	c.n.Add(1)
+	return c.Reloader.Reload(ctx)
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	suffix := hex.EncodeToString(b[:])
+	bd := &bundle{t: t, suffix: suffix, target: "custom.platform-" + suffix + ".test", clock: &clock{}}
+	bd.names = domain.Policy{CNAMETarget: bd.target}
+	bd.redis = testpeers.Redis(t)
+	bd.pg = testpeers.Postgres(t)
+	bd.nginx = testpeers.Nginx(t, testpeers.NginxOptions{})
+	dns := testpeers.ChallTestSrv(t)
+	dns.AddA(t, bd.target, "127.0.0.1")
+	bd.pebble = testpeers.Pebble(t, testpeers.PebbleOptions{HTTPPort: bd.nginx.HTTPPort, DNS: dns,
+		Profiles: map[string]time.Duration{"classic": 90 * 24 * time.Hour, "shortlived": 6 * 24 * time.Hour}})
+	bd.celery = testpeers.Celery(t, bd.redis.URL)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	ctx := context.Background()
+
+	var err error
+	bd.db, err = domaindb.New(ctx, domaindb.Config{URL: bd.pg.URL, Names: bd.names, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bd.db.Close)
+	checker, err := dnscheck.New(dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := t.TempDir()
+	bd.acmeCfg = acme.Config{
+		DirectoryURL: bd.pebble.DirectoryURL, CABundle: bd.pebble.CABundle, Profile: "classic",
+		Webroot: bd.nginx.Webroot, Dir: store, Now: bd.clock.Now, Logger: log,
+	}
+	bd.acme, err = acme.New(bd.acmeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ncfg := nginxconf.Config{
+		ConfPath: filepath.Join(bd.nginx.ConfDir, "custom-domains.conf"), Binary: bd.nginx.Binary,
+		MainConf: bd.nginx.MainConf, Prefix: bd.nginx.Prefix, Upstream: "127.0.0.1:9",
+		HTTPSPort: bd.nginx.HTTPSPort, HTTPPort: bd.nginx.HTTPPort,
+		ACMEWebroot: bd.nginx.Webroot, LetsEncryptDir: store, Logger: log,
+	}
+	gen, err := nginxconf.New(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := nginxconf.NewLocalReloader(ncfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := podreload.New(podreload.Config{Mode: podreload.ModeLocal, Local: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ACME HTTP-01 server block must be live before the first order.
+	if _, err := gen.Regenerate(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	bd.nginx.ReloadAndWait(t)
+
+	bd.issuer = &countingIssuer{Issuer: bd.acme, issued: map[domain.Name]int{}, renews: map[acme.LineageName]int{}}
+	bd.reloader = &countingReloader{Reloader: rel}
+	bd.registry = prometheus.NewRegistry()
+	bd.svc, err = tasks.New(tasks.Config{
+		Domains: bd.db, DNS: checker, Issuer: bd.issuer, Certificates: bd.acme.Store(),
+		Nginx: gen, Reloader: bd.reloader, Names: bd.names, Logger: log, Metrics: bd.registry,
+		RetryBase: 200 * time.Millisecond, RetryMax: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bd
+}
+
+// domain makes a tenant domain name of this test, CNAMEd to the target.
+func (b *bundle) domain(label string) domain.Name {
+	d := domain.Name(label + "-" + b.suffix + ".example.com")
+	b.pebble.DNS.SetCNAME(b.t, string(d), b.target)
+	return d
+}
+
+// startWorker runs a certmgr worker on the test's Redis database.
+func (b *bundle) startWorker(name string) *worker.Server {
+	b.t.Helper()
+	mux := worker.NewServeMux()
+	worker.RegisterBuiltins(mux)
+	b.svc.Register(mux)
+	srv, err := worker.NewServer(worker.Config{
+		BrokerURL: b.redis.URL, Queue: "certmgr", Concurrency: 2, Hostname: name + "@test",
+		MaxRetries: 5, ShutdownGrace: 5 * time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(b.t)).Level(zerolog.WarnLevel),
+	}, mux)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(srv.Stop)
+	return srv
+}
+
+// row reads a domain's row.
+func (b *bundle) row(d domain.Name) domaindb.CustomDomain {
+	b.t.Helper()
+	r, err := b.db.GetByName(context.Background(), d)
+	if err != nil {
+		b.t.Fatalf("row of %s: %v", d, err)
+	}
+	return r
+}
+
+// handshake connects to nginx's HTTPS port with SNI d and returns the leaf
+// it serves, verified against Pebble's root, or the handshake error.
+func (b *bundle) handshake(d domain.Name) (*x509.Certificate, error) {
+	pool := x509.NewCertPool()
+	for rest := b.pebble.RootPEM(b.t); ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err == nil {
+			pool.AddCert(c)
+		}
+	}
+	conn, err := tls.DialWithDialer(&netDialer, "tcp", fmt.Sprintf("127.0.0.1:%d", b.nginx.HTTPSPort),
+		&tls.Config{ServerName: string(d), RootCAs: pool})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0], nil
+}
+
+// waitServed waits until nginx serves d a certificate for which ok is true.
+func (b *bundle) waitServed(d domain.Name, ok func(*x509.Certificate) bool) *x509.Certificate {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		leaf, err := b.handshake(d)
+		if err == nil && ok(leaf) {
+			return leaf
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("nginx does not serve the expected certificate for %s: last %v", d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
