@@ -81,6 +81,7 @@ func BenchmarkNginx(b *testing.B) {
 
 func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	peer := testpeers.Nginx(b, testpeers.NginxOptions{})
+	stopNginxOnCleanup(b, peer)
 	le := store.dir
 	cfg := Config{
 		ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary,
