@@ -39,6 +39,9 @@ type Manager struct {
 	client *lego.Client
 	acct   *account
 	dir    directory
+
+	ariMu sync.Mutex
+	ari   map[string]ariAnswer // by serial
 }
 
 // directory is what certmgr reads from the ACME directory itself.

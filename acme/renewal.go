@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-acme/lego/v5/acme/api"
@@ -121,11 +122,35 @@ func (m *Manager) renewalInfo(ctx context.Context, l Lineage) (Window, string, e
 	if m.dir.RenewalInfo == "" {
 		return Window{}, "", api.ErrNoARI
 	}
+	now := m.cfg.Now()
+	m.ariMu.Lock()
+	cached, ok := m.ari[l.Serial]
+	m.ariMu.Unlock()
+	if ok && now.Before(cached.until) {
+		return cached.window, cached.explanation, nil
+	}
 	info, err := client.Certificate.GetRenewalInfo(ctx, l.leaf)
 	if err != nil {
 		return Window{}, "", classify("get renewal info", err)
 	}
-	return Window{Start: info.SuggestedWindow.Start, End: info.SuggestedWindow.End}, info.ExplanationURL, nil
+	w := Window{Start: info.SuggestedWindow.Start, End: info.SuggestedWindow.End}
+	// RFC 9773 §4.3: ask again after the CA's Retry-After, bounded to between
+	// one hour and a day.
+	wait := min(max(info.RetryAfter, time.Hour), 24*time.Hour)
+	m.ariMu.Lock()
+	if m.ari == nil {
+		m.ari = map[string]ariAnswer{}
+	}
+	m.ari[l.Serial] = ariAnswer{window: w, explanation: info.ExplanationURL, until: now.Add(wait)}
+	m.ariMu.Unlock()
+	return w, info.ExplanationURL, nil
+}
+
+// ariAnswer is a cached renewalInfo answer, kept until the CA's Retry-After.
+type ariAnswer struct {
+	window      Window
+	explanation string
+	until       time.Time
 }
 
 // Status is a lineage with its renewal decision.
@@ -142,16 +167,26 @@ func (m *Manager) Statuses(ctx context.Context, ari bool) ([]Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Status, 0, len(all))
-	for _, l := range all {
-		var d Decision
-		if ari {
-			d = m.Check(ctx, l)
-		} else {
-			d = m.checkOffline(l)
+	out := make([]Status, len(all))
+	if !ari {
+		for i, l := range all {
+			out[i] = Status{Lineage: l, Decision: m.checkOffline(l)}
 		}
-		out = append(out, Status{Lineage: l, Decision: d})
+		return out, nil
 	}
+	// One ARI request per certificate: a few at a time.
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, l := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i] = Status{Lineage: l, Decision: m.Check(ctx, l)}
+		}()
+	}
+	wg.Wait()
 	return out, nil
 }
 

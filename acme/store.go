@@ -45,11 +45,16 @@ import (
 //     removes the old directory (now under the temporary name).
 //
 // Every lookup of live/<name>/... therefore resolves either entirely in the old
-// directory or entirely in the new one. A reader that opens fullchain.pem just
-// before the exchange and privkey.pem just after can still straddle it (no file
-// system can prevent that for two separate opens); nginx then refuses the
-// mismatched pair and keeps serving its previous configuration, and the next
-// reload (which the pipeline triggers after Save returns) reads the new pair.
+// directory or entirely in the new one, and a reader that opens the directory
+// once and reads the links through that descriptor (as Load does) always gets
+// one whole version. A reader that opens live/<name>/fullchain.pem just before
+// the exchange and live/<name>/privkey.pem just after can still straddle it (no
+// file system can prevent that for two separate path lookups; the window is
+// one rename wide); nginx then refuses the mismatched pair and keeps serving
+// its previous configuration, and the next reload (which the pipeline triggers
+// after Save returns) reads the new pair. A configuration that names
+// Lineage.Archive paths instead (immutable fullchainN.pem/privkeyN.pem) closes
+// even that window.
 // If the process dies at any point, live/<name> is still the previous complete
 // directory: at worst unused archive files or a hidden staging directory are
 // left, which the next Save removes or skips. On file systems without
@@ -120,6 +125,11 @@ type Lineage struct {
 	NotBefore time.Time
 	NotAfter  time.Time
 	Live      Paths
+	// Archive are the files of this version in archive/<name>/, which never
+	// change once written: a server configured with these paths can never read
+	// a certificate and a key of different versions, even in the instant a new
+	// version is made live.
+	Archive Paths
 	// RenewalConf is renewal/<name>.conf; Server its [renewalparams] server.
 	RenewalConf string
 	Server      string
@@ -320,6 +330,16 @@ func (s *Store) NameForNew(d domain.Name) (LineageName, error) {
 }
 
 func (s *Store) load(n LineageName) Lineage {
+	l := s.loadOnce(n)
+	if l.Err != nil {
+		// A Save may have exchanged and removed the directory just read:
+		// look once more before calling the lineage broken.
+		l = s.loadOnce(n)
+	}
+	return l
+}
+
+func (s *Store) loadOnce(n LineageName) Lineage {
 	l := Lineage{Name: n, Live: s.PathsFor(n), RenewalConf: s.confPath(n)}
 	conf, err := readRenewalConf(l.RenewalConf)
 	if err != nil {
@@ -330,9 +350,18 @@ func (s *Store) load(n LineageName) Lineage {
 
 	archive := s.archiveDir(n)
 	targets := map[string]string{}
+	// Read the four links through one open descriptor of live/<name>: if Save
+	// exchanges the directory meanwhile, all four still come from the same
+	// version (archive files never change once written).
+	dfd, err := unix.Open(s.liveDir(n), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		l.Err = fmt.Errorf("open %s: %w", s.liveDir(n), err)
+		return l
+	}
+	defer unix.Close(dfd)
 	for _, kind := range kinds {
 		link := filepath.Join(s.liveDir(n), kind+".pem")
-		target, err := os.Readlink(link)
+		target, err := readlinkat(dfd, kind+".pem")
 		if err != nil {
 			l.Err = fmt.Errorf("%s: expected a symlink: %w", link, err)
 			return l
@@ -357,6 +386,7 @@ func (s *Store) load(n LineageName) Lineage {
 			l.Version, _ = strconv.Atoi(m[2])
 		}
 	}
+	l.Archive = Paths{Cert: targets["cert"], Chain: targets["chain"], Fullchain: targets["fullchain"], Privkey: targets["privkey"]}
 	certPEM, err := os.ReadFile(targets["cert"])
 	if err != nil {
 		l.Err = fmt.Errorf("read certificate: %w", err)
@@ -401,6 +431,15 @@ func (s *Store) load(n LineageName) Lineage {
 		l.issuer = fullCerts[1]
 	}
 	return l
+}
+
+func readlinkat(dfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dfd, name, buf)
+	if err != nil {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+	}
+	return string(buf[:n]), nil
 }
 
 func samePublicKey(key crypto.Signer, cert *x509.Certificate) bool {

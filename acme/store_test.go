@@ -87,6 +87,9 @@ func TestSaveWritesCertbotLayoutAndKeepsOldVersions(t *testing.T) {
 			t.Errorf("old version removed: %v", err)
 		}
 	}
+	if want := filepath.Join(dir, "archive", string(name), "privkey2.pem"); l2.Archive.Privkey != want {
+		t.Errorf("Archive.Privkey = %s, want %s", l2.Archive.Privkey, want)
+	}
 	got, _ := os.ReadFile(filepath.Join(dir, "archive", string(name), "cert1.pem"))
 	if !bytes.Equal(got, v1.Cert) {
 		t.Error("cert1.pem changed after renewal")
@@ -451,5 +454,47 @@ func TestByDomainAndRemove(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "renewal", "a.example.com.conf")); err != nil {
 		t.Errorf("Remove touched another lineage: %v", err)
+	}
+}
+
+// A reader listing the store while versions are being made live always finds
+// a complete, matching pair.
+func TestLoadDuringSavesSeesWholeVersions(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := NewStore(dir)
+	ca := newTestCA(t)
+	now := time.Now()
+	versions := make([]Issued, 20)
+	for i := range versions {
+		versions[i] = ca.issue(t, now, now.Add(time.Hour), "busy.example.com")
+	}
+	if _, err := s.Save("busy.example.com", versions[0], RenewalParams{}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, v := range versions[1:] {
+			if _, err := s.Save("busy.example.com", v, RenewalParams{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	reader := NewStore(dir)
+	for reads := 0; ; reads++ {
+		select {
+		case <-done:
+			if reads == 0 {
+				t.Error("no read overlapped the saves")
+			}
+			return
+		default:
+		}
+		l, err := reader.Load("busy.example.com")
+		if err != nil || l.Err != nil {
+			t.Fatalf("read %d during saves: %v %v", reads, err, l.Err)
+		}
 	}
 }
