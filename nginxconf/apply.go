@@ -170,37 +170,61 @@ func (a *Applier) args(mainConf string, extra ...string) []string {
 	return append(args, extra...)
 }
 
-var confPathRe = regexp.MustCompile(`--conf-path=(\S+)`)
-var prefixRe = regexp.MustCompile(`--prefix=(\S+)`)
+var (
+	confPathRe = regexp.MustCompile(`--conf-path=(\S+)`)
+	prefixRe   = regexp.MustCompile(`--prefix=(\S+)`)
+	pidPathRe  = regexp.MustCompile(`--pid-path=(\S+)`)
+)
 
-// resolveMainConf returns the absolute main configuration path: MainConf, or
-// nginx's compiled-in --conf-path, relative paths taken from the prefix.
+// nginxPaths are where the running nginx keeps its files, resolved as nginx
+// does: the main configuration from -c or the compiled-in --conf-path,
+// relative paths from -p or the compiled-in --prefix.
+type nginxPaths struct {
+	mainConf string
+	prefix   string
+	pidPath  string // compiled-in --pid-path, for a main conf without `pid`
+}
+
+func resolvePaths(ctx context.Context, cfg Config) (nginxPaths, error) {
+	p := nginxPaths{mainConf: cfg.MainConf, prefix: cfg.Prefix}
+	out, err := runNginx(ctx, cfg, "-V")
+	if err != nil {
+		return nginxPaths{}, fmt.Errorf("find nginx paths: %w", err)
+	}
+	if p.mainConf == "" {
+		m := confPathRe.FindStringSubmatch(out)
+		if m == nil {
+			return nginxPaths{}, fmt.Errorf("find nginx main config: nginx -V shows no --conf-path; set NGINX_MAIN_CONF")
+		}
+		p.mainConf = m[1]
+	}
+	if m := prefixRe.FindStringSubmatch(out); p.prefix == "" && m != nil {
+		p.prefix = m[1]
+	}
+	if m := pidPathRe.FindStringSubmatch(out); m != nil {
+		p.pidPath = m[1]
+	}
+	p.mainConf = p.abs(p.mainConf)
+	return p, nil
+}
+
+func (p nginxPaths) abs(path string) string {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.prefix, path)
+	}
+	return filepath.Clean(path)
+}
+
+// resolveMainConf returns the absolute main configuration path.
 func (a *Applier) resolveMainConf(ctx context.Context) (string, error) {
 	if a.mainConf != "" {
 		return a.mainConf, nil
 	}
-	p := a.cfg.MainConf
-	prefix := a.cfg.Prefix
-	if p == "" || (!filepath.IsAbs(p) && prefix == "") {
-		out, err := runNginx(ctx, a.cfg, "-V")
-		if err != nil {
-			return "", fmt.Errorf("find nginx main config: %w", err)
-		}
-		if p == "" {
-			m := confPathRe.FindStringSubmatch(out)
-			if m == nil {
-				return "", fmt.Errorf("find nginx main config: nginx -V shows no --conf-path; set NGINX_MAIN_CONF")
-			}
-			p = m[1]
-		}
-		if m := prefixRe.FindStringSubmatch(out); prefix == "" && m != nil {
-			prefix = m[1]
-		}
+	p, err := resolvePaths(ctx, a.cfg)
+	if err != nil {
+		return "", err
 	}
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(prefix, p)
-	}
-	a.mainConf = filepath.Clean(p)
+	a.mainConf = p.mainConf
 	return a.mainConf, nil
 }
 

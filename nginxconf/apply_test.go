@@ -318,3 +318,39 @@ func TestHashSizedForTenThousand(t *testing.T) {
 		}
 	}
 }
+
+func TestLocalReloaderSignal(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeVariable)
+	cfg := f.cfg
+	cfg.ReloadMethod = ReloadSignal
+	r, err := NewLocalReloader(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.workers(t)
+	if err := r.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitReplaced(t, f.peer, before, 30*time.Second)
+}
+
+// TestLocalReloaderSignalChecksTheProcess: a stale pid file naming another
+// process (here the test itself, which SIGHUP would kill) is refused.
+func TestLocalReloaderSignalChecksTheProcess(t *testing.T) {
+	t.Parallel()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "nginx.pid")
+	writeFile(t, pidFile, fmt.Sprintf("%d\n", os.Getpid()))
+	main := filepath.Join(dir, "nginx.conf")
+	writeFile(t, main, "pid "+pidFile+";\nevents {}\nhttp {}\n")
+	r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: main, ReloadMethod: ReloadSignal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not an nginx master") {
+		t.Errorf("Reload = %v; want a refusal to signal a process that is not nginx", err)
+	}
+}

@@ -67,6 +67,32 @@ func ParseHashMode(s string) (HashMode, error) {
 	return "", fmt.Errorf("unknown NGINX_SERVER_NAMES_HASH %q: want auto or off", s)
 }
 
+// ReloadMethod says how LocalReloader reloads nginx (NGINX_RELOAD_METHOD).
+type ReloadMethod string
+
+const (
+	// ReloadCommand runs `nginx -s reload`. That command parses the whole
+	// configuration, loading every certificate, only to find the pid file:
+	// with thousands of certificates it costs as much as nginx -t.
+	ReloadCommand ReloadMethod = "command"
+	// ReloadSignal sends SIGHUP to the master itself: the pid file named by
+	// the main configuration's `pid` directive (or nginx's compiled-in
+	// --pid-path), after checking that the process is an nginx master. This is
+	// what `nginx -s reload` ends with, without its parse.
+	ReloadSignal ReloadMethod = "signal"
+)
+
+// ParseReloadMethod reads NGINX_RELOAD_METHOD; "" means command.
+func ParseReloadMethod(s string) (ReloadMethod, error) {
+	switch ReloadMethod(strings.ToLower(strings.TrimSpace(s))) {
+	case "", ReloadCommand:
+		return ReloadCommand, nil
+	case ReloadSignal:
+		return ReloadSignal, nil
+	}
+	return "", fmt.Errorf("unknown NGINX_RELOAD_METHOD %q: want command or signal", s)
+}
+
 // Defaults of the Config fields, as documented in the contract.
 const (
 	DefaultConfPath       = "/etc/nginx/conf.d/custom-domains.conf"
@@ -121,6 +147,8 @@ type Config struct {
 	LetsEncryptDir string
 	// HashMode (NGINX_SERVER_NAMES_HASH) default auto.
 	HashMode HashMode
+	// ReloadMethod (NGINX_RELOAD_METHOD) default command.
+	ReloadMethod ReloadMethod
 	// Timeout bounds each nginx command (NGINX_COMMAND_TIMEOUT), default 2m.
 	Timeout time.Duration
 	// Now is the clock certificate expiry is judged by, default time.Now.
@@ -143,6 +171,7 @@ func (c Config) WithDefaults() Config {
 	c.LetsEncryptDir = cmp.Or(c.LetsEncryptDir, DefaultLetsEncryptDir)
 	c.HashMode = cmp.Or(c.HashMode, HashAuto)
 	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.ReloadMethod = cmp.Or(c.ReloadMethod, ReloadCommand)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -182,6 +211,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		errs = append(errs, err)
 	}
 	if c.HashMode, err = ParseHashMode(getenv("NGINX_SERVER_NAMES_HASH")); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ReloadMethod, err = ParseReloadMethod(getenv("NGINX_RELOAD_METHOD")); err != nil {
 		errs = append(errs, err)
 	}
 	if v := getenv("NGINX_COMMAND_TIMEOUT"); v != "" {
@@ -232,6 +264,9 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	if _, err := ParseHashMode(string(c.HashMode)); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseReloadMethod(string(c.ReloadMethod)); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Timeout <= 0 {

@@ -3,7 +3,11 @@ package nginxconf
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 )
 
 // Reloader makes running nginx load the live configuration. LocalReloader
@@ -12,10 +16,12 @@ type Reloader interface {
 	Reload(ctx context.Context) error
 }
 
-// LocalReloader runs `nginx -s reload` with the configured -c and -p, under
-// Config.Timeout. nginx answers once the master has the signal; the master
-// then reloads in the background and keeps the old configuration if the new
-// one fails to load (Apply has proven it with nginx -t before).
+// LocalReloader reloads this pod's nginx: by default `nginx -s reload` with
+// the configured -c and -p under Config.Timeout, or with
+// ReloadMethod=signal a SIGHUP straight to the master (see ReloadSignal).
+// Either way it returns once the master has the signal; the master then
+// reloads in the background and keeps the old configuration if the new one
+// fails to load (Apply has proven it with nginx -t before).
 type LocalReloader struct {
 	cfg Config
 }
@@ -34,6 +40,9 @@ func NewLocalReloader(cfg Config) (*LocalReloader, error) {
 // Reload sends the reload signal. A timeout matches
 // errors.Is(err, context.DeadlineExceeded) and says "timed out".
 func (r *LocalReloader) Reload(ctx context.Context) error {
+	if r.cfg.ReloadMethod == ReloadSignal {
+		return r.signal(ctx)
+	}
 	var args []string
 	if r.cfg.Prefix != "" {
 		args = append(args, "-p", r.cfg.Prefix)
@@ -122,4 +131,57 @@ func (c *coalescer) run(ctx context.Context, rd *round) {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// signal sends SIGHUP to the master named by the pid file.
+func (r *LocalReloader) signal(ctx context.Context) error {
+	pidFile, err := r.pidFile(ctx)
+	if err != nil {
+		return fmt.Errorf("reload nginx: %w", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return fmt.Errorf("reload nginx: is nginx running? %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return fmt.Errorf("reload nginx: pid file %s holds %q", pidFile, b)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.HasPrefix(string(cmdline), "nginx: master process") {
+		return fmt.Errorf("reload nginx: process %d from %s is not an nginx master (stale pid file?)", pid, pidFile)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("reload nginx: signal master %d: %w", pid, err)
+	}
+	return nil
+}
+
+// pidFile finds the master's pid file as nginx -s does: the main
+// configuration's `pid` directive, else the compiled-in --pid-path, relative
+// to the prefix.
+func (r *LocalReloader) pidFile(ctx context.Context) (string, error) {
+	p, err := resolvePaths(ctx, r.cfg)
+	if err != nil {
+		return "", err
+	}
+	main, err := os.ReadFile(p.mainConf)
+	if err != nil {
+		return "", fmt.Errorf("read nginx main config: %w", err)
+	}
+	ds, err := directives(string(main))
+	if err != nil {
+		return "", fmt.Errorf("parse %s: %w", p.mainConf, err)
+	}
+	pid := p.pidPath
+	for _, d := range ds {
+		if d.name == "pid" && len(d.args) == 1 && !d.block {
+			pid = d.args[0]
+			break
+		}
+	}
+	if pid == "" {
+		return "", fmt.Errorf("%s has no pid directive and nginx -V no --pid-path", p.mainConf)
+	}
+	return p.abs(pid), nil
 }
