@@ -98,10 +98,16 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	sigCfg := cfg
+	sigCfg.ReloadMethod = ReloadSignal
+	sig, err := NewLocalReloader(sigCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
 	ds := Domains(store.names[:n]...)
 	ctx := context.Background()
 
-	var vetCold, vetWarm, render, write, test, reloadCmd, reload time.Duration
+	var vetCold, vetWarm, render, write, test, reloadCmd, reload, reloadSig time.Duration
 	var size int
 	var masterRSS, totalPSS float64
 	for i := 0; b.Loop(); i++ {
@@ -157,6 +163,15 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 		m, p := nginxMemory(b, peer)
 		masterRSS += m
 		totalPSS += p
+
+		// The same reload by SIGHUP, without nginx -s's own parse.
+		before = waitWorkers(b, peer)
+		t0 = time.Now()
+		if err := sig.Reload(ctx); err != nil {
+			b.Fatal(err)
+		}
+		waitReplaced(b, peer, before, 10*time.Minute)
+		reloadSig += time.Since(t0)
 	}
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 	b.ReportMetric(per(vetCold), "vet-cold-ms")
@@ -166,6 +181,7 @@ func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	b.ReportMetric(per(test), "nginx-t-ms")
 	b.ReportMetric(per(reload), "reload-ms")
 	b.ReportMetric(per(reloadCmd), "reload-cmd-ms")
+	b.ReportMetric(per(reloadSig), "reload-signal-ms")
 	b.ReportMetric(masterRSS/float64(b.N), "master-rss-MB")
 	b.ReportMetric(totalPSS/float64(b.N), "nginx-pss-MB")
 	b.ReportMetric(float64(size)/1e6, "file-MB")

@@ -11,7 +11,8 @@
 # pass a regeneration normally does), render, write (candidate with fsync,
 # then rename), nginx -t on the candidate, reload until new workers serve it
 # (reload-cmd: until `nginx -s reload` returns, which parses the whole
-# configuration itself), and nginx's memory after the reload.
+# configuration itself; "reload by signal": NGINX_RELOAD_METHOD=signal), and
+# nginx's memory after the reload.
 # "own %" is certmgr's part of a regeneration (warm vet + render + write)
 # against nginx -t of the same file.
 set -eu
@@ -26,13 +27,13 @@ echo "$out" | awk '
 	split($1, p, "/"); mode = p[2]; n = p[3]; sub(/-[0-9]+$/, "", n)
 	delete m
 	for (i = 4; i < NF; i += 2) m[$(i + 1)] = $i
-	rows[++k] = sprintf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f (%.0f) | %.0f | %.0f |",
+	rows[++k] = sprintf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f (%.0f) | %.0f | %.0f | %.0f |",
 		mode, n, m["file-MB"], m["vet-cold-ms"], m["vet-ms"], m["render-ms"], m["write-ms"],
 		m["nginx-t-ms"], m["own-%-of-nginx-t"], m["reload-ms"], m["reload-cmd-ms"],
-		m["master-rss-MB"], m["nginx-pss-MB"])
+		m["reload-signal-ms"], m["master-rss-MB"], m["nginx-pss-MB"])
 }
 END {
-	print "| mode | domains | file MB | vet cold ms | vet ms | render ms | write ms | nginx -t ms | own % of nginx -t | reload ms (cmd) | master RSS MB | nginx PSS MB |"
-	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	print "| mode | domains | file MB | vet cold ms | vet ms | render ms | write ms | nginx -t ms | own % of nginx -t | reload ms (cmd) | reload by signal ms | master RSS MB | nginx PSS MB |"
+	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for (i = 1; i <= k; i++) print rows[i]
 }'
