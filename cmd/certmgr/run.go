@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
 	"github.com/midsummer/certmgr/worker"
@@ -126,6 +127,7 @@ func runIssue(a *app, d string, force, asJSON bool) error {
 	}
 	defer c.close()
 	res, err := c.tasks.Issue(a.ctx, d, force)
+	err = flagError(err)
 	if asJSON {
 		return printJSON(a.stdout, res, err)
 	}
@@ -231,6 +233,7 @@ func runVerifyDNS(a *app, d string, asJSON bool) error {
 	}
 	defer c.close()
 	v, err := c.tasks.VerifyDNS(a.ctx, d)
+	err = flagError(err)
 	if asJSON {
 		if err == nil && !v.DNSOK {
 			err = errors.New(v.Detail)
@@ -245,6 +248,15 @@ func runVerifyDNS(a *app, d string, asJSON bool) error {
 	}
 	fmt.Fprintf(a.stdout, "%s: DNS verified (%s), status %s\n", v.Domain, v.Detail, v.Status)
 	return nil
+}
+
+// flagError makes a rejected --domain a usage error (exit 2).
+func flagError(err error) error {
+	var rej *domain.RejectedError
+	if errors.As(err, &rej) {
+		return &ConfigError{Name: "--domain", Value: rej.Input, Expect: "a custom domain name: " + rej.Reason}
+	}
+	return err
 }
 
 // printJSON prints v, with the error as "error" when there is one, and
