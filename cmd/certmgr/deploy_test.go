@@ -737,9 +737,13 @@ func (c *manifestCheck) checkMounts(p podTemplate, ct *corev1.Container, sub, wh
 	case "certificates":
 		needs = []need{{EnvLetsEncryptDir, s.LetsEncryptDir, false}}
 	}
-	if s.NginxMainConf != "" && sub != "certificates" && sub != "verify-dns" {
-		// nginx -t reads a copy of the main file written beside it.
-		needs = append(needs, need{EnvNginxMainConf, filepath.Dir(s.NginxMainConf), true})
+	if sub != "certificates" && sub != "verify-dns" {
+		// nginx -t reads a copy of the main file written beside it, and
+		// the default server's certificate, as certmgr's own user.
+		if s.NginxMainConf != "" {
+			needs = append(needs, need{EnvNginxMainConf, filepath.Dir(s.NginxMainConf), true})
+		}
+		needs = append(needs, need{EnvNginxDefaultCert, s.NginxDefaultCert, false}, need{EnvNginxDefaultKey, s.NginxDefaultKey, false})
 	}
 	for _, n := range needs {
 		m := mountAt(ct, n.dir)
@@ -766,8 +770,13 @@ func storage(p podTemplate, ct *corev1.Container, dir string) string {
 			continue
 		}
 		where := "pod " + p.owner + " volume " + v.Name
-		if v.PersistentVolumeClaim != nil {
+		switch {
+		case v.PersistentVolumeClaim != nil:
 			where = "claim " + v.PersistentVolumeClaim.ClaimName
+		case v.Secret != nil:
+			where = "secret " + v.Secret.SecretName
+		case v.ConfigMap != nil:
+			where = "configmap " + v.ConfigMap.Name
 		}
 		return path.Join(where, m.SubPath, sub)
 	}
@@ -802,9 +811,11 @@ func (c *manifestCheck) checkSharedStorage() {
 		}
 	}
 	dirs := map[string]string{
-		EnvLetsEncryptDir: s.LetsEncryptDir,
-		EnvACMEWebroot:    s.ACMEWebroot,
-		EnvNginxConfPath:  filepath.Dir(s.NginxConfPath),
+		EnvLetsEncryptDir:   s.LetsEncryptDir,
+		EnvACMEWebroot:      s.ACMEWebroot,
+		EnvNginxConfPath:    filepath.Dir(s.NginxConfPath),
+		EnvNginxDefaultCert: s.NginxDefaultCert,
+		EnvNginxDefaultKey:  s.NginxDefaultKey,
 	}
 	for env, dir := range dirs {
 		want := storage(app, proxy, dir)
@@ -812,7 +823,7 @@ func (c *manifestCheck) checkSharedStorage() {
 			c.errorf("%s container %s: %s (%s) is not on a volume", app.owner, proxy.Name, dir, env)
 			continue
 		}
-		if replicas > 1 || c.workerOutside(app) {
+		if (replicas > 1 || c.workerOutside(app)) && !strings.HasPrefix(want, "secret ") && !strings.HasPrefix(want, "configmap ") {
 			if claim, ok := strings.CutPrefix(want, "claim "); ok {
 				name, _, _ := strings.Cut(claim, "/")
 				if pvc := c.pvcs[name]; pvc != nil && !slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteMany) {
