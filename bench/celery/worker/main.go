@@ -1,0 +1,40 @@
+// Command worker is the certmgr Celery worker with only the built-in tasks
+// (certmgr.ping), for bench/celery: it measures the worker layer alone,
+// without the database and ACME wiring of `certmgr worker`.
+//
+//	BENCH_BROKER=redis://127.0.0.1:6379/0 BENCH_CONCURRENCY=4 worker
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/worker"
+)
+
+func main() {
+	conc, _ := strconv.Atoi(os.Getenv("BENCH_CONCURRENCY"))
+	prefetch, _ := strconv.Atoi(os.Getenv("BENCH_PREFETCH"))
+	mux := worker.NewServeMux()
+	worker.RegisterBuiltins(mux)
+	srv, err := worker.NewServer(worker.Config{
+		BrokerURL:   os.Getenv("BENCH_BROKER"),
+		Concurrency: conc,
+		Prefetch:    prefetch,
+		Hostname:    "certmgr-bench@localhost",
+		Logger:      zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
+	}, mux)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	_ = srv.Run(ctx)
+}
