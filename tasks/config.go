@@ -56,7 +56,7 @@ type Issuer interface {
 // (acme.Store).
 type Certificates interface {
 	Find(d domain.Name) (acme.Lineage, bool, error)
-	ByDomain() (map[domain.Name]acme.Lineage, error)
+	LineageNames() (map[domain.Name]acme.LineageName, error)
 	Load(n acme.LineageName) (acme.Lineage, error)
 	Remove(n acme.LineageName) error
 }

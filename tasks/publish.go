@@ -49,7 +49,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	for _, b := range bad {
 		s.log.Warn().Int64("domain_id", b.ID).Err(b.Err).Msg("row left out of nginx config: unusable domain name")
 	}
-	lineages, err := s.cfg.Certificates.ByDomain()
+	lineages, err := s.cfg.Certificates.LineageNames()
 	if err != nil {
 		return p, fmt.Errorf("read certificate store: %w", err)
 	}
@@ -62,7 +62,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		byName[r.Domain] = r
 		// A domain without a lineage is still passed on: the generator leaves
 		// it out and says why, and the row gets that reason.
-		sites = append(sites, nginxconf.Domain{Name: r.Domain, Lineage: string(lineages[r.Domain].Name)})
+		sites = append(sites, nginxconf.Domain{Name: r.Domain, Lineage: string(lineages[r.Domain])})
 	}
 	start := time.Now()
 	p.generated, err = s.cfg.Nginx.Regenerate(ctx, sites)
