@@ -418,7 +418,7 @@ func TestConcurrentSavesNeverMixVersions(t *testing.T) {
 	}
 }
 
-func TestByDomainAndRemove(t *testing.T) {
+func TestLineageNamesAndRemove(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := NewStore(dir)
@@ -431,12 +431,12 @@ func TestByDomainAndRemove(t *testing.T) {
 	if _, err := s.Save("c.example.com", ca.issue(t, now, now.Add(time.Hour), "c.example.com"), RenewalParams{}); err != nil {
 		t.Fatal(err)
 	}
-	idx, err := s.ByDomain()
+	idx, err := s.LineageNames()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(idx) != 2 || idx["a.example.com"].Name != "a.example.com-0001" || idx["c.example.com"].Name != "c.example.com" {
-		t.Errorf("ByDomain = %v", idx)
+	if idx["a.example.com"] != "a.example.com-0001" || idx["c.example.com"] != "c.example.com" {
+		t.Errorf("LineageNames = %v", idx)
 	}
 	if err := s.Remove("c.example.com"); err != nil {
 		t.Fatal(err)
@@ -448,6 +448,9 @@ func TestByDomainAndRemove(t *testing.T) {
 	}
 	if err := s.Remove("c.example.com"); err != nil {
 		t.Errorf("removing again: %v", err)
+	}
+	if idx, err := s.LineageNames(); err != nil || idx["c.example.com"] != "" {
+		t.Errorf("after Remove: LineageNames = %v, %v", idx, err)
 	}
 	if err := s.Remove("../renewal"); err == nil {
 		t.Error("Remove accepted a name outside the store")
