@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
@@ -124,7 +125,7 @@ func classify(op string, err error) error {
 		return classifyProblem(op, pd, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &TransientError{Err: fmt.Errorf("%s: %w", op, err)}
-	case isNetwork(err):
+	case isNetwork(err), isPollTimeout(err):
 		return &TransientError{Err: fmt.Errorf("%s: %w", op, err)}
 	}
 	return fmt.Errorf("%s: %w", op, err)
@@ -153,4 +154,12 @@ func isNetwork(err error) bool {
 	var ue *url.Error
 	var oe *net.OpError
 	return errors.As(err, &ne) || errors.As(err, &ue) || errors.As(err, &oe)
+}
+
+// isPollTimeout recognises lego's untyped errors for a CA that took too long:
+// the certificate not ready within CertificateTimeout, or a challenge still
+// pending when lego stopped polling.
+func isPollTimeout(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "time limit exceeded") || strings.Contains(msg, "didn't respond to our request")
 }

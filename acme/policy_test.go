@@ -108,6 +108,8 @@ func TestClassify(t *testing.T) {
 		{"rejected identifier", problem(legoacme.RejectedIdentifierErrorType, 400), "rejected"},
 		{"CA unreachable", &url.Error{Op: "Get", URL: "https://ca/dir", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, "transient"},
 		{"deadline", context.DeadlineExceeded, "transient"},
+		{"certificate not ready in time", fmt.Errorf("acme: %w", errors.New("time limit exceeded")), "transient"},
+		{"unknown", errors.New("order identifiers have been modified by the ACME server"), "none"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
