@@ -267,42 +267,16 @@ func (s *Store) Load(n LineageName) (Lineage, error) {
 }
 
 // Find returns the lineage whose certificate is for exactly d, the one that
-// expires last when several are. ok is false when there is none. It looks at
-// certbot's names for d first (d, d-0001, ...) and reads the whole store only
-// when none of them fits.
+// expires last when several are. ok is false when there is none. Only
+// lineages named as certbot names them (d, d-0001, ...) are considered: a
+// lineage an operator created with --cert-name is not picked up for d.
 func (s *Store) Find(d domain.Name) (l Lineage, ok bool, err error) {
-	consider := func(c Lineage) {
-		if c.Err != nil || len(c.Domains) != 1 || c.Domains[0] != string(d) {
-			return
-		}
-		if !ok || c.NotAfter.After(l.NotAfter) {
-			l, ok = c, true
-		}
-	}
-	for i := 0; i < 10000; i++ {
-		n := NameFor(d)
-		if i > 0 {
-			n = LineageName(fmt.Sprintf("%s-%04d", d, i))
-		}
-		c, err := s.Load(n)
-		if errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return Lineage{}, false, err
-		}
-		consider(c)
-	}
-	if ok {
-		return l, true, nil
-	}
-	all, err := s.List()
+	// Only d and d-NNNN can be for exactly d: load those, not the whole store.
+	cands, err := s.candidates()
 	if err != nil {
-		return Lineage{}, false, err
+		return Lineage{}, false, fmt.Errorf("list lineages: %w", err)
 	}
-	for _, c := range all {
-		consider(c)
-	}
+	l, ok = s.pick(d, cands[d])
 	return l, ok, nil
 }
 
