@@ -217,7 +217,19 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 
 	// Day 5: the 6-day certificate is inside its last third, the 90-day one is not.
 	b.clock.Advance(5 * 24 * time.Hour)
+
+	// While another replica sweeps (it holds the sweep lock), this one does nothing.
+	other, ok, err := b.db.TryLock(ctx, "renewal-sweep")
+	if err != nil || !ok {
+		t.Fatalf("take the sweep lock as another replica: %v %v", ok, err)
+	}
 	res, err := b.svc.Sweep(ctx, false)
+	if err != nil || !res.Skipped || len(res.Renewed) != 0 || len(b.issuer.renewals()) != 0 {
+		t.Fatalf("sweep while another replica sweeps = %+v, %v", res, err)
+	}
+	other()
+
+	res, err = b.svc.Sweep(ctx, false)
 	if err != nil {
 		t.Fatalf("sweep: %v (%+v)", err, res)
 	}
