@@ -4,6 +4,7 @@
 #
 #   bench/nginx/run.sh            # all four runs (about 10 minutes on 2 cores)
 #   BENCH=per-server/1000 bench/nginx/run.sh
+#   FROM=saved-go-test-output.txt bench/nginx/run.sh   # only reformat
 #
 # Needs nginx (Debian's nginx-light or nginx package) and root, because the
 # test nginx's workers read the generated private keys. Each run: vetting
@@ -18,15 +19,21 @@
 set -eu
 cd "$(dirname "$0")/../.."
 pattern="BenchmarkNginx/${BENCH:-}"
-out=$(go test ./nginxconf/ -run '^$' -bench "$pattern" -benchtime 1x -timeout 60m 2>&1) || {
-	echo "$out" | grep -v '\[notice\]' >&2
-	exit 1
-}
+if [ -n "${FROM:-}" ]; then
+	out=$(cat "$FROM") # reformat a saved `go test -bench` output
+else
+	out=$(go test ./nginxconf/ -run '^$' -bench "$pattern" -benchtime 1x -timeout 60m 2>&1) || {
+		echo "$out" | grep -v '\[notice\]' >&2
+		exit 1
+	}
+	# The raw lines too, for benchstat.
+	echo "$out" | grep '^Benchmark' >&2
+fi
 echo "$out" | awk '
 /^BenchmarkNginx\// {
 	split($1, p, "/"); mode = p[2]; n = p[3]; sub(/-[0-9]+$/, "", n)
 	delete m
-	for (i = 4; i < NF; i += 2) m[$(i + 1)] = $i
+	for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
 	rows[++k] = sprintf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.0f (%.0f) | %.0f | %.0f | %.0f |",
 		mode, n, m["file-MB"], m["vet-cold-ms"], m["vet-ms"], m["render-ms"], m["write-ms"],
 		m["nginx-t-ms"], m["own-%-of-nginx-t"], m["reload-ms"], m["reload-cmd-ms"],
