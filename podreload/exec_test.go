@@ -48,6 +48,21 @@ func mustNotRun(t *testing.T, pod string) fakekube.ExecFunc {
 
 func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		desc     string
+		spdyOnly bool
+	}{
+		{desc: "websocket through the api server's translator"},
+		{desc: "spdy fallback when the server refuses websocket", spdyOnly: true},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			testExecReloadsEveryReadyPod(t, tc.spdyOnly)
+		})
+	}
+}
+
+func testExecReloadsEveryReadyPod(t *testing.T, spdyOnly bool) {
 	nginxes := []*testpeers.NginxPeer{
 		testpeers.Nginx(t, testpeers.NginxOptions{}),
 		testpeers.Nginx(t, testpeers.NginxOptions{}),
@@ -65,6 +80,7 @@ func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 			{Name: "web-5", Terminating: true, Exec: mustNotRun(t, "web-5")},
 		},
 		OtherPods: []fakekube.Pod{{Name: "worker-0", Exec: mustNotRun(t, "worker-0")}},
+		SPDYOnly:  spdyOnly,
 	})
 	before := make([][]int, len(nginxes))
 	for i, n := range nginxes {
@@ -104,11 +120,15 @@ func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 	}
 
 	// What reached the pods: nginx -t then nginx -s reload, in the proxy
-	// container, over SPDY after the WebSocket upgrade was refused.
+	// container, over WebSocket, or over SPDY when the server refused it.
+	wantProtocol := "websocket"
+	if spdyOnly {
+		wantProtocol = "spdy"
+	}
 	perPod := map[string][]string{}
 	for _, e := range srv.Execs() {
-		if e.Container != "proxy" || e.Method != "POST" {
-			t.Errorf("exec %+v: want container proxy over SPDY (POST)", e)
+		if e.Container != "proxy" || e.Protocol != wantProtocol {
+			t.Errorf("exec %+v: want container proxy over %s", e, wantProtocol)
 		}
 		perPod[e.Pod] = append(perPod[e.Pod], strings.Join(e.Command, " "))
 	}
@@ -117,9 +137,13 @@ func TestExecReloadsNginxOnEveryReadyPod(t *testing.T) {
 			t.Errorf("%s ran %q, want %q", name, perPod[name], want)
 		}
 	}
-	// The WebSocket was tried first, and once refused, later execs of the
-	// same reload went straight to SPDY.
-	if reqs := srv.ExecRequests(); reqs["GET"] < 1 || reqs["GET"] > 3 || reqs["POST"] != 6 {
+	reqs := srv.ExecRequests()
+	switch {
+	case !spdyOnly && (reqs["GET"] != 6 || reqs["POST"] != 0):
+		t.Errorf("exec requests by method = %v, want 6 GET (WebSocket) and no POST", reqs)
+	case spdyOnly && (reqs["GET"] < 1 || reqs["GET"] > 3 || reqs["POST"] != 6):
+		// WebSocket was tried first, and once refused, later execs of
+		// the same reload went straight to SPDY.
 		t.Errorf("exec requests by method = %v, want 1-3 GET (WebSocket) and 6 POST (SPDY)", reqs)
 	}
 }
@@ -248,7 +272,17 @@ func TestExecOutcomesForSlowFailingFlakyAndHangingPods(t *testing.T) {
 
 func TestExecForbiddenNamesTheMissingPermission(t *testing.T) {
 	t.Parallel()
+	for _, spdyOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("spdyOnly=%v", spdyOnly), func(t *testing.T) {
+			t.Parallel()
+			testExecForbidden(t, spdyOnly)
+		})
+	}
+}
+
+func testExecForbidden(t *testing.T, spdyOnly bool) {
 	srv := fakekube.Start(t, fakekube.Options{
+		SPDYOnly:   spdyOnly,
 		Namespace:  "shop",
 		Deployment: newDeployment("shop", "web"),
 		Pods: []fakekube.Pod{

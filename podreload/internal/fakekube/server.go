@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,8 +35,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	apiproxy "k8s.io/apiserver/pkg/util/proxy"
 	crc "k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
+	"k8s.io/streaming/pkg/httpstream/wsstream"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -68,6 +71,12 @@ type Options struct {
 	Pods       []Pod
 	// OtherPods are in the namespace but not the Deployment's (other labels).
 	OtherPods []Pod
+	// SPDYOnly refuses WebSocket exec like an API server before 1.30 (or a
+	// kubelet reached directly); clients must fall back to SPDY. By default
+	// a WebSocket (v5.channel.k8s.io) exec is translated to SPDY towards the
+	// "kubelet" by the API server's own StreamTranslatorHandler, as a current
+	// API server does.
+	SPDYOnly bool
 }
 
 // ExecRecord is one pods/exec request that reached a pod.
@@ -75,7 +84,7 @@ type ExecRecord struct {
 	Pod       string
 	Container string
 	Command   []string
-	Method    string // GET for WebSocket, POST for SPDY
+	Protocol  string // how the client reached the API server: "websocket" or "spdy"
 }
 
 // PatchRecord is one PATCH of the Deployment as received.
@@ -92,9 +101,11 @@ type Server struct {
 	Kubeconfig string // path of a kubeconfig that reaches URL over TLS
 	Namespace  string
 
-	ns   string
-	pods map[string]Pod
-	ctx  context.Context // ends at Close, ends hanging commands
+	ns      string
+	pods    map[string]Pod
+	ctx     context.Context // ends at Close, ends hanging commands
+	spdy    bool            // refuse WebSocket
+	kubelet *url.URL        // where translated WebSocket execs go
 
 	mu        sync.Mutex
 	dep       *appsv1.Deployment
@@ -126,6 +137,7 @@ func Start(t testing.TB, opts Options) *Server {
 		dep:       opts.Deployment.DeepCopy(),
 		forbidden: map[string]bool{},
 		upgrades:  map[string]int{},
+		spdy:      opts.SPDYOnly,
 	}
 	s.dep.Namespace = ns
 	s.dep.TypeMeta = metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"}
@@ -161,6 +173,13 @@ func Start(t testing.TB, opts Options) *Server {
 		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, "the server could not find the requested resource: "+r.Method+" "+r.URL.Path)
 	})
 
+	// The "kubelet": the API server's translator reaches the pods here over
+	// SPDY, with the kubelet's own query parameters.
+	kmux := http.NewServeMux()
+	kmux.HandleFunc("POST /exec/{ns}/{name}/{uid}/{container}", s.kubeletExec)
+	kubelet := httptest.NewServer(kmux)
+	s.kubelet, _ = url.Parse(kubelet.URL)
+
 	srv := httptest.NewUnstartedServer(mux)
 	cert, err := ecdsaCert()
 	if err != nil {
@@ -173,6 +192,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Cleanup(func() {
 		cancel()
 		srv.Close()
+		kubelet.Close()
 	})
 	s.URL = srv.URL
 	s.Kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
@@ -445,7 +465,8 @@ func (s *Server) listPods(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, &list)
 }
 
-// exec serves pods/exec the way the kubelet does, with its streaming code.
+// exec serves pods/exec: WebSocket requests through the API server's stream
+// translator (unless SPDYOnly), SPDY ones with the kubelet's streaming code.
 func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		writeStatus(w, http.StatusMethodNotAllowed, metav1.StatusReasonMethodNotAllowed, r.Method)
@@ -470,6 +491,26 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("container %s is not valid for pod %s", container, name))
 		return
 	}
+	cmd := q["command"]
+	if wsstream.IsWebSocketRequest(r) && !s.spdy {
+		// What kube-apiserver does for a v5 WebSocket client: translate to
+		// SPDY towards the kubelet, with the kubelet's parameter names.
+		kq := url.Values{"command": cmd}
+		for client, kubelet := range map[string]string{"stdin": crc.ExecStdinParam, "stdout": crc.ExecStdoutParam, "stderr": crc.ExecStderrParam, "tty": crc.ExecTTYParam} {
+			if q.Get(client) == "true" {
+				kq.Set(kubelet, "1")
+			}
+		}
+		kq.Set("via", "websocket")
+		loc := s.kubelet.JoinPath("exec", s.ns, name, "uid", container)
+		loc.RawQuery = kq.Encode()
+		opts := apiproxy.Options{
+			Stdin: q.Get("stdin") == "true", Stdout: q.Get("stdout") == "true",
+			Stderr: q.Get("stderr") == "true", Tty: q.Get("tty") == "true",
+		}
+		apiproxy.NewStreamTranslatorHandler(loc, &http.Transport{}, 0, opts).ServeHTTP(w, r)
+		return
+	}
 	// client-go sends stdout=true; the kubelet-side names differ, so build the
 	// options here as the API server's proxy would.
 	opts := &crc.Options{
@@ -478,20 +519,37 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		Stderr: q.Get("stderr") == "true",
 		TTY:    q.Get("tty") == "true",
 	}
-	cmd := q["command"]
-	crc.ServeExec(w, r, &executor{s: s, pod: pod, method: r.Method}, name, "", container, cmd, opts,
+	crc.ServeExec(w, r, &executor{s: s, pod: pod, protocol: "spdy"}, name, "", container, cmd, opts,
 		5*time.Minute, 30*time.Second, crc.SupportedStreamingProtocols)
 }
 
+// kubeletExec is the kubelet's exec endpoint, reached by the translator.
+func (s *Server) kubeletExec(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	pod, ok := s.pods[name]
+	if !ok {
+		http.Error(w, "pod not found", http.StatusNotFound)
+		return
+	}
+	opts, err := crc.NewOptions(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	protocol := r.URL.Query().Get("via")
+	crc.ServeExec(w, r, &executor{s: s, pod: pod, protocol: protocol}, name, "", r.PathValue("container"),
+		r.URL.Query()["command"], opts, 5*time.Minute, 30*time.Second, crc.SupportedStreamingProtocols)
+}
+
 type executor struct {
-	s      *Server
-	pod    Pod
-	method string
+	s        *Server
+	pod      Pod
+	protocol string
 }
 
 func (e *executor) ExecInContainer(_ context.Context, name, _ string, container string, cmd []string, _ io.Reader, out, errw io.WriteCloser, _ bool, _ <-chan crc.TerminalSize, _ time.Duration) error {
 	e.s.mu.Lock()
-	e.s.execs = append(e.s.execs, ExecRecord{Pod: name, Container: container, Command: slices.Clone(cmd), Method: e.method})
+	e.s.execs = append(e.s.execs, ExecRecord{Pod: name, Container: container, Command: slices.Clone(cmd), Protocol: e.protocol})
 	e.s.mu.Unlock()
 	if e.pod.Exec == nil {
 		return nil
