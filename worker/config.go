@@ -26,8 +26,9 @@ type Config struct {
 	VisibilityTimeout time.Duration
 	// Concurrency is how many tasks run at once. Default 4.
 	Concurrency int
-	// Prefetch is how many messages may wait locally beyond the running ones.
-	// Default: Concurrency. Messages waiting for their eta do not count.
+	// Prefetch is how many messages may wait locally beyond the running ones
+	// (fetched in one round trip). Default 4 × Concurrency, Celery's
+	// worker_prefetch_multiplier. Messages waiting for their eta do not count.
 	Prefetch int
 	// Hostname is the worker's node name in events and `celery inspect`.
 	// Default certmgr@<os hostname>.
@@ -72,7 +73,7 @@ func (c Config) withDefaults() Config {
 	c.Queue = cmp.Or(c.Queue, "certmgr")
 	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
-	c.Prefetch = cmp.Or(c.Prefetch, c.Concurrency)
+	c.Prefetch = cmp.Or(c.Prefetch, 4*c.Concurrency)
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {

@@ -32,8 +32,10 @@ type Server struct {
 	backend *redisbroker.Backend
 	ev      *events
 
-	tokens chan struct{} // one per message prefetched or running
-	runq   chan *delivery
+	tokens     chan struct{} // one per message prefetched, running or being settled
+	runq       chan *delivery
+	settleq    chan settlement
+	settleDone chan struct{}
 
 	mu      sync.Mutex
 	held    map[string]*delivery // every message this worker has in unacked
@@ -55,6 +57,13 @@ type Server struct {
 	stopping            chan struct{}
 
 	brokerErrs *rateLimited
+}
+
+// settlement is a finished task whose result is stored and message
+// acknowledged in batches by settleLoop.
+type settlement struct {
+	d    *delivery
+	meta *redisbroker.Result // nil: nothing to store (ignore_result)
 }
 
 type deliveryState int
@@ -103,6 +112,8 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		backend:    backend,
 		tokens:     make(chan struct{}, cfg.Concurrency+cfg.Prefetch),
 		runq:       make(chan *delivery, cfg.Concurrency+cfg.Prefetch),
+		settleq:    make(chan settlement, cfg.Concurrency+cfg.Prefetch),
+		settleDone: make(chan struct{}),
 		held:       map[string]*delivery{},
 		fetchDone:  make(chan struct{}),
 		stopping:   make(chan struct{}),
@@ -137,6 +148,7 @@ func (s *Server) Start(ctx context.Context) error {
 			go s.work()
 		}
 		go s.fetchLoop(fetchCtx)
+		go s.settleLoop()
 		s.loop(bgCtx, s.cfg.RefreshInterval, false, s.refresh)
 		s.loop(bgCtx, s.cfg.RestoreInterval, true, s.restore)
 		s.loop(bgCtx, s.cfg.HeartbeatInterval, true, s.ev.heartbeat)
@@ -198,6 +210,8 @@ func (s *Server) Stop() {
 			<-done
 		}
 		s.etaWG.Wait()
+		close(s.settleq)
+		<-s.settleDone
 		s.hardCancel()
 		s.bgCancel()
 		s.bg.Wait()
@@ -348,18 +362,21 @@ func (s *Server) work() {
 			d.state = stateRunning
 			s.mu.Unlock()
 			s.active.Add(1)
-			s.run(d)
+			handedOff := s.run(d)
 			s.active.Add(-1)
 			s.processed.Add(1)
-			<-s.tokens
+			if !handedOff {
+				<-s.tokens
+			}
 		case <-s.stopping:
 			return
 		}
 	}
 }
 
-// run processes one message and settles it: ack, retry, or give back.
-func (s *Server) run(d *delivery) {
+// run processes one message and settles it: ack, retry, or give back. It
+// reports whether it handed the message (and its token) to settleLoop.
+func (s *Server) run(d *delivery) bool {
 	m := d.msg
 	t := &Task{
 		ID: m.ID, Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retries: m.Retries,
@@ -372,12 +389,11 @@ func (s *Server) run(d *delivery) {
 
 	if !m.Expires.IsZero() && time.Now().After(m.Expires) {
 		t.logger.Info().Time("expires", m.Expires).Msg("task expired before it ran: revoked")
-		s.store(t, m, celery.StateRevoked, celery.ExceptionInfo{
-			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
-		}, "")
 		s.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
-		s.finish(d, func(ctx context.Context) error { return s.broker.Ack(ctx, d.tag) })
-		return
+		s.settle(d, s.meta(t, m, celery.StateRevoked, celery.ExceptionInfo{
+			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
+		}, ""))
+		return true
 	}
 	if s.cfg.TrackStarted {
 		s.store(t, m, celery.StateStarted, map[string]any{"pid": pid, "hostname": s.cfg.Hostname}, "")
@@ -397,21 +413,22 @@ func (s *Server) run(d *delivery) {
 	case err == nil:
 		result, _ := t.Result()
 		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
-		s.store(t, m, celery.StateSuccess, result, "")
 		s.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
-		s.finish(d, func(ctx context.Context) error { return s.broker.Ack(ctx, d.tag) })
+		s.settle(d, s.meta(t, m, celery.StateSuccess, result, ""))
+		return true
 
 	case s.hardCtx.Err() != nil:
 		// Cancelled by a hard stop: leave it for another worker.
 		t.logger.Warn().Err(err).Msg("task cancelled by shutdown; message goes back to the queue")
 		s.giveBack(d)
+		return false
 
 	default:
 		var retry *RetryError
 		if errors.As(err, &retry) && !errors.Is(err, SkipRetry) {
 			if s.cfg.MaxRetries < 0 || m.Retries < s.cfg.MaxRetries {
 				s.retry(t, d, retry.Delay, err)
-				return
+				return false
 			}
 			err = &maxRetriesError{task: t, max: s.cfg.MaxRetries, err: err}
 		}
@@ -421,9 +438,9 @@ func (s *Server) run(d *delivery) {
 			info.ExcMessage = []string{fmt.Sprintf("'%s'", m.Task)}
 		}
 		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
-		s.store(t, m, celery.StateFailure, info, tb)
 		s.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
-		s.finish(d, func(ctx context.Context) error { return s.broker.Ack(ctx, d.tag) })
+		s.settle(d, s.meta(t, m, celery.StateFailure, info, tb))
+		return true
 	}
 }
 
@@ -500,21 +517,83 @@ func (s *Server) call(ctx context.Context, t *Task) (err error) {
 	return s.h.ProcessTask(ctx, t)
 }
 
-// store writes a state to the result backend unless the task ignores results.
-func (s *Server) store(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) {
+// meta builds the encoded result document for a state, or nil when the
+// task ignores results.
+func (s *Server) meta(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) *redisbroker.Result {
 	if m.IgnoreResult {
-		return
+		return nil
 	}
 	meta := celery.NewResultMeta(m.ID, state, result, tb, time.Now())
 	meta.GroupID, meta.ParentID = m.GroupID, m.ParentID
-	if _, err := meta.Encode(); err != nil {
+	raw, err := meta.Encode()
+	if err != nil {
 		// A result that does not marshal is the handler's bug: report it as the failure.
 		t.logger.Error().Err(err).Msg("task result is not JSON; storing a failure instead")
 		info := celery.ExceptionInfo{ExcType: "EncodeError", ExcModule: "kombu.exceptions", ExcMessage: []string{err.Error()}}
-		meta = celery.NewResultMeta(m.ID, celery.StateFailure, info, "", time.Now())
+		raw, _ = celery.NewResultMeta(m.ID, celery.StateFailure, info, "", time.Now()).Encode()
 	}
-	if err := s.persist(func(ctx context.Context) error { return s.backend.Store(ctx, meta) }); err != nil {
+	return &redisbroker.Result{TaskID: m.ID, Raw: raw}
+}
+
+// store writes a state to the result backend now, unless the task ignores results.
+func (s *Server) store(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) {
+	meta := s.meta(t, m, state, result, tb)
+	if meta == nil {
+		return
+	}
+	if err := s.persist(func(ctx context.Context) error { return s.backend.StoreMany(ctx, []redisbroker.Result{*meta}) }); err != nil {
 		t.logger.Error().Err(err).Str("state", string(state)).Msg("storing the task state failed")
+	}
+}
+
+// settle hands a finished task to settleLoop; it never blocks (settleq has a
+// place for every token).
+func (s *Server) settle(d *delivery, meta *redisbroker.Result) {
+	s.settleq <- settlement{d: d, meta: meta}
+}
+
+// settleLoop stores results and then acknowledges their messages, many at a
+// time: two round trips for a whole batch. A result is always stored before
+// its message is acknowledged, so a crash in between re-runs the task rather
+// than losing its result.
+func (s *Server) settleLoop() {
+	defer close(s.settleDone)
+	const maxBatch = 256
+	batch := make([]settlement, 0, maxBatch)
+	metas := make([]redisbroker.Result, 0, maxBatch)
+	tags := make([]string, 0, maxBatch)
+	for first := range s.settleq {
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case st, ok := <-s.settleq:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, st)
+			default:
+				break drain
+			}
+		}
+		metas, tags = metas[:0], tags[:0]
+		for _, st := range batch {
+			if st.meta != nil {
+				metas = append(metas, *st.meta)
+			}
+			tags = append(tags, st.d.tag)
+		}
+		if err := s.persist(func(ctx context.Context) error { return s.backend.StoreMany(ctx, metas) }); err != nil {
+			s.log.Error().Err(err).Int("tasks", len(metas)).Msg("storing task results failed")
+		}
+		if err := s.persist(func(ctx context.Context) error { return s.broker.Ack(ctx, tags...) }); err != nil {
+			s.log.Error().Err(err).Int("messages", len(tags)).
+				Msg("acknowledging failed; the messages come back after the visibility timeout")
+		}
+		for _, st := range batch {
+			s.forget(st.d)
+			<-s.tokens
+		}
 	}
 }
 

@@ -20,7 +20,7 @@ type Envelope struct {
 	Body            string                     `json:"body"`
 	ContentEncoding string                     `json:"content-encoding"`
 	ContentType     string                     `json:"content-type"`
-	Headers         map[string]json.RawMessage `json:"headers"`
+	Headers         json.RawMessage `json:"headers"` // a JSON object; protocol 2 keeps the task fields here
 	Properties      Properties                 `json:"properties"`
 }
 
@@ -127,7 +127,7 @@ func (m *TaskMessage) TimeLimit() time.Duration {
 // protocol 2 headers we read; the rest is carried along untouched.
 type headersV2 struct {
 	Lang         string             `json:"lang"`
-	Task         string             `json:"task"`
+	Task         string             `json:"task"` // set: protocol 2
 	ID           string             `json:"id"`
 	ETA          *string            `json:"eta"`
 	Expires      *string            `json:"expires"`
@@ -163,22 +163,19 @@ func DecodeTask(env *Envelope) (*TaskMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := env.Headers["task"]; ok {
-		return decodeV2(env, body)
+	var h headersV2
+	if err := unmarshalNullable(env.Headers, &h); err != nil {
+		return nil, fmt.Errorf("headers: %w", err)
+	}
+	if h.Task != "" {
+		return decodeV2(&h, body)
 	}
 	return decodeV1(body)
 }
 
-func decodeV2(env *Envelope, body []byte) (*TaskMessage, error) {
-	raw, err := json.Marshal(env.Headers)
-	if err != nil {
-		return nil, fmt.Errorf("protocol 2 headers: %w", err)
-	}
-	var h headersV2
-	if err := json.Unmarshal(raw, &h); err != nil {
-		return nil, fmt.Errorf("protocol 2 headers: %w", err)
-	}
-	if h.Task == "" || h.ID == "" {
+func decodeV2(h *headersV2, body []byte) (*TaskMessage, error) {
+	var err error
+	if h.ID == "" {
 		return nil, errors.New("protocol 2 headers: task or id missing")
 	}
 	var parts []json.RawMessage

@@ -86,7 +86,7 @@ func TestPickleRefusedUndecoded(t *testing.T) {
 	env := &Envelope{
 		Body:        base64.StdEncoding.EncodeToString([]byte("cos\nsystem\n(S'touch /tmp/pwned'\ntR.")),
 		ContentType: "application/x-python-serialize",
-		Headers:     map[string]json.RawMessage{"task": json.RawMessage(`"x"`), "id": json.RawMessage(`"1"`)},
+		Headers:     json.RawMessage(`{"task": "x", "id": "1"}`),
 		Properties:  Properties{BodyEncoding: "base64", DeliveryTag: "t"},
 	}
 	_, err := DecodeTask(env)
@@ -98,11 +98,11 @@ func TestPickleRefusedUndecoded(t *testing.T) {
 
 func TestTimeLimit(t *testing.T) {
 	t.Parallel()
-	env, err := ParseEnvelope(readFixture(t, "p2_send_task__db0__certmgr__0.json"))
+	raw := strings.Replace(string(readFixture(t, "p2_send_task__db0__certmgr__0.json")), `"timelimit": [null, null]`, `"timelimit": [30, 10.5]`, 1)
+	env, err := ParseEnvelope([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.Headers["timelimit"] = json.RawMessage(`[30, 10.5]`)
 	m, err := DecodeTask(env)
 	if err != nil {
 		t.Fatal(err)

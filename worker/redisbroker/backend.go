@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -84,6 +85,59 @@ func (b *Backend) Store(ctx context.Context, meta celery.ResultMeta) error {
 		return fmt.Errorf("store %s of %s: %w", meta.Status, meta.TaskID, err)
 	}
 	return nil
+}
+
+// Result is an encoded result document (celery.ResultMeta.Encode).
+type Result struct {
+	TaskID string
+	Raw    []byte
+}
+
+// StoreMany writes several states in one pipelined round trip, in order.
+func (b *Backend) StoreMany(ctx context.Context, metas []Result) error {
+	if len(metas) == 0 {
+		return nil
+	}
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return fmt.Errorf("result backend connection: %w", err)
+	}
+	defer c.Close()
+	expires := int64(0)
+	if b.cfg.Expires > 0 {
+		expires = max(int64(b.cfg.Expires/time.Second), 1)
+	}
+	for range 2 {
+		for i, m := range metas {
+			if err := storeScript.SendHash(c, celery.ResultKeyPrefix+metas[i].TaskID, m.Raw, expires); err != nil {
+				return fmt.Errorf("store %d results: %w", len(metas), err)
+			}
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("store %d results: %w", len(metas), err)
+		}
+		var firstErr error
+		noScript := false
+		for range metas {
+			if _, err := c.Receive(); err != nil {
+				if strings.HasPrefix(err.Error(), "NOSCRIPT") {
+					noScript = true
+				} else if firstErr == nil {
+					firstErr = err
+				}
+			}
+		}
+		if firstErr != nil {
+			return fmt.Errorf("store %d results: %w", len(metas), firstErr)
+		}
+		if !noScript {
+			return nil
+		}
+		if err := storeScript.Load(c); err != nil {
+			return fmt.Errorf("load result script: %w", err)
+		}
+	}
+	return errors.New("store results: script kept disappearing")
 }
 
 // Get reads a stored result (for tests and tools).
