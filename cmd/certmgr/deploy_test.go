@@ -581,7 +581,7 @@ func (c *manifestCheck) checkCertmgrContainers(p podTemplate) {
 			name  string
 			probe *corev1.Probe
 			path  string
-		}{{"liveness", ct.LivenessProbe, "/healthz"}, {"readiness", ct.ReadinessProbe, "/readyz"}} {
+		}{{"liveness", ct.LivenessProbe, pathHealthz}, {"readiness", ct.ReadinessProbe, pathReadyz}} {
 			if pr.probe == nil || pr.probe.HTTPGet == nil {
 				c.errorf("%s: no HTTP %s probe", where, pr.name)
 				continue
@@ -593,9 +593,9 @@ func (c *manifestCheck) checkCertmgrContainers(p podTemplate) {
 				c.errorf("%s: %s probe port %s resolves to %d, want %d", where, pr.name, pr.probe.HTTPGet.Port.String(), got, httpPort)
 			}
 		}
-		if p.annot["prometheus.io/scrape"] != "true" || p.annot["prometheus.io/path"] != "/metrics" ||
+		if p.annot["prometheus.io/scrape"] != "true" || p.annot["prometheus.io/path"] != pathMetrics ||
 			p.annot["prometheus.io/port"] != strconv.Itoa(httpPort) {
-			c.errorf("%s: pod annotations must scrape /metrics on %d: %v", p.owner, httpPort, p.annot)
+			c.errorf("%s: pod annotations must scrape %s on %d: %v", p.owner, pathMetrics, httpPort, p.annot)
 		}
 	}
 }
@@ -1105,8 +1105,8 @@ func (c *manifestCheck) checkCustomResources() {
 		for _, e := range eps {
 			ep, _ := e.(map[string]any)
 			onlyKeys(c, "ServiceMonitor endpoint", ep, "port", "path", "interval", "scrapeTimeout", "scheme")
-			if ep["path"] != "/metrics" {
-				c.errorf("ServiceMonitor endpoint path %v, want /metrics", ep["path"])
+			if ep["path"] != pathMetrics {
+				c.errorf("ServiceMonitor endpoint path %v, want %s", ep["path"], pathMetrics)
 			}
 			for _, svc := range svcs {
 				i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Name == ep["port"] })
