@@ -210,6 +210,12 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	if err := b.db.MarkIssued(ctx, shortID, first.NotBefore, first.NotAfter); err != nil {
 		t.Fatal(err)
 	}
+	// A removed tenant's certificate (files kept, row deleted) is due too, but
+	// must not be renewed.
+	gone := b.domain("gone")
+	if _, err := shortMgr.Issue(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.svc.Issue(ctx, string(long), false); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +239,13 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sweep: %v (%+v)", err, res)
 	}
-	if res.Checked != 2 || len(res.Renewed) != 1 || res.Renewed[0] != string(short) || len(res.Failed) != 0 {
+	if res.Checked != 3 || len(res.Renewed) != 1 || res.Renewed[0] != string(short) || len(res.Failed) != 0 {
 		t.Fatalf("sweep = %+v", res)
+	}
+	for _, e := range res.Certificates {
+		if e.Name == string(gone) && e.Action != "no row" {
+			t.Fatalf("lineage without a row: action %q, want no row", e.Action)
+		}
 	}
 	if got := b.issuer.renewals(); len(got) != 1 || got[acme.LineageName(short)] != 1 {
 		t.Fatalf("renewals = %v", got)

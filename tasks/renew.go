@@ -46,7 +46,7 @@ type SweepEntry struct {
 	RenewAt  string   `json:"renew_at,omitempty"`
 	Source   string   `json:"source,omitempty"`
 	Reason   string   `json:"reason"`
-	Action   string   `json:"action"` // renewed, failed, would renew, kept, broken
+	Action   string   `json:"action"` // renewed, failed, would renew, kept, no row, broken
 }
 
 func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
@@ -87,20 +87,33 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	res.Checked = len(statuses)
 	for _, st := range statuses {
 		e := entryOf(st)
+		name := lineageDomain(st.Lineage)
 		switch {
-		case st.Err != nil:
-			e.Action = "broken"
 		case !st.Decision.Due:
 			e.Action = "kept"
-		case dryRun:
-			e.Action = "would renew"
+		case name == "":
+			e.Action = "broken"
 		default:
-			if err := s.renewOne(ctx, st.Lineage); err != nil {
+			// Only domains Django still has are renewed: a removed tenant's
+			// certificate (kept on disk without purge) is left to expire.
+			row, err := s.rowOf(ctx, name)
+			switch {
+			case errors.Is(err, domaindb.ErrNotFound):
+				e.Action = "no row"
+				e.Reason += "; not renewed: no custom domain row for " + string(name)
+			case err != nil:
 				e.Action = "failed"
 				res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
-			} else {
-				e.Action = "renewed"
-				res.Renewed = append(res.Renewed, string(st.Name))
+			case dryRun:
+				e.Action = "would renew"
+			default:
+				if err := s.renewOne(ctx, st.Lineage, name, row); err != nil {
+					e.Action = "failed"
+					res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
+				} else {
+					e.Action = "renewed"
+					res.Renewed = append(res.Renewed, string(st.Name))
+				}
 			}
 		}
 		res.Certificates = append(res.Certificates, e)
@@ -116,20 +129,13 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 
 // renewOne renews one lineage under its domain's lock, after checking again
 // that it is still due (another replica or an issue task may have renewed it).
-func (s *Service) renewOne(ctx context.Context, l acme.Lineage) error {
-	var name domain.Name
-	if len(l.Domains) > 0 {
-		if d, err := domain.Parse(l.Domains[0]); err == nil {
-			name = d
-		}
+// A broken lineage (files missing or mismatched) is due, and renewing repairs it.
+func (s *Service) renewOne(ctx context.Context, l acme.Lineage, name domain.Name, row domaindb.CustomDomain) error {
+	unlock, err := s.cfg.Domains.Lock(ctx, name)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", name, err)
 	}
-	if name != "" {
-		unlock, err := s.cfg.Domains.Lock(ctx, name)
-		if err != nil {
-			return fmt.Errorf("lock %s: %w", name, err)
-		}
-		defer unlock()
-	}
+	defer unlock()
 	fresh, err := s.cfg.Certificates.Load(l.Name)
 	if err != nil {
 		return err
@@ -138,28 +144,40 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage) error {
 		return nil
 	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
-	row, rowErr := s.rowOf(ctx, name)
 	if err != nil {
-		if rowErr == nil {
-			s.recordFailure(ctx, row, err)
-		}
+		s.recordFailure(ctx, row, err)
 		return err
 	}
 	s.metrics.renewed.Inc()
 	s.log.Info().Str("lineage", string(l.Name)).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
-	if rowErr != nil {
-		if errors.Is(rowErr, domaindb.ErrNotFound) {
-			return nil // a lineage certbot made for a name Django does not know
-		}
-		return rowErr
-	}
 	return s.cfg.Domains.MarkIssued(ctx, row.ID, renewed.NotBefore, renewed.NotAfter)
 }
 
-func (s *Service) rowOf(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error) {
-	if name == "" {
-		return domaindb.CustomDomain{}, domaindb.ErrNotFound
+// lineageDomain is the domain a lineage serves: its certificate's first
+// name, or for a broken lineage the domain its name was made from; "" when
+// neither is a valid domain.
+func lineageDomain(l acme.Lineage) domain.Name {
+	if len(l.Domains) > 0 {
+		if d, err := domain.Parse(l.Domains[0]); err == nil {
+			return d
+		}
 	}
+	if _, err := acme.ParseLineageName(string(l.Name)); err != nil {
+		return ""
+	}
+	base := string(l.Name)
+	if i := strings.LastIndexByte(base, '-'); i > 0 && len(base)-i == 5 && strings.Trim(base[i+1:], "0123456789") == "" {
+		if d, err := domain.Parse(base[:i]); err == nil && string(d) == base[:i] {
+			return d
+		}
+	}
+	if d, err := domain.Parse(base); err == nil {
+		return d
+	}
+	return ""
+}
+
+func (s *Service) rowOf(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error) {
 	return s.cfg.Domains.GetByName(ctx, name)
 }
 
