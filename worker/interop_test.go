@@ -165,7 +165,8 @@ func TestKill9LosesNothing(t *testing.T) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWorkerProcess$", "-test.v")
 		cmd.Env = append(os.Environ(), "CERTMGR_HELPER_BROKER="+s.redis.URL, "CERTMGR_HELPER_HOSTNAME="+hostname)
-		logf, err := os.Create(t.TempDir() + "/worker.log")
+		logPath := t.TempDir() + "/worker.log"
+		logf, err := os.Create(logPath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +174,18 @@ func TestKill9LosesNothing(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logf.Close() })
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			logf.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(logPath)
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("worker process %d log:\n%s", cmd.Process.Pid, b)
+			}
+		})
 		return cmd
 	}
 	for i := range 5 {

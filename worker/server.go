@@ -296,11 +296,7 @@ func (s *Server) accept(ctx context.Context, fd redisbroker.Delivery) {
 			Msg("message is not a kombu envelope; moved to the dead list")
 		return
 	}
-	env, err := celery.ParseEnvelope(fd.Raw)
-	var msg *celery.TaskMessage
-	if err == nil {
-		msg, err = celery.DecodeTask(env)
-	}
+	msg, err := celery.DecodeMessage(fd.Raw)
 	if err != nil {
 		<-s.tokens
 		s.log.Error().Err(err).Str("delivery_tag", fd.Tag).Str("dead_list", s.broker.DeadQueue()).
@@ -310,7 +306,7 @@ func (s *Server) accept(ctx context.Context, fd redisbroker.Delivery) {
 		}
 		return
 	}
-	d := &delivery{tag: fd.Tag, raw: fd.Raw, msg: msg, priority: env.Properties.Priority}
+	d := &delivery{tag: fd.Tag, raw: fd.Raw, msg: msg, priority: msg.Priority}
 	s.mu.Lock()
 	s.held[d.tag] = d
 	if wait := time.Until(msg.ETA); !msg.ETA.IsZero() && wait > 0 {
@@ -583,10 +579,17 @@ func (s *Server) settleLoop() {
 			}
 			tags = append(tags, st.d.tag)
 		}
-		if err := s.persist(func(ctx context.Context) error { return s.backend.StoreMany(ctx, metas) }); err != nil {
+		if s.cfg.ResultBackendURL == s.cfg.BrokerURL {
+			// One database: results and acks in one atomic round trip.
+			if err := s.persist(func(ctx context.Context) error {
+				return s.broker.StoreAndAck(ctx, metas, s.cfg.ResultExpires, tags)
+			}); err != nil {
+				s.log.Error().Err(err).Int("messages", len(tags)).
+					Msg("storing results and acknowledging failed; the messages come back after the visibility timeout")
+			}
+		} else if err := s.persist(func(ctx context.Context) error { return s.backend.StoreMany(ctx, metas) }); err != nil {
 			s.log.Error().Err(err).Int("tasks", len(metas)).Msg("storing task results failed")
-		}
-		if err := s.persist(func(ctx context.Context) error { return s.broker.Ack(ctx, tags...) }); err != nil {
+		} else if err := s.persist(func(ctx context.Context) error { return s.broker.Ack(ctx, tags...) }); err != nil {
 			s.log.Error().Err(err).Int("messages", len(tags)).
 				Msg("acknowledging failed; the messages come back after the visibility timeout")
 		}

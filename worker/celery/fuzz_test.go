@@ -22,13 +22,20 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"body":"","properties":{"delivery_tag":"x"}}`))
 	f.Add([]byte(`{"body":"W10=","content-type":"application/json","headers":{"task":"t","id":"i"},"properties":{"delivery_tag":"x","body_encoding":"base64"}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		fast, fastErr := DecodeMessage(raw)
 		env, err := ParseEnvelope(raw)
+		var m *TaskMessage
+		if err == nil {
+			m, err = DecodeTask(env)
+		}
+		if (err == nil) != (fastErr == nil) {
+			t.Fatalf("DecodeMessage and ParseEnvelope+DecodeTask disagree: %v vs %v", fastErr, err)
+		}
 		if err != nil {
 			return
 		}
-		m, err := DecodeTask(env)
-		if err != nil {
-			return
+		if fast.ID != m.ID || fast.Task != m.Task || fast.Retries != m.Retries || !fast.ETA.Equal(m.ETA) || fast.Priority != m.Priority {
+			t.Fatalf("decoders disagree: %+v vs %+v", fast, m)
 		}
 		if m.ID == "" || m.Task == "" {
 			t.Fatalf("accepted a task without id or name: %+v", m)

@@ -153,3 +153,66 @@ func (b *Backend) Get(ctx context.Context, taskID string) ([]byte, error) {
 	}
 	return v, err
 }
+
+// settleScript stores results (as storeScript does, never overwriting a
+// SUCCESS) and then acknowledges messages, in one atomic step.
+var settleScript = redis.NewScript(-1, `
+local exp = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local key = KEYS[2 + i]
+  local val = ARGV[2 + i]
+  local keep = false
+  local cur = redis.call('GET', key)
+  if cur then
+    local ok, m = pcall(cjson.decode, cur)
+    keep = ok and type(m) == 'table' and m.status == 'SUCCESS'
+  end
+  if not keep then
+    if exp > 0 then
+      redis.call('SETEX', key, exp, val)
+    else
+      redis.call('SET', key, val)
+    end
+    redis.call('PUBLISH', key, val)
+  end
+end
+for i = 3 + n, #ARGV do
+  redis.call('ZREM', KEYS[2], ARGV[i])
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return 1
+`)
+
+// StoreAndAck stores results in the broker's own database and acknowledges
+// messages, atomically and in one round trip. Use it only when the result
+// backend is the broker's database (CELERY_RESULT_BACKEND unset or equal).
+func (b *Broker) StoreAndAck(ctx context.Context, results []Result, expires time.Duration, tags []string) error {
+	if len(results) == 0 && len(tags) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	exp := int64(0)
+	if expires > 0 {
+		exp = max(int64(expires/time.Second), 1)
+	}
+	keys := make([]any, 0, 2+len(results))
+	keys = append(keys, UnackedKey, UnackedIndexKey)
+	args := make([]any, 0, 2+len(results)+len(tags))
+	args = append(args, exp, len(results))
+	for _, r := range results {
+		keys = append(keys, celery.ResultKeyPrefix+r.TaskID)
+		args = append(args, r.Raw)
+	}
+	for _, t := range tags {
+		args = append(args, t)
+	}
+	if _, err := settleScript.Do(c, append(append([]any{len(keys)}, keys...), args...)...); err != nil {
+		return fmt.Errorf("store %d results and ack %d messages: %w", len(results), len(tags), err)
+	}
+	return nil
+}
