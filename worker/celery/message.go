@@ -17,11 +17,11 @@ const ContentTypeJSON = "application/json"
 // Envelope is one message as kombu's Redis transport stores it in a list:
 // a JSON object whose body is base64 text.
 type Envelope struct {
-	Body            string                     `json:"body"`
-	ContentEncoding string                     `json:"content-encoding"`
-	ContentType     string                     `json:"content-type"`
+	Body            string          `json:"body"`
+	ContentEncoding string          `json:"content-encoding"`
+	ContentType     string          `json:"content-type"`
 	Headers         json.RawMessage `json:"headers"` // a JSON object; protocol 2 keeps the task fields here
-	Properties      Properties                 `json:"properties"`
+	Properties      Properties      `json:"properties"`
 }
 
 // Properties are the AMQP-like properties kombu keeps beside the body.
