@@ -159,11 +159,11 @@ func TestDiscoveryPermissionErrorsNameVerbResourceAndManifest(t *testing.T) {
 		wantMessageParts []string
 	}{
 		{desc: "get deployment", verb: "get", resource: "deployments", reactOn: "deployments", mode: ModeExec,
-			wantManifest: ManifestExecRBAC, wantMessageParts: []string{"may not get deployments", `namespace "shop"`, "deploy/base/rbac-exec.yaml"}},
+			wantManifest: ManifestExecRBAC, wantMessageParts: []string{"may not get deployments", `namespace "shop"`, "deploy/components/reload-exec/rbac.yaml"}},
 		{desc: "list pods", verb: "list", resource: "pods", reactOn: "pods", mode: ModeExec,
-			wantManifest: ManifestExecRBAC, wantMessageParts: []string{"may not list pods", `namespace "shop"`, "deploy/base/rbac-exec.yaml"}},
+			wantManifest: ManifestExecRBAC, wantMessageParts: []string{"may not list pods", `namespace "shop"`, "deploy/components/reload-exec/rbac.yaml"}},
 		{desc: "patch deployment", verb: "patch", resource: "deployments", reactOn: "deployments", mode: ModeRollout,
-			wantManifest: ManifestRolloutRBAC, wantMessageParts: []string{"may not patch deployments", `namespace "shop"`, "deploy/base/rbac-rollout.yaml"}},
+			wantManifest: ManifestRolloutRBAC, wantMessageParts: []string{"may not patch deployments", `namespace "shop"`, "deploy/components/reload-rollout/rbac.yaml"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()

@@ -301,7 +301,7 @@ func testExecForbidden(t *testing.T, spdyOnly bool) {
 	if pe.Verb != "create" || pe.Resource != "pods/exec" || pe.Namespace != "shop" || pe.Manifest != ManifestExecRBAC {
 		t.Errorf("PermissionError = %+v", pe)
 	}
-	for _, part := range []string{`may not create pods/exec in namespace "shop"`, "apply deploy/base/rbac-exec.yaml", `system:serviceaccount:shop:certmgr`} {
+	for _, part := range []string{`may not create pods/exec in namespace "shop"`, "apply deploy/components/reload-exec/rbac.yaml", `system:serviceaccount:shop:certmgr`} {
 		if !strings.Contains(err.Error(), part) {
 			t.Errorf("message %q lacks %q", err, part)
 		}

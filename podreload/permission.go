@@ -11,9 +11,9 @@ import (
 const (
 	// ManifestExecRBAC grants exec mode: get deployments, list pods,
 	// get and create pods/exec.
-	ManifestExecRBAC = "deploy/base/rbac-exec.yaml"
+	ManifestExecRBAC = "deploy/components/reload-exec/rbac.yaml"
 	// ManifestRolloutRBAC grants rollout mode: get and patch deployments.
-	ManifestRolloutRBAC = "deploy/base/rbac-rollout.yaml"
+	ManifestRolloutRBAC = "deploy/components/reload-rollout/rbac.yaml"
 )
 
 // PermissionError says which permission the service account lacks, where, and

@@ -28,6 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midsummer/certmgr/podreload"
+
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -1382,6 +1384,17 @@ func TestMakefileDeployTargets(t *testing.T) {
 		dir := strings.TrimPrefix(filepath.Dir(f), "../../")
 		if !strings.Contains(manifests, "kubectl kustomize "+dir) {
 			t.Errorf("make manifests does not render %s", dir)
+		}
+	}
+}
+
+// The manifests podreload names in its permission errors exist, so an
+// operator told to apply one finds it.
+func TestPermissionErrorsNameExistingManifests(t *testing.T) {
+	t.Parallel()
+	for _, m := range []string{podreload.ManifestExecRBAC, podreload.ManifestRolloutRBAC} {
+		if _, err := os.Stat(filepath.Join("..", "..", m)); err != nil {
+			t.Errorf("podreload names %s, which does not exist: %v", m, err)
 		}
 	}
 }
