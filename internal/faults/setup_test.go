@@ -612,3 +612,68 @@ func (g *gate) release() {
 func sendIssue(id int64) testpeers.SendOptions {
 	return testpeers.SendOptions{Task: "tenant.tasks.issue_custom_domain_task", Args: []any{id}}
 }
+
+// sendRegen is the regeneration task Django sends.
+func sendRegen() testpeers.SendOptions {
+	return testpeers.SendOptions{Task: "tenant.tasks.regen_custom_domains_nginx_task"}
+}
+
+func errFmt(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// call is one task of a batch.
+type call struct {
+	Task   string         `json:"task"`
+	Args   []any          `json:"args"`
+	Kwargs map[string]any `json:"kwargs,omitempty"`
+}
+
+// outcome is what Python Celery read for one task of a batch.
+type outcome struct {
+	ID      string          `json:"id"`
+	State   string          `json:"state"`
+	ExcType string          `json:"exc_type"`
+	Result  json.RawMessage `json:"result"`
+}
+
+// batch sends calls with Python Celery and reads their outcomes, all in one
+// Python process (testdata/batch.py).
+func (s *stack) batch(calls []call, timeout time.Duration) []outcome {
+	s.t.Helper()
+	in, err := json.Marshal(calls)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testpeers.Python, "testdata/batch.py", s.redisURL, strconv.Itoa(int(timeout.Seconds())))
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		s.t.Fatalf("batch.py: %v\n%s", err, stderr.String())
+	}
+	var res []outcome
+	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(calls) {
+		s.t.Fatalf("batch.py output %q: %v", out, err)
+	}
+	return res
+}
+
+// insertRow adds a row as a client bypassing Django's validation would.
+func (s *stack) insertRow(domain, status string) int64 {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.pg.URL)
+	if err != nil {
+		s.t.Fatalf("connect: %v", err)
+	}
+	defer c.Close(context.Background())
+	var id int64
+	if err := c.QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
+		VALUES ($1, 'tenant', 1, $2) RETURNING id`, domain, status).Scan(&id); err != nil {
+		s.t.Fatalf("insert %q: %v", domain, err)
+	}
+	return id
+}
