@@ -49,6 +49,9 @@ type Applier struct {
 
 	mu       sync.Mutex
 	mainConf string // resolved once
+	// forceMirror makes nginx -t use the mirror directory even when the
+	// main configuration's directory is writable (tests).
+	forceMirror bool
 }
 
 // NewApplier checks cfg and returns an Applier.
@@ -143,20 +146,68 @@ func (a *Applier) test(ctx context.Context, candidate string) error {
 	if err != nil {
 		return fmt.Errorf("prepare nginx -t: %w", err)
 	}
-	tmp := filepath.Join(filepath.Dir(mainPath), ".certmgr-test-"+randHex()+".conf")
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+	tmp, mirror, cleanup, err := a.writeTestMain(filepath.Dir(mainPath), text)
+	if err != nil {
 		return fmt.Errorf("prepare nginx -t: %w", err)
 	}
-	defer os.Remove(tmp)
+	defer cleanup()
 	out, err := runNginx(ctx, a.cfg, a.args(tmp, "-t", "-q")...)
 	if err == nil {
 		return nil
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return &TestError{Output: cleanTestOutput(out, tmp, mainPath), RejectedPath: a.RejectedPath()}
+		out = strings.ReplaceAll(out, tmp, mainPath+" (with the candidate)")
+		if mirror != "" {
+			out = strings.ReplaceAll(out, mirror+"/", filepath.Dir(mainPath)+"/")
+		}
+		return &TestError{Output: out, RejectedPath: a.RejectedPath()}
 	}
 	return err
+}
+
+// writeTestMain writes the temporary main configuration where nginx resolves
+// relative paths exactly as for the real one: beside it (nginx takes the
+// directory of -c as the base of relative includes). When that directory is
+// read-only (a ConfigMap, a read-only mount), it builds a mirror instead: a
+// temporary directory with a symlink to every entry of the main
+// configuration's directory, so relative paths resolve to the same files;
+// only paths leading out of the directory with ".." differ. mirror is that
+// directory, or "" when none was needed.
+func (a *Applier) writeTestMain(dir, text string) (path, mirror string, cleanup func(), err error) {
+	name := ".certmgr-test-" + randHex() + ".conf"
+	if !a.forceMirror {
+		path = filepath.Join(dir, name)
+		err = os.WriteFile(path, []byte(text), 0o644)
+		if err == nil {
+			return path, "", func() { os.Remove(path) }, nil
+		}
+		if !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+			return "", "", nil, err
+		}
+	}
+	mirror, err = os.MkdirTemp("", "certmgr-nginx-test-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(mirror) } // removes the links, not their targets
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	for _, e := range entries {
+		if err := os.Symlink(filepath.Join(dir, e.Name()), filepath.Join(mirror, e.Name())); err != nil {
+			cleanup()
+			return "", "", nil, err
+		}
+	}
+	path = filepath.Join(mirror, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	return path, mirror, cleanup, nil
 }
 
 func (a *Applier) args(mainConf string, extra ...string) []string {
@@ -300,12 +351,6 @@ func runNginx(ctx context.Context, cfg Config, args ...string) (string, error) {
 		return text, fmt.Errorf("%s: %w", name, err)
 	}
 	return text, nil
-}
-
-// cleanTestOutput names the real main file instead of the temporary one in
-// nginx's message.
-func cleanTestOutput(out, tmp, mainPath string) string {
-	return strings.ReplaceAll(out, tmp, mainPath+" (with the candidate)")
 }
 
 func writeFileSync(path string, b []byte) error {

@@ -354,3 +354,43 @@ func TestLocalReloaderSignalChecksTheProcess(t *testing.T) {
 		t.Errorf("Reload = %v; want a refusal to signal a process that is not nginx", err)
 	}
 }
+
+// TestApplyThroughMirror: when the main configuration's directory cannot be
+// written, nginx -t runs on a mirror of it; relative includes still find the
+// same files, a good candidate goes live and a bad one is refused with
+// nginx's message naming the real paths.
+func TestApplyThroughMirror(t *testing.T) {
+	t.Parallel()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	writeFile(t, filepath.Join(peer.Prefix, "types.inc"), "types { text/plain txt; }\n")
+	main := filepath.Join(peer.Prefix, "relative.conf")
+	writeFile(t, main, fmt.Sprintf("pid %s/nginx.pid;\nevents {}\nhttp {\n    include types.inc;\n    include conf.d/*.conf;\n}\n", peer.Prefix))
+	cfg := Config{
+		ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary, MainConf: main,
+		Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort, CertMode: CertModeVariable,
+	}
+	a, err := NewApplier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.forceMirror = true
+	good, _ := Render(cfg, sites("a.example.com"))
+	if changed, err := a.Apply(context.Background(), good); err != nil || !changed {
+		t.Fatalf("good candidate through the mirror: %v, %v", changed, err)
+	}
+	bad := append(slices.Clone(good), "unknown_directive on;\n"...)
+	_, err = a.Apply(context.Background(), bad)
+	var te *TestError
+	if !errors.As(err, &te) || !strings.Contains(te.Output, "unknown directive") {
+		t.Fatalf("bad candidate: %v; want nginx's refusal", err)
+	}
+	if strings.Contains(te.Output, "certmgr-nginx-test-") {
+		t.Errorf("message names the mirror instead of the real paths: %s", te.Output)
+	}
+	if b, _ := os.ReadFile(cfg.ConfPath); !bytes.Equal(b, good) {
+		t.Error("the refused candidate reached the live file")
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(peer.Prefix, ".certmgr-test-*")); len(leftovers) > 0 {
+		t.Errorf("wrote into the main configuration's directory: %v", leftovers)
+	}
+}
