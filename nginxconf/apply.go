@@ -36,8 +36,9 @@ func (e *TestError) Error() string {
 //
 // Apply never exposes an unproven file at the live path, not even while it
 // tests one: `nginx -t` runs on a temporary copy of the main configuration
-// (written beside it, so relative paths resolve the same) whose include of the
-// live file reads the candidate instead. Only after it passes is the candidate
+// (written beside it, or into a mirror of its directory when that is
+// read-only, so relative paths resolve the same) whose include of the live
+// file reads the candidate instead. Only after it passes is the candidate
 // renamed over the live file (atomic on one filesystem); the previous live
 // file is kept as .<name>.last-good. Helper files beside the live file start
 // with '.', so no include glob such as conf.d/*.conf or sites-enabled/* reads
