@@ -62,9 +62,10 @@ func runMain(m *testing.M) int {
 
 // nginxWrapper is NGINX_BINARY for the suite: the real nginx, except that
 // while the flag file fail-test exists `nginx -t` fails as on a broken
-// configuration, and while slow-reload exists `nginx -s reload` waits (after
-// touching reload-waiting). A reload whose caller was killed meanwhile is not
-// done, as it would not be without the wrapper.
+// configuration, while slow-test exists `nginx -t` waits, and while
+// slow-reload exists `nginx -s reload` waits (after touching reload-waiting).
+// A command whose caller was killed meanwhile is not run, as it would not be
+// without the wrapper.
 const nginxWrapper = `#!/bin/sh
 d=$(dirname "$0")
 parent=$PPID
@@ -75,6 +76,11 @@ for a in "$@"; do
         echo "nginx: [emerg] unexpected \"}\" in $d/injected.conf:1 (injected by the fault suite)" >&2
         echo "nginx: configuration file test failed" >&2
         exit 1
+      fi
+      if [ -e "$d/slow-test" ]; then
+        i=0
+        while [ -e "$d/slow-test" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+        kill -0 "$parent" 2>/dev/null || exit 1
       fi ;;
     reload)
       if [ -e "$d/slow-reload" ]; then
