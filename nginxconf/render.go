@@ -42,8 +42,9 @@ type Site struct {
 	CertSHA256 string
 }
 
-// Render returns the configuration for sites: deterministic (sorted by name,
-// duplicates dropped) and pure. It refuses any name that is not plain
+// Render returns the configuration for sites: deterministic (sorted by name;
+// of a name listed twice the first by lineage, then fingerprint, is kept)
+// and pure. It refuses any name that is not plain
 // lower-case LDH labels, so that nothing but whole server names can reach the
 // file. Use [Config.WithDefaults] values; Render applies them itself too.
 func Render(cfg Config, sites []Site) ([]byte, error) {
@@ -52,7 +53,10 @@ func Render(cfg Config, sites []Site) ([]byte, error) {
 		return nil, fmt.Errorf("render nginx config: %w", err)
 	}
 	sites = slices.Clone(sites)
-	slices.SortFunc(sites, func(a, b Site) int { return strings.Compare(string(a.Name), string(b.Name)) })
+	slices.SortFunc(sites, func(a, b Site) int {
+		return cmp.Or(strings.Compare(string(a.Name), string(b.Name)),
+			strings.Compare(a.lineage(), b.lineage()), strings.Compare(a.CertSHA256, b.CertSHA256))
+	})
 	sites = slices.CompactFunc(sites, func(a, b Site) bool { return a.Name == b.Name })
 	for _, s := range sites {
 		if err := checkName(string(s.Name)); err != nil {

@@ -91,6 +91,17 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
+func TestRenderDuplicateNamesDeterministic(t *testing.T) {
+	t.Parallel()
+	a := Site{Domain: Domain{Name: "a.example.com", Lineage: "a.example.com-0001"}}
+	b := Site{Domain: Domain{Name: "a.example.com"}}
+	x, _ := Render(Config{}, []Site{a, b})
+	y, _ := Render(Config{}, []Site{b, a})
+	if !bytes.Equal(x, y) {
+		t.Error("which of two sites with the same name is rendered depends on input order")
+	}
+}
+
 func reversed(s []Site) []Site {
 	out := make([]Site, len(s))
 	for i, v := range s {
