@@ -60,6 +60,10 @@ type Config struct {
 	// RestoreInterval is how often messages of dead workers are looked for.
 	// Default 30s, at most VisibilityTimeout/2.
 	RestoreInterval time.Duration
+	// RestoreMutexTTL bounds how long unacked_mutex is held during a restore
+	// (kombu's unacked_mutex_expire): a worker killed while holding it
+	// blocks every restore for this long. Default 300s, kombu's.
+	RestoreMutexTTL time.Duration
 	// PollInterval bounds how long a fetch blocks; the priority lists are
 	// checked at least this often. Default 1s.
 	PollInterval time.Duration
@@ -88,6 +92,7 @@ func (c Config) withDefaults() Config {
 	c.RefreshInterval = cmp.Or(c.RefreshInterval, min(c.VisibilityTimeout/4, time.Minute))
 	c.RestoreInterval = cmp.Or(c.RestoreInterval, min(30*time.Second, c.VisibilityTimeout/2))
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	c.RestoreMutexTTL = cmp.Or(c.RestoreMutexTTL, 300*time.Second)
 	return c
 }
 

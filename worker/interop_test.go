@@ -139,9 +139,12 @@ func TestHelperWorkerProcess(t *testing.T) {
 		Hostname:          os.Getenv("CERTMGR_HELPER_HOSTNAME"),
 		VisibilityTimeout: 2 * time.Second,
 		RestoreInterval:   300 * time.Millisecond,
-		PollInterval:      100 * time.Millisecond,
-		Concurrency:       4,
-		Logger:            zerolog.New(os.Stderr),
+		// A kill while restoring leaves unacked_mutex behind; kombu's 300s
+		// expiry would stall this test for five minutes.
+		RestoreMutexTTL: 3 * time.Second,
+		PollInterval:    100 * time.Millisecond,
+		Concurrency:     4,
+		Logger:          zerolog.New(os.Stderr),
 	}, mux)
 	if err != nil {
 		t.Fatal(err)

@@ -94,7 +94,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		return nil, errors.New("worker: nil handler")
 	}
 	broker, err := redisbroker.New(redisbroker.Config{
-		URL: cfg.BrokerURL, Queue: cfg.Queue, VisibilityTimeout: cfg.VisibilityTimeout,
+		URL: cfg.BrokerURL, Queue: cfg.Queue, VisibilityTimeout: cfg.VisibilityTimeout, MutexTTL: cfg.RestoreMutexTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker broker: %w", err)
