@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,6 +103,17 @@ func (p *NginxPeer) Start(t testing.TB) {
 	t.Helper()
 	p.proc = startProcess(t, filepath.Join(p.Prefix, "stderr.log"), nil, p.Binary,
 		"-p", p.Prefix, "-c", p.MainConf, "-e", p.ErrorLog, "-g", "daemon off;")
+	// A SIGKILLed master leaves its workers behind: stop it the way nginx
+	// stops (SIGTERM, workers exit with it) before the generic cleanup kills
+	// what is left. Cleanups run last-registered first.
+	proc := p.proc
+	t.Cleanup(func() {
+		_ = proc.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-proc.Exited():
+		case <-time.After(10 * time.Second):
+		}
+	})
 	if err := waitFor(10*time.Second, func() error {
 		_, err := p.masterPID()
 		return err
@@ -110,10 +122,17 @@ func (p *NginxPeer) Start(t testing.TB) {
 	}
 }
 
-// Kill stops nginx at once.
+// Kill stops nginx at once, as a crash would; its workers go with it.
 func (p *NginxPeer) Kill() {
-	if p.proc != nil {
-		p.proc.Kill()
+	if p.proc == nil {
+		return
+	}
+	workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.proc.Cmd.Process.Pid, p.proc.Cmd.Process.Pid))
+	p.proc.Kill()
+	for _, f := range strings.Fields(string(workers)) {
+		if pid, err := strconv.Atoi(f); err == nil && isNginxWorker(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 }
 
