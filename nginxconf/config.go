@@ -178,56 +178,6 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// ConfigFromEnv reads the variables named in the Config field comments
-// through getenv (os.Getenv in main). Unset variables keep their defaults.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	c := Config{
-		ConfPath:       getenv("NGINX_CONF_PATH"),
-		Binary:         getenv("NGINX_BINARY"),
-		MainConf:       getenv("NGINX_MAIN_CONF"),
-		Prefix:         getenv("NGINX_PREFIX"),
-		Upstream:       getenv("NGINX_UPSTREAM"),
-		DefaultCert:    getenv("NGINX_DEFAULT_CERT"),
-		DefaultKey:     getenv("NGINX_DEFAULT_KEY"),
-		ACMEWebroot:    getenv("ACME_WEBROOT"),
-		LetsEncryptDir: getenv("LETSENCRYPT_DIR"),
-	}
-	var errs []error
-	port := func(name string) int {
-		v := getenv(name)
-		if v == "" {
-			return 0
-		}
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a port number 1-65535", name, v))
-		}
-		return p
-	}
-	c.HTTPSPort = port("NGINX_HTTPS_PORT")
-	c.HTTPPort = port("NGINX_HTTP_PORT")
-	var err error
-	if c.CertMode, err = ParseCertMode(getenv("NGINX_CERT_MODE")); err != nil {
-		errs = append(errs, err)
-	}
-	if c.HashMode, err = ParseHashMode(getenv("NGINX_SERVER_NAMES_HASH")); err != nil {
-		errs = append(errs, err)
-	}
-	if c.ReloadMethod, err = ParseReloadMethod(getenv("NGINX_RELOAD_METHOD")); err != nil {
-		errs = append(errs, err)
-	}
-	if v := getenv("NGINX_COMMAND_TIMEOUT"); v != "" {
-		if c.Timeout, err = time.ParseDuration(v); err != nil || c.Timeout <= 0 {
-			errs = append(errs, fmt.Errorf("NGINX_COMMAND_TIMEOUT=%q: want a duration such as 90s", v))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
-	c = c.WithDefaults()
-	return c, c.validate()
-}
-
 // validate names the first bad field of a defaulted Config. Values that end
 // up in the generated file must be plain nginx words: a space, quote, brace,
 // semicolon, '#' or '$' could change the file's structure.

@@ -172,34 +172,3 @@ func TestHashSizes(t *testing.T) {
 		}
 	}
 }
-
-func TestConfigFromEnv(t *testing.T) {
-	t.Parallel()
-	env := map[string]string{
-		"NGINX_CERT_MODE": "variable", "NGINX_HTTPS_PORT": "9443", "NGINX_UPSTREAM": "[::1]:8000",
-		"LETSENCRYPT_DIR": "/le", "NGINX_COMMAND_TIMEOUT": "30s", "NGINX_RELOAD_METHOD": "signal",
-	}
-	c, err := ConfigFromEnv(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.CertMode != CertModeVariable || c.HTTPSPort != 9443 || c.HTTPPort != DefaultHTTPPort ||
-		c.Upstream != "[::1]:8000" || c.LetsEncryptDir != "/le" || c.ConfPath != DefaultConfPath ||
-		c.DefaultCert != DefaultCert || c.Timeout.String() != "30s" || c.ReloadMethod != ReloadSignal {
-		t.Errorf("ConfigFromEnv = %+v", c)
-	}
-	for k, v := range map[string]string{
-		"NGINX_CERT_MODE": "sni", "NGINX_HTTP_PORT": "http", "NGINX_UPSTREAM": "hypercorn",
-		"NGINX_SERVER_NAMES_HASH": "big", "NGINX_COMMAND_TIMEOUT": "soon", "ACME_WEBROOT": "www",
-		"NGINX_RELOAD_METHOD": "kill", "NGINX_CONF_PATH": "custom.conf", "NGINX_DEFAULT_CERT": "/a b.pem",
-	} {
-		if _, err := ConfigFromEnv(func(key string) string {
-			if key == k {
-				return v
-			}
-			return ""
-		}); err == nil || !strings.Contains(err.Error(), k) {
-			t.Errorf("%s=%q: err = %v, want an error naming it", k, v, err)
-		}
-	}
-}

@@ -38,6 +38,9 @@ const (
 	EnvNginxCertMode     = "NGINX_CERT_MODE"
 	EnvNginxDefaultCert  = "NGINX_DEFAULT_CERT"
 	EnvNginxDefaultKey   = "NGINX_DEFAULT_KEY"
+	EnvNginxNamesHash    = "NGINX_SERVER_NAMES_HASH"
+	EnvNginxReloadMethod = "NGINX_RELOAD_METHOD"
+	EnvNginxTimeout      = "NGINX_COMMAND_TIMEOUT"
 	EnvReloadAllPods     = "RELOAD_ALL_PODS"
 	EnvDeploymentName    = "DEPLOYMENT_NAME"
 	EnvPodNamespace      = "POD_NAMESPACE"
@@ -89,6 +92,9 @@ var Variables = []Variable{
 	{EnvNginxCertMode, "per-server", "per-server (one server block per domain) or variable (one block, certificate by $ssl_server_name)"},
 	{EnvNginxDefaultCert, "/etc/ssl/certs/ssl-cert-snakeoil.pem", "certificate of the 421 default server"},
 	{EnvNginxDefaultKey, "/etc/ssl/private/ssl-cert-snakeoil.key", "key of the 421 default server"},
+	{EnvNginxNamesHash, "auto", "auto: the generated file sizes server_names_hash for its names; off: the main configuration does"},
+	{EnvNginxReloadMethod, "command", "command (nginx -s reload) or signal (SIGHUP to the master after nginx -t passed: skips re-reading every certificate)"},
+	{EnvNginxTimeout, "120", "seconds an nginx -t or reload may take"},
 	{EnvReloadAllPods, "false", "true: reload nginx on every sibling pod through the Kubernetes API"},
 	{EnvReloadMode, "", "exec or rollout when RELOAD_ALL_PODS=true (default exec); local otherwise"},
 	{EnvDeploymentName, "", "Deployment whose pods are siblings"},

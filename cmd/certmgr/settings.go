@@ -45,6 +45,9 @@ type Settings struct {
 	NginxCertMode    string
 	NginxDefaultCert string
 	NginxDefaultKey  string
+	NginxNamesHash   string
+	NginxReload      string
+	NginxTimeout     time.Duration
 
 	ReloadMode     string // local, exec or rollout
 	DeploymentName string
@@ -118,6 +121,9 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.NginxCertMode = e.oneOf(EnvNginxCertMode, "per-server", "variable")
 	s.NginxDefaultCert = e.str(EnvNginxDefaultCert)
 	s.NginxDefaultKey = e.str(EnvNginxDefaultKey)
+	s.NginxNamesHash = e.oneOf(EnvNginxNamesHash, "auto", "off")
+	s.NginxReload = e.oneOf(EnvNginxReloadMethod, "command", "signal")
+	s.NginxTimeout = e.seconds(EnvNginxTimeout)
 
 	s.ReloadMode = "local"
 	if e.bool(EnvReloadAllPods) {

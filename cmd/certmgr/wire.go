@@ -69,6 +69,9 @@ func nginxConfig(a *app) nginxconf.Config {
 		DefaultKey:     s.NginxDefaultKey,
 		ACMEWebroot:    s.ACMEWebroot,
 		LetsEncryptDir: s.LetsEncryptDir,
+		HashMode:       nginxconf.HashMode(s.NginxNamesHash),
+		ReloadMethod:   nginxconf.ReloadMethod(s.NginxReload),
+		Timeout:        s.NginxTimeout,
 		Logger:         a.log,
 	}
 }
