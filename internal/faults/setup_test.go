@@ -96,30 +96,30 @@ exec %s "$@"
 
 // stackOptions shape one test's certmgr and peers.
 type stackOptions struct {
-	redisURL   string                   // broker; default a leased database of the shared Redis
-	pg         *testpeers.PostgresPeer  // default a schema of the shared PostgreSQL
-	pebble     testpeers.PebbleOptions  // HTTPPort and DNS are filled in
+	redisURL   string                                                // broker; default a leased database of the shared Redis
+	pg         *testpeers.PostgresPeer                               // default a schema of the shared PostgreSQL
+	pebble     testpeers.PebbleOptions                               // HTTPPort and DNS are filled in
 	acmeURL    func(*testpeers.PebblePeer) (dirURL, caBundle string) // default Pebble's own
-	gateHTTP01 bool                     // put a gate (stack.http01) between Pebble and nginx's port 8080
+	gateHTTP01 bool                                                  // put a gate (stack.http01) between Pebble and nginx's port 8080
 }
 
 // stack is one test's certmgr: its peers, the environment of the binary and
 // the NGINX_BINARY wrapper's control directory.
 type stack struct {
-	t       *testing.T
-	suffix  string
-	target  string
-	redis   *redis.Pool
+	t        *testing.T
+	suffix   string
+	target   string
+	redis    *redis.Pool
 	redisURL string
-	pg      *testpeers.PostgresPeer
-	nginx   *testpeers.NginxPeer
-	dns     *testpeers.ChallTestSrvPeer
-	pebble  *testpeers.PebblePeer
-	celery  *testpeers.CeleryClient
-	store   string // LETSENCRYPT_DIR
-	ctl     string // wrapper's directory: flag files live here
-	http01  *gate
-	env     map[string]string
+	pg       *testpeers.PostgresPeer
+	nginx    *testpeers.NginxPeer
+	dns      *testpeers.ChallTestSrvPeer
+	pebble   *testpeers.PebblePeer
+	celery   *testpeers.CeleryClient
+	store    string // LETSENCRYPT_DIR
+	ctl      string // wrapper's directory: flag files live here
+	http01   *gate
+	env      map[string]string
 }
 
 func newStack(t *testing.T, o stackOptions) *stack {
