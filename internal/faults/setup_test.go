@@ -31,8 +31,13 @@ import (
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
-// certmgrBin is the certmgr binary built once for the suite.
-var certmgrBin string
+// certmgrBin is the certmgr binary built once for the suite from the module
+// at moduleRoot.
+var (
+	certmgrBin      string
+	moduleRoot      string
+	statSourcesOnce sync.Once
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -50,14 +55,34 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	root := filepath.Dir(string(bytes.TrimSpace(gomod)))
+	moduleRoot = root
 	certmgrBin = filepath.Join(dir, "certmgr")
 	build := exec.Command("go", "build", "-o", certmgrBin, "./cmd/certmgr")
-	build.Dir = filepath.Dir(string(bytes.TrimSpace(gomod)))
+	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "faults: go build ./cmd/certmgr: %v\n%s", err, out)
 		return 1
 	}
 	return m.Run()
+}
+
+// statSources stats every Go file and go.mod of the module, so that go test's
+// cache (which records the files a test opens or stats once m.Run started)
+// reruns the suite when the source of the binary it builds changes.
+func statSources(root string) {
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") && path != root {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, _ = os.Stat(path)
+		}
+		return nil
+	})
 }
 
 // nginxWrapper is NGINX_BINARY for the suite: the real nginx, except that
@@ -124,6 +149,7 @@ type stack struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	statSourcesOnce.Do(func() { statSources(moduleRoot) })
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	s := &stack{t: t, suffix: hex.EncodeToString(b[:])}
