@@ -296,33 +296,51 @@ func (s *Server) accept(ctx context.Context, fd redisbroker.Delivery) {
 			Msg("message is not a kombu envelope; moved to the dead list")
 		return
 	}
-	msg, err := celery.DecodeMessage(fd.Raw)
-	if err != nil {
-		<-s.tokens
-		s.log.Error().Err(err).Str("delivery_tag", fd.Tag).Str("dead_list", s.broker.DeadQueue()).
-			Msg("undecodable message; moved to the dead list")
-		if err := s.persist(func(ctx context.Context) error { return s.broker.DeadLetter(ctx, fd.Tag, fd.Raw) }); err != nil {
-			s.log.Error().Err(err).Str("delivery_tag", fd.Tag).Msg("dead-letter failed; the message comes back after the visibility timeout")
-		}
-		return
-	}
-	d := &delivery{tag: fd.Tag, raw: fd.Raw, msg: msg, priority: msg.Priority}
+	// Decoding happens in the workers, in parallel; see prepare.
+	d := &delivery{tag: fd.Tag, raw: fd.Raw, state: stateQueued}
 	s.mu.Lock()
 	s.held[d.tag] = d
+	s.mu.Unlock()
+	s.runq <- d // never blocks: runq has a place for every token
+}
+
+// prepare decodes a message the first time a worker takes it. It reports
+// whether the task should run now; when not, the message was moved to the
+// dead list or is held for its eta, and its token was released.
+func (s *Server) prepare(d *delivery) bool {
+	if d.msg != nil {
+		return true // back from its eta
+	}
+	msg, err := celery.DecodeMessage(d.raw)
+	if err != nil {
+		s.log.Error().Err(err).Str("delivery_tag", d.tag).Str("dead_list", s.broker.DeadQueue()).
+			Msg("undecodable message; moved to the dead list")
+		if err := s.persist(func(ctx context.Context) error { return s.broker.DeadLetter(ctx, d.tag, d.raw) }); err != nil {
+			s.log.Error().Err(err).Str("delivery_tag", d.tag).Msg("dead-letter failed; the message comes back after the visibility timeout")
+		}
+		s.forget(d)
+		<-s.tokens
+		return false
+	}
+	d.msg, d.priority = msg, msg.Priority
+	s.ev.taskReceived(msg)
 	if wait := time.Until(msg.ETA); !msg.ETA.IsZero() && wait > 0 {
 		// Held (and refreshed) until due; it takes no prefetch slot meanwhile.
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			s.giveBack(d)
+			<-s.tokens
+			return false
+		}
 		d.state = stateETA
 		s.etaWG.Add(1)
 		d.timer = time.AfterFunc(wait, func() { s.due(d) })
 		s.mu.Unlock()
 		<-s.tokens
-		s.ev.taskReceived(msg)
-		return
+		return false
 	}
-	d.state = stateQueued
-	s.mu.Unlock()
-	s.ev.taskReceived(msg)
-	s.runq <- d // never blocks: runq has a place for every token
+	return true
 }
 
 // due moves a message whose eta has come to the run queue.
@@ -357,6 +375,9 @@ func (s *Server) work() {
 			}
 			d.state = stateRunning
 			s.mu.Unlock()
+			if !s.prepare(d) {
+				continue
+			}
 			s.active.Add(1)
 			handedOff := s.run(d)
 			s.active.Add(-1)

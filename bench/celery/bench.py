@@ -52,6 +52,28 @@ def rss_kb(pid):
     return total
 
 
+def cpu_s(pid):
+    """User+system CPU seconds of pid and its descendants (live ones)."""
+    total = 0
+    pids, seen = [pid], set()
+    tick = os.sysconf("SC_CLK_TCK")
+    while pids:
+        p = pids.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def enqueue(url, n):
     app = Celery("producer", broker=url, backend=url)
     with app.producer_or_acquire() as producer:
@@ -78,10 +100,12 @@ def run_one(name, cmd, env, url, n, timeout):
         queued = r.llen("certmgr")
         if t0 is None and queued < n:
             t0 = now  # the worker took its first message
+            cpu0 = cpu_s(proc.pid)
         # Done when the queue is drained, nothing is unacknowledged, and
         # every result is stored (Python acks early, before storing).
         if queued == 0 and r.hlen("unacked") == 0 and count_results(r) >= n:
             t1 = time.monotonic()
+            cpu1 = cpu_s(proc.pid)
             break
         time.sleep(0.005)
     peak = max(peak, rss_kb(proc.pid))
@@ -96,7 +120,7 @@ def run_one(name, cmd, env, url, n, timeout):
         print(f"{name}: only {count_results(r)} of {n} results before timeout\n{err}", file=sys.stderr)
         return None
     elapsed = t1 - t0
-    return name, n, elapsed, n / elapsed, peak / 1024
+    return name, n, elapsed, n / elapsed, peak / 1024, (cpu1 - cpu0) / n * 1e6
 
 
 def count_results(r):
@@ -136,14 +160,14 @@ def main():
             res = run_one(name, cmd, env, url, ns.n, ns.timeout)
             if res:
                 rows.append(res)
-        print("| worker | tasks | drain s | tasks/s | peak RSS MB |")
-        print("|---|---:|---:|---:|---:|")
-        for name, n, elapsed, rate, mb in rows:
-            print(f"| {name} | {n} | {elapsed:.2f} | {rate:.0f} | {mb:.1f} |")
+        print("| worker | tasks | drain s | tasks/s | peak RSS MB | worker CPU µs/task |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, n, elapsed, rate, mb, cpu in rows:
+            print(f"| {name} | {n} | {elapsed:.2f} | {rate:.0f} | {mb:.1f} | {cpu:.0f} |")
         if len(rows) == 3:
             go, solo = rows[0], rows[1]
             print(f"\ncertmgr vs Python solo: {go[3] / solo[3]:.1f}x throughput, "
-                  f"{go[4] / solo[4]:.2f}x memory")
+                  f"{go[4] / solo[4]:.2f}x memory, {solo[5] / go[5]:.1f}x less CPU per task")
     finally:
         rs.terminate()
         rs.wait()

@@ -170,12 +170,18 @@ for i = 4, #KEYS do
   while #out < max do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    local ok, msg = pcall(cjson.decode, raw)
-    local tag, ex, rk
-    if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
-      tag = msg.properties.delivery_tag
-      local di = msg.properties.delivery_info
-      if type(di) == 'table' then ex = di.exchange; rk = di.routing_key end
+    -- Fast path for what kombu (Python's json.dumps) writes; anything else
+    -- is decoded properly.
+    local tag = string.match(raw, '"delivery_tag": "([^"\\]+)"}}$')
+    local ex, rk = string.match(raw, '"delivery_info": {"exchange": "([^"\\]*)", "routing_key": "([^"\\]*)"}')
+    if not tag or not ex then
+      tag, ex, rk = nil, nil, nil
+      local ok, msg = pcall(cjson.decode, raw)
+      if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+        tag = msg.properties.delivery_tag
+        local di = msg.properties.delivery_info
+        if type(di) == 'table' then ex = di.exchange; rk = di.routing_key end
+      end
     end
     if type(tag) ~= 'string' or tag == '' then
       redis.call('LPUSH', KEYS[3], raw)
