@@ -21,7 +21,11 @@ func TestNginxTestFailureKeepsLiveDomains(t *testing.T) {
 	s := newStack(t, stackOptions{})
 	live := s.domain("live")
 	w := s.startWorker("w1")
+	workers := s.nginx.WorkerPIDs(t)
 	s.getIssue(s.celery.Send(t, sendIssue(s.pg.InsertDomain(t, live))), 90*time.Second)
+	// Until the workers of the old configuration are gone, a handshake may
+	// still reach one that does not know the domain yet.
+	s.nginx.WaitWorkersReplaced(t, workers)
 	liveLeaf := s.served(live)
 	before, err := os.ReadFile(s.confPath())
 	if err != nil {
