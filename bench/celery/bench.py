@@ -131,7 +131,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--go-worker", required=True, help="path of the built bench worker")
     ap.add_argument("-n", type=int, default=5000)
-    ap.add_argument("--concurrency", type=int, default=4, help="Go worker concurrency")
+    ap.add_argument("--concurrency", default="4,8",
+                    help="Go worker concurrencies to run, comma-separated (4 is the default of certmgr worker)")
     ap.add_argument("--timeout", type=float, default=300)
     ns = ap.parse_args()
 
@@ -147,26 +148,29 @@ def main():
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        env = dict(os.environ, BENCH_BROKER=url, BENCH_CONCURRENCY=str(ns.concurrency), PYTHONPATH=HERE)
+        env = dict(os.environ, BENCH_BROKER=url, PYTHONPATH=HERE)
         py = ["/usr/bin/python3", "-m", "celery", "-A", "pyapp", "worker", "-Q", "certmgr",
               "--without-mingle", "--without-gossip", "-l", "warning"]
-        systems = [
-            (f"certmgr (Go, concurrency {ns.concurrency})", [ns.go_worker]),
-            ("Python Celery 5.2 solo", py + ["-P", "solo"]),
-            ("Python Celery 5.2 prefork -c 1", py + ["-P", "prefork", "-c", "1"]),
+        systems = [(f"certmgr (Go, concurrency {c})", [ns.go_worker], dict(env, BENCH_CONCURRENCY=c))
+                   for c in ns.concurrency.split(",")]
+        systems += [
+            ("Python Celery 5.2 solo", py + ["-P", "solo"], env),
+            ("Python Celery 5.2 prefork -c 1", py + ["-P", "prefork", "-c", "1"], env),
         ]
         rows = []
-        for name, cmd in systems:
-            res = run_one(name, cmd, env, url, ns.n, ns.timeout)
+        for name, cmd, cenv in systems:
+            res = run_one(name, cmd, cenv, url, ns.n, ns.timeout)
             if res:
                 rows.append(res)
         print("| worker | tasks | drain s | tasks/s | peak RSS MB | worker CPU µs/task |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, n, elapsed, rate, mb, cpu in rows:
             print(f"| {name} | {n} | {elapsed:.2f} | {rate:.0f} | {mb:.1f} | {cpu:.0f} |")
-        if len(rows) == 3:
-            go, solo = rows[0], rows[1]
-            print(f"\ncertmgr vs Python solo: {go[3] / solo[3]:.1f}x throughput, "
+        solo = next((r for r in rows if "solo" in r[0]), None)
+        for go in rows:
+            if not go[0].startswith("certmgr") or solo is None:
+                continue
+            print(f"\n{go[0]} vs Python solo: {go[3] / solo[3]:.1f}x throughput, "
                   f"{go[4] / solo[4]:.2f}x memory, {solo[5] / go[5]:.1f}x less CPU per task")
     finally:
         rs.terminate()
