@@ -16,6 +16,7 @@ import (
 // run to success twice, the worker up throughout.
 func TestPostgresDownWhileTasksArrive(t *testing.T) {
 	t.Parallel()
+	skipShort(t)
 	pg := testpeers.StartPGCluster(t)
 	s := newStack(t, stackOptions{pg: pg.PostgresPeer})
 	var ds []string

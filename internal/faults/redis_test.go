@@ -20,6 +20,7 @@ import (
 func TestRedisRestartUnderLoad(t *testing.T) {
 	t.Parallel()
 	const total = 1000
+	skipShort(t)
 	rs := testpeers.StartDurableRedisServer(t)
 	s := newStack(t, stackOptions{redisURL: rs.URL})
 	ids := s.celery.SendMany(t, testpeers.SendOptions{Task: "certmgr.ping", Count: total})

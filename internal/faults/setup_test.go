@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -44,6 +45,10 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run() // every case skips itself; no binary needed
+	}
 	gomod, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil || len(bytes.TrimSpace(gomod)) == 0 || string(bytes.TrimSpace(gomod)) == os.DevNull {
 		fmt.Fprintf(os.Stderr, "faults: cannot find the module root: %v\n", err)
@@ -149,6 +154,7 @@ type stack struct {
 
 func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	skipShort(t)
 	statSourcesOnce.Do(func() { statSources(moduleRoot) })
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -708,4 +714,12 @@ func (s *stack) insertRow(domain, status string) int64 {
 		s.t.Fatalf("insert %q: %v", domain, err)
 	}
 	return id
+}
+
+// skipShort skips a fault case under -short (make test-short).
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fault suite: long, real peers; skipped with -short")
+	}
 }
