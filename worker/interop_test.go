@@ -18,6 +18,7 @@ import (
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
+	"github.com/midsummer/certmgr/worker/redisbroker"
 )
 
 // recordHandler is the Go side of the Python app's test.record(key, sleep):
@@ -226,5 +227,36 @@ func TestKill9LosesNothing(t *testing.T) {
 	out, _ := exec.CommandContext(ctx, testpeers.Python, "-m", "celery", "-b", s.redis.URL, "inspect", "ping", "-t", "3").CombinedOutput()
 	if !strings.Contains(string(out), hostname+": OK") {
 		t.Errorf("celery inspect ping does not list %s:\n%s", hostname, out)
+	}
+}
+
+// TestPythonWorkerRestoresDeadCertmgrMessages: messages a certmgr process
+// held when it died are in unacked exactly as kombu writes them, so a Python
+// worker's own restore (at its start, under unacked_mutex) brings them back.
+func TestPythonWorkerRestoresDeadCertmgrMessages(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ids := s.celery.SendMany(t, testpeers.SendOptions{Task: "test.record", Args: []any{"runs"}, Count: 5})
+	// A certmgr worker takes them and dies before acknowledging.
+	b, err := redisbroker.New(redisbroker.Config{URL: s.redis.URL, Queue: "certmgr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ds, err := b.Fetch(context.Background(), 10, 0)
+	if err != nil || len(ds) != len(ids) {
+		t.Fatalf("fetch: %d, %v", len(ds), err)
+	}
+	waitFor(t, 5*time.Second, "the visibility timeout (1s) to pass", func() bool {
+		oldest, _ := redis.Strings(s.redis.Do(t, "ZRANGE", "unacked_index", 0, 0, "WITHSCORES"), nil)
+		score, _ := strconv.ParseFloat(oldest[1], 64)
+		return float64(time.Now().UnixMicro())/1e6-score > 1.5
+	})
+	testpeers.StartPyWorker(t, testpeers.PyWorkerOptions{BrokerURL: s.redis.URL, VisibilityTimeout: 1, Hostname: "py-" + strconv.Itoa(os.Getpid()) + "@restore"})
+	waitFor(t, 60*time.Second, "the Python worker to run the restored tasks", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
+	for id, who := range runs(t, s.redis, "runs") {
+		if len(who) != 1 || who[0] != "py" {
+			t.Errorf("task %s ran by %v", id, who)
+		}
 	}
 }
