@@ -2,6 +2,7 @@ package faults
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -54,7 +55,7 @@ func TestNginxTestFailureKeepsLiveDomains(t *testing.T) {
 			}
 			if err != nil {
 				failures.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				firstErr.CompareAndSwap(nil, fmt.Errorf("%s: %w", time.Now().Format("15:04:05.000"), err))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -82,6 +83,12 @@ func TestNginxTestFailureKeepsLiveDomains(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if failures.Load() != 0 || handshakes.Load() < 20 {
+		errLog, _ := os.ReadFile(s.nginx.ErrorLog)
+		for _, l := range strings.Split(string(errLog), "\n") {
+			if strings.Contains(l, "signal") || strings.Contains(l, "reconfiguring") || strings.Contains(l, "start worker") || strings.Contains(l, "exit") {
+				t.Log(l)
+			}
+		}
 		t.Fatalf("%d of %d handshakes with the live domain failed during the fault: %v",
 			failures.Load(), handshakes.Load(), firstErr.Load())
 	}

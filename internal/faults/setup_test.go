@@ -126,7 +126,7 @@ exec %s "$@"
 
 // stackOptions shape one test's certmgr and peers.
 type stackOptions struct {
-	redisURL   string                                                // broker; default a leased database of the shared Redis
+	redisURL   string                                                // broker; default a private redis-server
 	pg         *testpeers.PostgresPeer                               // default a schema of the shared PostgreSQL
 	pebble     testpeers.PebbleOptions                               // HTTPPort and DNS are filled in
 	acmeURL    func(*testpeers.PebblePeer) (dirURL, caBundle string) // default Pebble's own
@@ -161,8 +161,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	s := &stack{t: t, suffix: hex.EncodeToString(b[:])}
 	s.target = "custom.platform-" + s.suffix + ".test"
 	if o.redisURL == "" {
-		rd := testpeers.Redis(t)
-		o.redisURL = rd.URL
+		// A redis-server of the test's own rather than a leased database
+		// of the shared one: the suite runs nine stacks at once, and the
+		// shared server has fifteen databases for every package's tests.
+		o.redisURL = testpeers.StartRedisServer(t).URL
 	}
 	s.redisURL = o.redisURL
 	s.redis = redisPool(t, o.redisURL)
