@@ -2,7 +2,10 @@ package nginxconf
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/midsummer/certmgr/domain"
 )
@@ -11,6 +14,10 @@ import (
 type Result struct {
 	// Changed is true when a new file went live; the caller must reload.
 	Changed bool
+	// ReloadPending is true when a file went live now or earlier and no
+	// reload has been confirmed since (Reloaded): the caller must reload even
+	// when Changed is false, e.g. after a crash between swap and reload.
+	ReloadPending bool
 	// Served are the domains in the file, sorted.
 	Served []domain.Name
 	// Skipped are the domains left out and why, sorted by name; the caller
@@ -52,13 +59,36 @@ func (g *Generator) Regenerate(ctx context.Context, ds []Domain) (Result, error)
 	if err != nil {
 		return res, err
 	}
+	// The marker is laid before the swap, so that no crash can leave a new
+	// live file that nobody knows still has to be loaded.
+	marker := g.applier.side("reload-pending")
+	_, statErr := os.Stat(marker)
+	pendingBefore := statErr == nil
+	if !pendingBefore {
+		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+			return res, fmt.Errorf("regenerate nginx config: mark reload pending: %w", err)
+		}
+	}
 	changed, err := g.applier.Apply(ctx, text)
+	if !changed && !pendingBefore {
+		_ = os.Remove(marker)
+	}
 	if err != nil {
 		return res, fmt.Errorf("regenerate nginx config: %w", err)
 	}
 	res.Changed = changed
+	res.ReloadPending = changed || pendingBefore
 	for _, s := range sites {
 		res.Served = append(res.Served, s.Name)
 	}
 	return res, nil
+}
+
+// Reloaded records that every nginx has loaded the live file, clearing
+// ReloadPending. Call it only after a reload that reached every pod.
+func (g *Generator) Reloaded() error {
+	if err := os.Remove(g.applier.side("reload-pending")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("clear reload marker: %w", err)
+	}
+	return nil
 }

@@ -64,6 +64,7 @@ type Certificates interface {
 // NginxConfig regenerates custom-domains.conf (nginxconf.Generator).
 type NginxConfig interface {
 	Regenerate(ctx context.Context, ds []nginxconf.Domain) (nginxconf.Result, error)
+	Reloaded() error
 }
 
 // Reloader makes every nginx load the new file (podreload.Reloader).

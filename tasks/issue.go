@@ -31,7 +31,7 @@ func (s *Service) issueTask(ctx context.Context, t *worker.Task) error {
 	if err != nil {
 		return s.taskError(t, classify("", err), err)
 	}
-	res, err := s.issue(ctx, ref, force, t.Retries > 0)
+	res, err := s.issue(ctx, ref, force)
 	if err != nil {
 		return s.taskError(t, classify(ref.Name, err), err)
 	}
@@ -46,14 +46,14 @@ func (s *Service) Issue(ctx context.Context, name string, force bool) (IssueResu
 	if err != nil {
 		return IssueResult{Domain: name}, err
 	}
-	return s.issue(ctx, domainRef{Name: d}, force, false)
+	return s.issue(ctx, domainRef{Name: d}, force)
 }
 
 // issue is the pipeline: load → lock → re-read → DNS → ACME (unless a valid
-// certificate exists and force is false) → row → nginx → reload. reloadAnyway
-// is set on retries, whose earlier attempt may have changed the file but not
-// reloaded every pod.
-func (s *Service) issue(ctx context.Context, ref domainRef, force, reloadAnyway bool) (IssueResult, error) {
+// certificate exists and force is false) → row → nginx → reload. A reload an
+// earlier attempt did not finish (crash, failed pods) is still pending in
+// nginxconf and is done now.
+func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueResult, error) {
 	res := IssueResult{Domain: ref.String(), Reloaded: []podreload.PodResult{}}
 	row, err := s.load(ctx, ref)
 	if err != nil {
@@ -105,7 +105,7 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force, reloadAnyway 
 	}
 	res.Status, res.NotAfter = string(domaindb.StatusIssued), lineage.NotAfter.UTC().Format(time.RFC3339)
 
-	pub, err := s.publish(ctx, publishOptions{reload: res.Issued || reloadAnyway})
+	pub, err := s.publish(ctx, publishOptions{reload: res.Issued})
 	res.Reloaded = pub.reloaded.Pods
 	if err != nil {
 		s.recordFailure(ctx, row, err)

@@ -14,7 +14,7 @@ import (
 
 // publishOptions shape one regeneration.
 type publishOptions struct {
-	reload   bool        // reload even when the file did not change (a new certificate version)
+	reload   bool        // reload even when no reload is pending (a new certificate version)
 	exclude  domain.Name // leave this domain out (its row is being deleted)
 	noReload bool        // never reload (the init container: nginx is not running yet)
 }
@@ -79,7 +79,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		return p, err
 	}
 	s.metrics.regenerations.WithLabelValues(map[bool]string{true: "changed", false: "unchanged"}[p.generated.Changed]).Inc()
-	if o.noReload || !(p.generated.Changed || o.reload) {
+	if o.noReload || !(p.generated.ReloadPending || o.reload) {
 		return p, nil
 	}
 	p.reloaded, err = s.cfg.Reloader.Reload(ctx)
@@ -88,7 +88,11 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		s.metrics.reloads.WithLabelValues(string(pod.Outcome)).Inc()
 	}
 	if err != nil {
+		// The marker stays: the next task reloads again.
 		return p, fmt.Errorf("reload nginx: %w", err)
+	}
+	if err := s.cfg.Nginx.Reloaded(); err != nil {
+		s.log.Warn().Err(err).Msg("nginx reloaded; the next regeneration will reload again")
 	}
 	return p, nil
 }
