@@ -204,9 +204,15 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		"CELERY_VISIBILITY_TIMEOUT": "2", "CERTMGR_CONCURRENCY": "2", "CERTMGR_LOGLEVEL": "debug",
 		"CERTMGR_SHUTDOWN_GRACE": "2",
 	}
-	// The HTTP-01 server block must be live before the first order.
-	if code, out := s.cli("regen-nginx"); code != 0 {
+	// The HTTP-01 server block must be live before the first order, and
+	// nginx done with that reload before a test compares what it serves.
+	workers := s.nginx.WorkerPIDs(t)
+	code, out := s.cli("regen-nginx")
+	if code != 0 {
 		t.Fatalf("certmgr regen-nginx exit %d:\n%s", code, out)
+	}
+	if strings.Contains(out, "written") {
+		s.nginx.WaitWorkersReplaced(t, workers)
 	}
 	return s
 }
