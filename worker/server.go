@@ -112,7 +112,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		backend:    backend,
 		tokens:     make(chan struct{}, cfg.Concurrency+cfg.Prefetch),
 		runq:       make(chan *delivery, cfg.Concurrency+cfg.Prefetch),
-		settleq:    make(chan settlement, cfg.Concurrency+cfg.Prefetch),
+		settleq:    make(chan settlement, settleQueue),
 		settleDone: make(chan struct{}),
 		held:       map[string]*delivery{},
 		fetchDone:  make(chan struct{}),
@@ -379,21 +379,19 @@ func (s *Server) work() {
 				continue
 			}
 			s.active.Add(1)
-			handedOff := s.run(d)
+			s.run(d)
 			s.active.Add(-1)
 			s.processed.Add(1)
-			if !handedOff {
-				<-s.tokens
-			}
+			<-s.tokens
 		case <-s.stopping:
 			return
 		}
 	}
 }
 
-// run processes one message and settles it: ack, retry, or give back. It
-// reports whether it handed the message (and its token) to settleLoop.
-func (s *Server) run(d *delivery) bool {
+// run processes one message and settles it: ack (through settleLoop),
+// retry, or give back.
+func (s *Server) run(d *delivery) {
 	m := d.msg
 	t := &Task{
 		ID: m.ID, Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retries: m.Retries,
@@ -410,7 +408,7 @@ func (s *Server) run(d *delivery) bool {
 		s.settle(d, s.meta(t, m, celery.StateRevoked, celery.ExceptionInfo{
 			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
 		}, ""))
-		return true
+		return
 	}
 	if s.cfg.TrackStarted {
 		s.store(t, m, celery.StateStarted, map[string]any{"pid": pid, "hostname": s.cfg.Hostname}, "")
@@ -432,20 +430,20 @@ func (s *Server) run(d *delivery) bool {
 		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
 		s.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
 		s.settle(d, s.meta(t, m, celery.StateSuccess, result, ""))
-		return true
+		return
 
 	case s.hardCtx.Err() != nil:
 		// Cancelled by a hard stop: leave it for another worker.
 		t.logger.Warn().Err(err).Msg("task cancelled by shutdown; message goes back to the queue")
 		s.giveBack(d)
-		return false
+		return
 
 	default:
 		var retry *RetryError
 		if errors.As(err, &retry) && !errors.Is(err, SkipRetry) {
 			if s.cfg.MaxRetries < 0 || m.Retries < s.cfg.MaxRetries {
 				s.retry(t, d, retry.Delay, err)
-				return false
+				return
 			}
 			err = &maxRetriesError{task: t, max: s.cfg.MaxRetries, err: err}
 		}
@@ -457,7 +455,6 @@ func (s *Server) run(d *delivery) bool {
 		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
 		s.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
 		s.settle(d, s.meta(t, m, celery.StateFailure, info, tb))
-		return true
 	}
 }
 
@@ -563,8 +560,12 @@ func (s *Server) store(t *Task, m *celery.TaskMessage, state celery.State, resul
 	}
 }
 
-// settle hands a finished task to settleLoop; it never blocks (settleq has a
-// place for every token).
+// settleQueue bounds the finished tasks waiting for settleLoop; a worker
+// waits when it is full (the result backend is slow or down).
+const settleQueue = 512
+
+// settle hands a finished task to settleLoop, so the worker can take the next
+// task while results are stored in batches.
 func (s *Server) settle(d *delivery, meta *redisbroker.Result) {
 	s.settleq <- settlement{d: d, meta: meta}
 }
@@ -616,7 +617,6 @@ func (s *Server) settleLoop() {
 		}
 		for _, st := range batch {
 			s.forget(st.d)
-			<-s.tokens
 		}
 	}
 }
