@@ -24,7 +24,6 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 		slowReload bool // hold nginx -s reload
 		killWhen   func(s *stack, d string) bool
 		issuedOnce bool // the restarted worker orders (true) or finds the stored certificate (false)
-		knownBug   string
 	}{
 		{
 			desc: "after fetching", gate: true,
@@ -59,13 +58,9 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 			killWhen: func(s *stack, d string) bool {
 				return s.exists("reload-waiting") && s.row(d).Status == "ssl_issued"
 			},
-			// The killed worker wrote custom-domains.conf but never
-			// reloaded; the restored message finds the certificate and an
-			// unchanged file, so it does not reload either and nginx never
-			// serves the domain. tasks reloads anyway on retries
-			// (t.Retries > 0) but cannot see a redelivery: worker.Task has
-			// no Redelivered flag yet.
-			knownBug: "a task redelivered after a kill -9 before the reload does not reload nginx",
+			// The killed worker installed custom-domains.conf but never
+			// reloaded; the restored message finds the file unchanged and
+			// must still reload (nginxconf's reload-pending marker).
 		},
 	}
 	for _, tc := range stages {
@@ -120,9 +115,6 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 				t.Errorf("task succeeded %d times in the workers' logs, want 1", n)
 			}
 			s.quiet()
-			if tc.knownBug != "" && os.Getenv("FAULTS_KNOWN_BUGS") == "" {
-				t.Skipf("known bug, not checked unless FAULTS_KNOWN_BUGS=1: %s", tc.knownBug)
-			}
 			if leaf := s.served(d); !r.Expires.Equal(leaf.NotAfter) {
 				t.Errorf("row expiry %s, served notAfter %s", r.Expires, leaf.NotAfter)
 			}

@@ -23,6 +23,5 @@
 //     fails, certmgr.dead stays empty.
 //
 // Run it alone with `go test ./internal/faults` (about 2 minutes here; the
-// binary is built once in TestMain). FAULTS_KNOWN_BUGS=1 also runs the checks
-// of bugs that are known and not fixed yet.
+// binary is built once in TestMain).
 package faults
