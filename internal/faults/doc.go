@@ -21,6 +21,9 @@
 //     fails, the tasks end FAILURE during the outage;
 //   - dead-lettering malformed messages (dropped instead): TestHostileInput
 //     fails, certmgr.dead stays empty.
+//   - finishing a reload a killed worker left pending (before b7fbec6 there
+//     was no such protection): the before-the-ack stage of
+//     TestKillWorkerAtEachStage failed, nginx never served the domain.
 //
 // Run it alone with `go test ./internal/faults` (about 2 minutes here; the
 // binary is built once in TestMain).
