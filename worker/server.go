@@ -404,7 +404,9 @@ func (s *Server) run(d *delivery) {
 
 	if !m.Expires.IsZero() && time.Now().After(m.Expires) {
 		t.logger.Info().Time("expires", m.Expires).Msg("task expired before it ran: revoked")
-		s.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
+		if s.cfg.SendTaskEvents {
+			s.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
+		}
 		s.settle(d, s.meta(t, m, celery.StateRevoked, celery.ExceptionInfo{
 			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
 		}, ""))
@@ -428,7 +430,9 @@ func (s *Server) run(d *delivery) {
 	case err == nil:
 		result, _ := t.Result()
 		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
-		s.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
+		if s.cfg.SendTaskEvents {
+			s.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
+		}
 		s.settle(d, s.meta(t, m, celery.StateSuccess, result, ""))
 		return
 
@@ -453,7 +457,9 @@ func (s *Server) run(d *delivery) {
 			info.ExcMessage = []string{fmt.Sprintf("'%s'", m.Task)}
 		}
 		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
-		s.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
+		if s.cfg.SendTaskEvents {
+			s.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
+		}
 		s.settle(d, s.meta(t, m, celery.StateFailure, info, tb))
 	}
 }
