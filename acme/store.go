@@ -456,6 +456,15 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
 
+	// The renewal configuration goes first: it is what Find and List look
+	// for, so a crash right after the swap must not leave a live certificate
+	// that a restarted worker cannot see (and orders again).
+	if _, err := os.Stat(s.confPath(n)); errors.Is(err, fs.ErrNotExist) {
+		if err := writeAtomic(s.confPath(n), s.renewalConf(n, params), 0o644); err != nil {
+			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+		}
+	}
+
 	staged, err := s.stageLive(n, version)
 	if err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
@@ -472,11 +481,6 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
 
-	if _, err := os.Stat(s.confPath(n)); errors.Is(err, fs.ErrNotExist) {
-		if err := writeAtomic(s.confPath(n), s.renewalConf(n, params), 0o644); err != nil {
-			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
-		}
-	}
 	s.step("done")
 	l := s.load(n)
 	if l.Err != nil {
