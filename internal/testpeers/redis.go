@@ -127,17 +127,32 @@ func leaseOrphaned(holder string) bool {
 // restart or break the broker.
 type RedisServer struct {
 	*RedisPeer
-	Port   int
-	dir    string
-	binary string
-	stop   func()
+	Port    int
+	dir     string
+	binary  string
+	durable bool
+	proc    *Process
 }
 
 // StartRedisServer runs a redis-server of the test's own on a free port
-// (database 0 of it is handed to the test).
+// (database 0 of it is handed to the test). It keeps nothing across a
+// restart, like the machine's shared Redis.
 func StartRedisServer(t testing.TB) *RedisServer {
 	t.Helper()
-	s := &RedisServer{binary: lookBinary(t, "redis-server"), dir: t.TempDir(), Port: FreePort(t)}
+	return startRedisServer(t, false)
+}
+
+// StartDurableRedisServer is StartRedisServer with an append-only file synced
+// on every write, the way a broker that must not lose queued messages is run:
+// Stop then Start brings it back with its data.
+func StartDurableRedisServer(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedisServer(t, true)
+}
+
+func startRedisServer(t testing.TB, durable bool) *RedisServer {
+	t.Helper()
+	s := &RedisServer{binary: lookBinary(t, "redis-server"), dir: t.TempDir(), Port: FreePort(t), durable: durable}
 	s.Start(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", s.Port)
 	s.RedisPeer = &RedisPeer{Addr: addr, DB: 0, URL: fmt.Sprintf("redis://%s/0", addr)}
@@ -151,22 +166,32 @@ func StartRedisServer(t testing.TB) *RedisServer {
 	return s
 }
 
-// Start starts (or restarts) the server on its port; data is not kept.
+// Start starts (or restarts) the server on its port; a durable one replays
+// its append-only file first.
 func (s *RedisServer) Start(t testing.TB) {
 	t.Helper()
-	cmd := startProcess(t, filepath.Join(s.dir, "redis.log"), nil, s.binary,
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir)
-	s.stop = cmd.Kill
-	if err := waitTCP(fmt.Sprintf("127.0.0.1:%d", s.Port), 10*time.Second); err != nil {
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--dir", s.dir, "--appendonly", "no"}
+	if s.durable {
+		args = append(args[:len(args)-1], "yes", "--appendfsync", "always")
+	}
+	s.proc = startProcess(t, filepath.Join(s.dir, "redis-"+strconv.FormatInt(time.Now().UnixNano(), 36)+".log"), nil, s.binary, args...)
+	if err := waitFor(20*time.Second, func() error {
+		c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), redis.DialConnectTimeout(time.Second))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Do("PING") // LOADING while the file is replayed
+		return err
+	}); err != nil {
 		t.Fatalf("redis-server on %d: %v", s.Port, err)
 	}
 }
 
 // Stop kills the server at once, as a crash would.
 func (s *RedisServer) Stop() {
-	if s.stop != nil {
-		s.stop()
-		s.stop = nil
+	if s.proc != nil {
+		s.proc.Kill()
+		s.proc = nil
 	}
 }
