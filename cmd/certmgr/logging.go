@@ -47,12 +47,3 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
-
-// fieldComponent etc. are the log field names every component uses.
-const (
-	fieldComponent = "component"
-)
-
-func componentLogger(l zerolog.Logger, name string) zerolog.Logger {
-	return l.With().Str(fieldComponent, name).Logger()
-}

@@ -50,7 +50,7 @@ func acmeConfig(a *app) (acme.Config, error) {
 		Profile:      s.ACMEProfile,
 		Webroot:      s.ACMEWebroot,
 		Dir:          s.LetsEncryptDir,
-		Logger:       componentLogger(a.log, "acme"),
+		Logger:       a.log,
 	}, nil
 }
 
@@ -90,7 +90,7 @@ func build(ctx context.Context, a *app) (*components, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, Logger: componentLogger(a.log, "dnscheck")})
+	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, Logger: a.log})
 	if err != nil {
 		c.close()
 		return nil, &ConfigError{Name: EnvDNSServers, Value: fmt.Sprint(s.DNSServers), Expect: err.Error()}
@@ -100,7 +100,7 @@ func build(ctx context.Context, a *app) (*components, error) {
 		c.close()
 		return nil, err
 	}
-	acme.SetLegoLogger(componentLogger(a.log, "lego"))
+	acme.SetLegoLogger(a.log)
 	if c.acme, err = acme.New(acfg); err != nil {
 		c.close()
 		return nil, err
@@ -123,7 +123,7 @@ func build(ctx context.Context, a *app) (*components, error) {
 	c.reloader, err = podreload.New(podreload.Config{
 		Mode: mode, Local: local, DeploymentName: s.DeploymentName, Namespace: s.PodNamespace,
 		PodName: s.PodName, Container: s.NginxContainer, Kubeconfig: s.Kubeconfig,
-		Logger: componentLogger(a.log, "podreload"),
+		Logger: a.log,
 	})
 	if err != nil {
 		c.close()
@@ -149,11 +149,14 @@ func workerConfig(a *app) worker.Config {
 		Queue:             s.Queue,
 		VisibilityTimeout: s.VisibilityTimeout,
 		Concurrency:       s.Concurrency,
-		ResultExpires:     s.ResultExpires,
-		ShutdownGrace:     s.ShutdownGrace,
+		// Issue tasks take seconds (an ACME order); a replica holding many
+		// waiting messages would starve its siblings. Celery's default is 4×.
+		Prefetch:      s.Concurrency,
+		ResultExpires: s.ResultExpires,
+		ShutdownGrace: s.ShutdownGrace,
 		// Transient failures back off from 10 s to 10 min: ten retries cover
 		// about an hour of a database, DNS or CA outage.
 		MaxRetries: 10,
-		Logger:     componentLogger(a.log, "worker"),
+		Logger:     a.log,
 	}
 }
