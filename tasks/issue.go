@@ -104,6 +104,7 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		return res, fmt.Errorf("record certificate of %s: %w", row.Domain, err)
 	}
 	res.Status, res.NotAfter = string(domaindb.StatusIssued), lineage.NotAfter.UTC().Format(time.RFC3339)
+	s.setExpiry(lineage)
 
 	pub, err := s.publish(ctx, publishOptions{reload: res.Issued})
 	res.Reloaded = pub.reloaded.Pods

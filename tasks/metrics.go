@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/worker"
 )
 
@@ -22,6 +23,7 @@ type metrics struct {
 	regenerations *prometheus.CounterVec // changed, unchanged, rejected
 	regenSeconds  prometheus.Histogram
 	reloads       *prometheus.CounterVec // by pod outcome
+	expiry        *prometheus.GaugeVec   // notAfter of each domain's served certificate
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,12 +45,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Time to vet, render, nginx -t and swap the configuration.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_nginx_reloads_total",
 			Help: "nginx reloads by pod outcome (reloaded, failed, timed_out, skipped, restarted)."}, []string{"outcome"}),
+		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certmgr_certificate_expiry_timestamp_seconds",
+			Help: "notAfter of each domain's certificate, as Unix time; alert on it minus time()."}, []string{"domain"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
-		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads} {
+		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -73,4 +77,25 @@ func (m *metrics) middleware(next worker.Handler) worker.Handler {
 		m.tasks.WithLabelValues(t.Name, outcome).Inc()
 		return err
 	})
+}
+
+// RefreshExpiry sets the expiry gauge from the certificate store, without
+// asking the CA anything. The worker calls it once at start; issues, renewals
+// and sweeps keep it current afterwards.
+func (s *Service) RefreshExpiry(ctx context.Context) error {
+	statuses, err := s.cfg.Issuer.Statuses(ctx, false)
+	if err != nil {
+		return err
+	}
+	for _, st := range statuses {
+		s.setExpiry(st.Lineage)
+	}
+	return nil
+}
+
+func (s *Service) setExpiry(l acme.Lineage) {
+	if l.Err != nil || len(l.Domains) != 1 || l.NotAfter.IsZero() {
+		return
+	}
+	s.metrics.expiry.WithLabelValues(l.Domains[0]).Set(float64(l.NotAfter.Unix()))
 }

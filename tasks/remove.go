@@ -67,6 +67,9 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		return res, err
 	}
 	res.Removed = !pub.serves(name)
+	if res.Removed {
+		s.metrics.expiry.DeleteLabelValues(string(name))
+	}
 	if purge {
 		l, found, err := s.cfg.Certificates.Find(name)
 		if err != nil {

@@ -86,6 +86,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	}
 	res.Checked = len(statuses)
 	for _, st := range statuses {
+		s.setExpiry(st.Lineage)
 		e := entryOf(st)
 		name := lineageDomain(st.Lineage)
 		switch {
@@ -149,6 +150,7 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, name domain.Name
 		return err
 	}
 	s.metrics.renewed.Inc()
+	s.setExpiry(renewed)
 	s.log.Info().Str("lineage", string(l.Name)).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
 	return s.cfg.Domains.MarkIssued(ctx, row.ID, renewed.NotBefore, renewed.NotAfter)
 }

@@ -64,7 +64,13 @@ func runWorker(a *app) error {
 	var wg sync.WaitGroup
 	sweepCtx, stopSweeps := context.WithCancel(a.ctx)
 	wg.Add(1)
-	go func() { defer wg.Done(); c.tasks.RunSweeps(sweepCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := c.tasks.RefreshExpiry(sweepCtx); err != nil {
+			a.log.Warn().Err(err).Msg("certificate expiry metrics not loaded from the store")
+		}
+		c.tasks.RunSweeps(sweepCtx)
+	}()
 	defer func() { stopSweeps(); wg.Wait() }()
 
 	a.log.Info().Str("queue", a.settings.Queue).Int("concurrency", a.settings.Concurrency).

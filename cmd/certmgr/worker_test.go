@@ -128,6 +128,13 @@ func TestWorkerCommandEndToEnd(t *testing.T) {
 		}
 	}
 
+	leafExpiry := regexp.MustCompile(`(?m)^certmgr_certificate_expiry_timestamp_seconds\{domain="` + regexp.QuoteMeta(d) + `"\} ([0-9.e+]+)$`)
+	if m := leafExpiry.FindStringSubmatch(after); m == nil {
+		t.Errorf("no expiry gauge for %s:\n%s", d, after)
+	} else if v, _ := strconv.ParseFloat(m[1], 64); time.Unix(int64(v), 0).Before(time.Now().Add(80 * 24 * time.Hour)) {
+		t.Errorf("expiry gauge %s is not the new certificate's notAfter (about 90 days ahead)", m[1])
+	}
+
 	// The operators' commands see what the worker made.
 	code, out, errOut := runCLI(t, env, "certificates", "--json")
 	if code != exitOK || !strings.Contains(out, `"name": "`+d+`"`) || !strings.Contains(out, `"valid": true`) {
