@@ -43,7 +43,9 @@ type Config struct {
 	// Kubeconfig is a kubeconfig path for running outside the cluster.
 	// Default: the in-cluster configuration.
 	Kubeconfig string
-	// Concurrency bounds how many pods are reloaded at once. Default 10.
+	// Concurrency bounds how many pods are reloaded at once. Default 50: a
+	// reload is a short exec that costs the API server little, and with 50
+	// at once a 50-pod Deployment reloads in one wave (bench/podreload).
 	Concurrency int
 	// PodTimeout bounds one pod's reload, all attempts included. Default 20s.
 	PodTimeout time.Duration
@@ -68,7 +70,7 @@ func (c Config) withDefaults() Config {
 	c.Mode = cmp.Or(c.Mode, ModeLocal)
 	c.NamespaceFile = cmp.Or(c.NamespaceFile, DefaultNamespaceFile)
 	c.Container = cmp.Or(c.Container, "proxy")
-	c.Concurrency = cmp.Or(c.Concurrency, 10)
+	c.Concurrency = cmp.Or(c.Concurrency, 50)
 	c.PodTimeout = cmp.Or(c.PodTimeout, 20*time.Second)
 	c.Retries = cmp.Or(c.Retries, 2)
 	if c.Retries < 0 {
