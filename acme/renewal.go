@@ -82,12 +82,8 @@ func decideLifetime(now time.Time, l Lineage, why string) Decision {
 // be asked, the decision falls back to the one-third rule and says so.
 func (m *Manager) Check(ctx context.Context, l Lineage) Decision {
 	now := m.cfg.Now()
-	switch {
-	case l.Err != nil:
-		return Decision{Due: true, Source: SourceBroken, Reason: "broken: " + l.Err.Error()}
-	case !now.Before(l.NotAfter):
-		return Decision{Due: true, RenewAt: l.NotAfter, Source: SourceExpired,
-			Reason: fmt.Sprintf("expired at %s", l.NotAfter.UTC().Format(time.RFC3339))}
+	if l.Err != nil || !now.Before(l.NotAfter) {
+		return m.checkOffline(l) // broken or expired: due, whatever the CA says
 	}
 	w, explanation, err := m.renewalInfo(ctx, l)
 	if err != nil {

@@ -77,14 +77,19 @@ func (b *Backend) Store(ctx context.Context, meta celery.ResultMeta) error {
 		return fmt.Errorf("result backend connection: %w", err)
 	}
 	defer c.Close()
-	expires := int64(0)
-	if b.cfg.Expires > 0 {
-		expires = max(int64(b.cfg.Expires/time.Second), 1)
-	}
+	expires := b.ttlSeconds()
 	if _, err := storeScript.Do(c, celery.ResultKeyPrefix+meta.TaskID, raw, expires); err != nil {
 		return fmt.Errorf("store %s of %s: %w", meta.Status, meta.TaskID, err)
 	}
 	return nil
+}
+
+// ttlSeconds is the results' expiry for SETEX; 0 keeps them forever.
+func (b *Backend) ttlSeconds() int64 {
+	if b.cfg.Expires <= 0 {
+		return 0
+	}
+	return max(int64(b.cfg.Expires/time.Second), 1)
 }
 
 // Result is an encoded result document (celery.ResultMeta.Encode).
@@ -103,10 +108,7 @@ func (b *Backend) StoreMany(ctx context.Context, metas []Result) error {
 		return fmt.Errorf("result backend connection: %w", err)
 	}
 	defer c.Close()
-	expires := int64(0)
-	if b.cfg.Expires > 0 {
-		expires = max(int64(b.cfg.Expires/time.Second), 1)
-	}
+	expires := b.ttlSeconds()
 	for range 2 {
 		for i, m := range metas {
 			if err := storeScript.SendHash(c, celery.ResultKeyPrefix+metas[i].TaskID, m.Raw, expires); err != nil {
