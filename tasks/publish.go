@@ -23,7 +23,6 @@ type publishOptions struct {
 type published struct {
 	generated nginxconf.Result
 	reloaded  podreload.Result
-	didReload bool
 }
 
 func (p published) serves(d domain.Name) bool { return slices.Contains(p.generated.Served, d) }
@@ -78,12 +77,15 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		s.metrics.regenerations.WithLabelValues("rejected").Inc()
 		return p, err
 	}
-	s.metrics.regenerations.WithLabelValues(map[bool]string{true: "changed", false: "unchanged"}[p.generated.Changed]).Inc()
+	result := "unchanged"
+	if p.generated.Changed {
+		result = "changed"
+	}
+	s.metrics.regenerations.WithLabelValues(result).Inc()
 	if o.noReload || !(p.generated.ReloadPending || o.reload) {
 		return p, nil
 	}
 	p.reloaded, err = s.cfg.Reloader.Reload(ctx)
-	p.didReload = true
 	for _, pod := range p.reloaded.Pods {
 		s.metrics.reloads.WithLabelValues(string(pod.Outcome)).Inc()
 	}
