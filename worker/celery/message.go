@@ -223,7 +223,6 @@ func DecodeTask(env *Envelope) (*TaskMessage, error) {
 }
 
 func decodeV2(h *headersV2, body []byte) (*TaskMessage, error) {
-	var err error
 	if h.ID == "" {
 		return nil, errors.New("protocol 2 headers: task or id missing")
 	}
@@ -241,16 +240,7 @@ func decodeV2(h *headersV2, body []byte) (*TaskMessage, error) {
 	if err := unmarshalNullable(parts[1], &m.Kwargs); err != nil {
 		return nil, fmt.Errorf("protocol 2 kwargs: %w", err)
 	}
-	if h.Retries != nil {
-		m.Retries = *h.Retries
-	}
-	if m.ETA, err = parseOptTime(h.ETA); err != nil {
-		return nil, fmt.Errorf("eta: %w", err)
-	}
-	if m.Expires, err = parseOptTime(h.Expires); err != nil {
-		return nil, fmt.Errorf("expires: %w", err)
-	}
-	if m.HardLimit, m.SoftLimit, err = parseTimeLimit(h.TimeLimit); err != nil {
+	if err := m.setSchedule(h.Retries, h.ETA, h.Expires, h.TimeLimit); err != nil {
 		return nil, err
 	}
 	m.RootID = deref(h.RootID)
@@ -265,6 +255,25 @@ func decodeV2(h *headersV2, body []byte) (*TaskMessage, error) {
 	return m, nil
 }
 
+// setSchedule reads the fields protocol 1 (body) and 2 (headers) spell alike:
+// retries, eta, expires and timelimit.
+func (m *TaskMessage) setSchedule(retries *int, eta, expires *string, timelimit []*json.RawMessage) error {
+	if retries != nil {
+		m.Retries = *retries
+	}
+	var err error
+	if m.ETA, err = parseOptTime(eta); err != nil {
+		return fmt.Errorf("eta: %w", err)
+	}
+	if m.Expires, err = parseOptTime(expires); err != nil {
+		return fmt.Errorf("expires: %w", err)
+	}
+	if m.HardLimit, m.SoftLimit, err = parseTimeLimit(timelimit); err != nil {
+		return err
+	}
+	return nil
+}
+
 func decodeV1(body []byte) (*TaskMessage, error) {
 	var b bodyV1
 	if err := json.Unmarshal(body, &b); err != nil {
@@ -274,17 +283,7 @@ func decodeV1(body []byte) (*TaskMessage, error) {
 		return nil, errors.New("protocol 1 body: task or id missing")
 	}
 	m := &TaskMessage{Protocol: 1, ID: b.ID, Task: b.Task, Args: b.Args, Kwargs: b.Kwargs, RootID: b.ID}
-	if b.Retries != nil {
-		m.Retries = *b.Retries
-	}
-	var err error
-	if m.ETA, err = parseOptTime(b.ETA); err != nil {
-		return nil, fmt.Errorf("eta: %w", err)
-	}
-	if m.Expires, err = parseOptTime(b.Expires); err != nil {
-		return nil, fmt.Errorf("expires: %w", err)
-	}
-	if m.HardLimit, m.SoftLimit, err = parseTimeLimit(b.TimeLimit); err != nil {
+	if err := m.setSchedule(b.Retries, b.ETA, b.Expires, b.TimeLimit); err != nil {
 		return nil, err
 	}
 	m.GroupID = deref(b.Group)
