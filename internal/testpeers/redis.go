@@ -18,7 +18,7 @@ const SharedRedisAddr = "127.0.0.1:6379"
 
 // firstTestDB..lastTestDB are the database indexes handed out to tests; 0 is
 // left to anyone using Redis by hand, 14 to scripts/demo.sh (which flushes it)
-// and 15 to the benchmarks.
+// and 15 is left spare.
 const (
 	firstTestDB = 1
 	lastTestDB  = 13
