@@ -3,13 +3,14 @@
 # bookworm machine of the go-svc kind (root, Go, Debian and Go module mirrors).
 # Quick when everything is already there: it only checks.
 #
-#   Debian: nginx certbot python3-celery celery python3-redis ssl-cert kubectl
+#   Debian: nginx certbot python3-celery celery python3-redis ssl-cert kubectl, and
+#           curl, openssl and time for the demo and the benchmarks
 #   Go:     pebble + pebble-challtestsrv at PEBBLE_VERSION
 #   Running: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432
 set -euo pipefail
 
 PEBBLE_VERSION="${PEBBLE_VERSION:-v2.10.3}"
-DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools)
+DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time)
 
 log() { printf 'setup-peers: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
