@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/internal/testpeers"
@@ -73,7 +71,7 @@ func TestIssueFromCeleryToNginxAndRemove(t *testing.T) {
 	}
 
 	// Django deletes the row, then sends the remove task.
-	execSQL(t, b.pg.URL, `DELETE FROM tenant_customdomain WHERE id = $1`, id)
+	b.pg.Exec(t, `DELETE FROM tenant_customdomain WHERE id = $1`, id)
 	taskID = b.celery.Send(t, testpeers.SendOptions{Task: tasks.RemoveTask, Args: []any{string(d)}})
 	raw, cerr = b.celery.Get(t, taskID, 60*time.Second)
 	if cerr != nil {
@@ -269,19 +267,6 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	}
 	if n := b.reloader.n.Load() - reloadsBefore; n != 1 {
 		t.Fatalf("second sweep reloaded (%d reloads in all)", n)
-	}
-}
-
-func execSQL(t *testing.T, url, sql string, args ...any) {
-	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -412,12 +412,7 @@ func (s *stack) rows(where string, args ...any) []row {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, s.pg.URL)
-	if err != nil {
-		s.t.Fatalf("connect: %v", err)
-	}
-	defer c.Close(context.Background())
-	rs, err := c.Query(ctx, `SELECT id, domain, status, last_error, cert_expires_at FROM tenant_customdomain `+where+` ORDER BY id`, args...)
+	rs, err := s.pg.Conn(s.t).Query(ctx, `SELECT id, domain, status, last_error, cert_expires_at FROM tenant_customdomain `+where+` ORDER BY id`, args...)
 	if err != nil {
 		s.t.Fatalf("select rows: %v", err)
 	}
@@ -429,20 +424,6 @@ func (s *stack) rows(where string, args ...any) []row {
 		s.t.Fatalf("read rows: %v", err)
 	}
 	return out
-}
-
-func (s *stack) exec(sql string, args ...any) {
-	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, s.pg.URL)
-	if err != nil {
-		s.t.Fatalf("connect: %v", err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		s.t.Fatalf("%s: %v", sql, err)
-	}
 }
 
 // archive lists the files of a lineage's archive directory, sorted.
@@ -711,13 +692,8 @@ func (s *stack) insertRow(domain, status string) int64 {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, s.pg.URL)
-	if err != nil {
-		s.t.Fatalf("connect: %v", err)
-	}
-	defer c.Close(context.Background())
 	var id int64
-	if err := c.QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
+	if err := s.pg.Conn(s.t).QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
 		VALUES ($1, 'tenant', 1, $2) RETURNING id`, domain, status).Scan(&id); err != nil {
 		s.t.Fatalf("insert %q: %v", domain, err)
 	}

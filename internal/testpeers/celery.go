@@ -60,12 +60,7 @@ func (e *CeleryError) Error() string {
 // client for the broker (results in the same Redis database).
 func Celery(t testing.TB, brokerURL string) *CeleryClient {
 	t.Helper()
-	if _, err := os.Stat(Python); err != nil {
-		missing(t, "%s not found (Debian python3)", Python)
-	}
-	if out, err := exec.Command(Python, "-c", "import celery, redis").CombinedOutput(); err != nil {
-		missing(t, "python3-celery/python3-redis not importable by %s: %s", Python, out)
-	}
+	requirePythonCelery(t)
 	script := filepath.Join(t.TempDir(), "celery_client.py")
 	if err := os.WriteFile(script, celeryClientPy, 0o644); err != nil {
 		t.Fatalf("write celery client: %v", err)
@@ -133,6 +128,18 @@ func (c *CeleryClient) Get(t testing.TB, id string, timeout time.Duration) (json
 		return r.Result, nil
 	}
 	return nil, &CeleryError{State: r.State, ExcType: r.ExcType, Raised: r.Raised, Message: r.Message, Traceback: r.Traceback}
+}
+
+// requirePythonCelery reports Debian's python3 with python3-celery and
+// python3-redis missing.
+func requirePythonCelery(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat(Python); err != nil {
+		missing(t, "%s not found (Debian python3)", Python)
+	}
+	if out, err := exec.Command(Python, "-c", "import celery, redis").CombinedOutput(); err != nil {
+		missing(t, "python3-celery/python3-redis not importable by %s: %s", Python, out)
+	}
 }
 
 func (c *CeleryClient) python(args []string, timeout time.Duration) (string, error) {

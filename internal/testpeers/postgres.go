@@ -94,19 +94,37 @@ func (p *PostgresPeer) Pool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// Conn opens a connection on the test's schema, closed when the test ends.
+func (p *PostgresPeer) Conn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, p.URL)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", p, err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// Exec runs one statement on the test's schema and fails the test on error.
+func (p *PostgresPeer) Exec(t testing.TB, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.Conn(t).Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
 // InsertDomain adds a row the way the Django app does when a tenant adds a
 // domain (status pending) and returns its id.
 func (p *PostgresPeer) InsertDomain(t testing.TB, name string) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, p.URL)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer c.Close(context.Background())
 	var id int64
-	err = c.QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
+	err := p.Conn(t).QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
 		VALUES ($1, 'tenant', 1, 'pending') RETURNING id`, name).Scan(&id)
 	if err != nil {
 		t.Fatalf("insert domain %q: %v", name, err)

@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -42,12 +41,7 @@ type PyWorker struct {
 // until it is ready. It is killed when the test ends.
 func StartPyWorker(t testing.TB, opts PyWorkerOptions) *PyWorker {
 	t.Helper()
-	if _, err := os.Stat(Python); err != nil {
-		missing(t, "%s not found (Debian python3)", Python)
-	}
-	if out, err := exec.Command(Python, "-c", "import celery, redis").CombinedOutput(); err != nil {
-		missing(t, "python3-celery/python3-redis not importable by %s: %s", Python, out)
-	}
+	requirePythonCelery(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "pyworker_app.py"), pyWorkerAppPy, 0o644); err != nil {
 		t.Fatalf("write pyworker app: %v", err)
