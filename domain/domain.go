@@ -46,6 +46,9 @@ const (
 	ReasonConfusable     = "a part of the name is spelled with letters that imitate Latin letters"
 	ReasonPlatformZone   = "the name is inside the platform's own domain"
 	ReasonTarget         = "the name is the platform's CNAME target itself"
+	ReasonReservedZone   = "the name is inside a domain the platform reserves"
+	ReasonPrivateSuffix  = "the name does not end in a public top-level domain, so no public certificate authority can issue for it"
+	ReasonPublicSuffix   = "the name is a public suffix (like co.uk) that nobody can own; enter a host name under it"
 )
 
 // RejectedError says why a name was refused. Input is the raw input as given (it may

@@ -232,6 +232,71 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+// TestPolicyReserved is the review's list: the registrable domain of a deep target
+// and everything under it, the operator's reserved zones, and names under no public
+// suffix (cluster-internal and corporate names) unless that suffix is allowed.
+func TestPolicyReserved(t *testing.T) {
+	t.Parallel()
+	p := domain.Policy{
+		CNAMETarget:          "custom.edge.midsummer.cloud",
+		ReservedZones:        []string{"Midsummer.Dev.", "internal-corp.com"},
+		AllowPrivateSuffixes: []string{"test"},
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Zone(); got != "midsummer.cloud" {
+		t.Errorf("Zone() = %q, want the registrable domain midsummer.cloud", got)
+	}
+	tests := []struct {
+		desc   string
+		in     string
+		reason string // "" means accepted
+	}{
+		{"tenant domain", "shop.example.com", ""},
+		{"tenant under a two-part public suffix", "shop.example.co.uk", ""},
+		{"tenant under a private PSL entry", "shop.github.io", ""},
+		{"allowed private suffix", "shop.tenant.test", ""},
+		{"registrable domain of the target", "midsummer.cloud", domain.ReasonPlatformZone},
+		{"sibling of the target's parent", "app.midsummer.cloud", domain.ReasonPlatformZone},
+		{"the target's parent", "edge.midsummer.cloud", domain.ReasonPlatformZone},
+		{"the target", "custom.edge.midsummer.cloud", domain.ReasonTarget},
+		{"reserved zone apex", "midsummer.dev", domain.ReasonReservedZone},
+		{"under a reserved zone", "api.midsummer.dev", domain.ReasonReservedZone},
+		{"second reserved zone", "vpn.internal-corp.com", domain.ReasonReservedZone},
+		{"reserved zone as a label elsewhere", "midsummer.dev.example.com", ""},
+		{"cluster service", "kubernetes.default.svc", domain.ReasonPrivateSuffix},
+		{"corporate name", "foo.corp", domain.ReasonPrivateSuffix},
+		{"cluster domain", "db.ns.svc.cluster", domain.ReasonPrivateSuffix},
+		{"a public suffix itself", "co.uk", domain.ReasonPublicSuffix},
+		{"a private PSL entry itself", "github.io", domain.ReasonPublicSuffix},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			t.Parallel()
+			n, err := p.Parse(tt.in)
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatalf("Parse(%q): %v", tt.in, err)
+				}
+				return
+			}
+			var rej *domain.RejectedError
+			if !errors.As(err, &rej) || rej.Reason != tt.reason {
+				t.Fatalf("Parse(%q) = %q, %v; want reason %q", tt.in, n, err, tt.reason)
+			}
+		})
+	}
+	// Without the allowance the test suffix is refused like any private one.
+	strict := domain.Policy{CNAMETarget: "custom.midsummer.cloud"}
+	if _, err := strict.Parse("shop.tenant.test"); err == nil {
+		t.Error("a name under .test accepted without CUSTOM_DOMAIN_ALLOW_PRIVATE_SUFFIXES")
+	}
+	if (domain.Policy{ReservedZones: []string{"a..b"}}).Validate() == nil {
+		t.Error("Validate accepted a malformed reserved zone")
+	}
+}
+
 func TestPolicyTwoLabelTarget(t *testing.T) {
 	t.Parallel()
 	p := domain.Policy{CNAMETarget: "midsummer.cloud"}

@@ -32,9 +32,10 @@ func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
 // status or mode is not one of the contract's. Err is the reason (a
 // *domain.RejectedError for a hostile name).
 type BadRowError struct {
-	ID     int64
-	Domain string // as stored; quote it when printing
-	Err    error
+	ID        int64
+	Domain    string // as stored; quote it when printing
+	LastError string // the row's last_error as stored
+	Err       error
 }
 
 func (e *BadRowError) Error() string {

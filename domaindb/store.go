@@ -157,7 +157,7 @@ func scanRaw(row pgx.Row) (rawRow, error) {
 // *BadRowError.
 func (s *Store) decode(r rawRow) (CustomDomain, error) {
 	bad := func(err error) (CustomDomain, error) {
-		return CustomDomain{}, &BadRowError{ID: r.id, Domain: r.name, Err: err}
+		return CustomDomain{}, &BadRowError{ID: r.id, Domain: r.name, LastError: r.lastError, Err: err}
 	}
 	name, err := s.cfg.Names.Parse(r.name)
 	if err != nil {

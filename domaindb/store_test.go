@@ -29,7 +29,7 @@ func setup(t *testing.T) *bundle {
 	s, err := domaindb.New(context.Background(), domaindb.Config{
 		URL:    pg.URL,
 		Logger: zerolog.New(zerolog.NewTestWriter(t)),
-		Names:  domain.Policy{CNAMETarget: "custom.midsummer.cloud"},
+		Names:  domain.Policy{CNAMETarget: "custom.midsummer.cloud", AllowPrivateSuffixes: []string{"example"}},
 		Now:    func() time.Time { return b.now },
 	})
 	if err != nil {

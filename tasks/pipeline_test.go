@@ -134,6 +134,7 @@ func TestIssueRejectsUnknownAndHostileInput(t *testing.T) {
 		{"nginx injection", []any{"a.example.com; } server { listen 80"}, "DomainRejected"},
 		{"platform zone", []any{"evil.platform-" + b.suffix + ".test"}, "DomainRejected"},
 		{"ip literal", []any{"127.0.0.1"}, "DomainRejected"},
+		{"cluster-internal name", []any{"kubernetes.default.svc"}, "DomainRejected"},
 		{"no argument", []any{}, "BadArguments"},
 		{"object", []any{map[string]any{"id": 1}}, "BadArguments"},
 	}

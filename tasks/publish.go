@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -47,6 +48,11 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	}
 	for _, b := range bad {
 		s.log.Warn().Int64("domain_id", b.ID).Err(b.Err).Msg("row left out of nginx config: unusable domain name")
+		if msg := notServedReason(b); b.LastError != msg {
+			if werr := s.cfg.Domains.SetLastError(ctx, b.ID, msg); werr != nil {
+				s.log.Warn().Err(werr).Int64("domain_id", b.ID).Msg("could not record why the domain is not served")
+			}
+		}
 	}
 	lineages, err := s.cfg.Certificates.LineageNames()
 	if err != nil {
@@ -97,4 +103,15 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		s.log.Warn().Err(err).Msg("nginx reloaded; the next regeneration will reload again")
 	}
 	return p, nil
+}
+
+// notServedReason is the last_error of a row the validator refuses, in words for
+// the tenant: the name's reason when the name is refused, else a row the
+// platform has to repair.
+func notServedReason(b *domaindb.BadRowError) string {
+	var rej *domain.RejectedError
+	if errors.As(b.Err, &rej) {
+		return fmt.Sprintf("This domain is not served: %s.", rej.Reason)
+	}
+	return "This domain is not served: its record is inconsistent; the platform team has to repair it."
 }

@@ -111,7 +111,7 @@ func setup(t *testing.T) *bundle {
 	_, _ = rand.Read(b[:])
 	suffix := hex.EncodeToString(b[:])
 	bd := &bundle{t: t, suffix: suffix, target: "custom.platform-" + suffix + ".test", clock: &clock{}}
-	bd.names = domain.Policy{CNAMETarget: bd.target}
+	bd.names = domain.Policy{CNAMETarget: bd.target, AllowPrivateSuffixes: []string{"test"}}
 	bd.redis = testpeers.Redis(t)
 	bd.pg = testpeers.Postgres(t)
 	bd.nginx = testpeers.Nginx(t, testpeers.NginxOptions{})

@@ -27,6 +27,9 @@ type Settings struct {
 	CNAMETarget string
 	DNSServers  []string
 
+	ReservedZones        []string
+	AllowPrivateSuffixes []string
+
 	ACMEDirectoryURL string
 	ACMEEmail        string
 	ACMECABundle     string
@@ -95,6 +98,8 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 		s.CNAMETarget = e.str(EnvCNAMETarget)
 	}
 	s.DNSServers = e.list(EnvDNSServers)
+	s.ReservedZones = e.list(EnvReservedZones)
+	s.AllowPrivateSuffixes = e.list(EnvAllowPrivateSuffixes)
 
 	staging := e.bool(EnvACMEStaging)
 	s.ACMEDirectoryURL = e.url(EnvACMEDirectoryURL, "https", "http")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -80,10 +81,17 @@ func nginxConfig(a *app) nginxconf.Config {
 // database that is down fails tasks (which retry), not the start.
 func build(ctx context.Context, a *app) (*components, error) {
 	s := a.settings
-	c := &components{names: domain.Policy{CNAMETarget: s.CNAMETarget}, registry: prometheus.NewRegistry()}
+	c := &components{names: domain.Policy{CNAMETarget: s.CNAMETarget, ReservedZones: s.ReservedZones,
+		AllowPrivateSuffixes: s.AllowPrivateSuffixes}, registry: prometheus.NewRegistry()}
 	c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := c.names.Validate(); err != nil {
+	if err := (domain.Policy{CNAMETarget: s.CNAMETarget}).Validate(); err != nil {
 		return nil, &ConfigError{Name: EnvCNAMETarget, Value: s.CNAMETarget, Expect: err.Error()}
+	}
+	if err := (domain.Policy{ReservedZones: s.ReservedZones}).Validate(); err != nil {
+		return nil, &ConfigError{Name: EnvReservedZones, Value: strings.Join(s.ReservedZones, ","), Expect: "comma-separated domain names: " + err.Error()}
+	}
+	if err := (domain.Policy{AllowPrivateSuffixes: s.AllowPrivateSuffixes}).Validate(); err != nil {
+		return nil, &ConfigError{Name: EnvAllowPrivateSuffixes, Value: strings.Join(s.AllowPrivateSuffixes, ","), Expect: "comma-separated suffixes such as test: " + err.Error()}
 	}
 	var err error
 	c.db, err = domaindb.New(ctx, domaindb.Config{URL: s.DBURL, Names: c.names, Logger: a.log})
