@@ -42,6 +42,8 @@ type Domains interface {
 // outcome on the row (dnscheck.Checker).
 type DNS interface {
 	Verify(ctx context.Context, store dnscheck.Store, row domaindb.CustomDomain) (dnscheck.Verification, error)
+	// Check only looks: the renewal sweep re-checks a name before renewing it.
+	Check(ctx context.Context, name domain.Name) (dnscheck.Result, error)
 }
 
 // Issuer orders and renews certificates (acme.Manager).

@@ -27,6 +27,7 @@ const (
 	ExcReloadFailed     = "ReloadFailed"
 	ExcBadArguments     = "BadArguments"
 	ExcPermission       = "PermissionDenied" // the service account may not reload pods
+	ExcDomainInUse      = "DomainInUse"      // purge asked for a domain that still has a row
 )
 
 // classified is what a failure means for the task and the tenant.
@@ -53,10 +54,13 @@ func classify(name domain.Name, err error) classified {
 		partial   *podreload.IncompleteError
 		badRow    *domaindb.BadRowError
 		badArgs   *argError
+		inUse     *InUseError
 	)
 	switch {
 	case errors.As(err, &badArgs):
 		return classified{excType: ExcBadArguments}
+	case errors.As(err, &inUse):
+		return classified{excType: ExcDomainInUse}
 	case errors.Is(err, domaindb.ErrNotFound):
 		return classified{excType: ExcNotFound}
 	case errors.As(err, &badRow), errors.As(err, &rejected):

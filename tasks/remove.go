@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/worker"
@@ -42,7 +43,9 @@ func (s *Service) removeTask(ctx context.Context, t *worker.Task) error {
 
 // Remove stops serving a domain whose row Django deleted: its server block is
 // dropped and nginx reloaded. Certificate files are kept (a tenant who comes
-// back gets the same certificate) unless purge.
+// back gets the same certificate, after passing the DNS check again) unless
+// purge. purge is refused with an *InUseError while a row for the name
+// exists, before anything changes.
 func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveResult, error) {
 	res := RemoveResult{Domain: raw, Reloaded: []podreload.PodResult{}}
 	name, err := s.cfg.Names.Parse(raw)
@@ -55,7 +58,13 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		return res, fmt.Errorf("lock %s: %w", name, err)
 	}
 	defer unlock()
-	if row, err := s.cfg.Domains.GetByName(ctx, name); err == nil {
+	row, err := s.cfg.Domains.GetByName(ctx, name)
+	if err == nil && purge {
+		// The certificate serves a live row: deleting it would take the
+		// tenant's site down (or, for a domain Django re-added, another owner's).
+		return res, &InUseError{Domain: name, ID: row.ID}
+	}
+	if err == nil {
 		s.log.Warn().Str("domain", string(name)).Int64("domain_id", row.ID).
 			Msg("remove task for a domain whose row still exists; it is left out of nginx until the next issue")
 	} else if !errors.Is(err, domaindb.ErrNotFound) {
@@ -83,4 +92,14 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		res.Purged = found
 	}
 	return res, nil
+}
+
+// InUseError refuses to purge the certificate of a domain that still has a row.
+type InUseError struct {
+	Domain domain.Name
+	ID     int64
+}
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("%s still has custom domain row %d; delete the row before purging its certificate", e.Domain, e.ID)
 }

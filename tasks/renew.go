@@ -46,7 +46,7 @@ type SweepEntry struct {
 	RenewAt  string   `json:"renew_at,omitempty"`
 	Source   string   `json:"source,omitempty"`
 	Reason   string   `json:"reason"`
-	Action   string   `json:"action"` // renewed, failed, would renew, kept, no row, broken
+	Action   string   `json:"action"` // renewed, failed, would renew, kept, no row, not renewed, broken
 }
 
 func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
@@ -108,7 +108,11 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 			case dryRun:
 				e.Action = "would renew"
 			default:
-				if err := s.renewOne(ctx, st.Lineage, name, row); err != nil {
+				var left *leftPlatformError
+				if err := s.renewOne(ctx, st.Lineage, name, row); errors.As(err, &left) {
+					e.Action = "not renewed"
+					e.Reason += "; not renewed: " + left.detail
+				} else if err != nil {
 					e.Action = "failed"
 					res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
 				} else {
@@ -143,6 +147,23 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, name domain.Name
 	}
 	if !s.cfg.Issuer.Check(ctx, fresh).Due {
 		return nil
+	}
+	// Authorizations may still be cached at the CA: without this check a name
+	// that left the platform (its CNAME now points elsewhere) would be renewed.
+	check, err := s.cfg.DNS.Check(ctx, name)
+	if err != nil {
+		s.recordFailure(ctx, row, err)
+		return fmt.Errorf("re-check dns of %s before renewal: %w", name, err)
+	}
+	if !check.OK {
+		left := &leftPlatformError{detail: fmt.Sprintf("%s. Its certificate is not renewed and stops working on %s.",
+			strings.TrimSuffix(check.Detail, "."), fresh.NotAfter.UTC().Format("2006-01-02"))}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if werr := s.cfg.Domains.SetLastError(wctx, row.ID, left.detail); werr != nil {
+			return fmt.Errorf("record that %s is not renewed: %w", name, werr)
+		}
+		return left
 	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
 	if err != nil {
@@ -222,3 +243,9 @@ func (s *Service) RunSweeps(ctx context.Context) {
 		wait = s.cfg.SweepEvery + time.Duration(rand.Int64N(int64(s.cfg.SweepJitter)+1))
 	}
 }
+
+// leftPlatformError is a due certificate not renewed because its name no
+// longer points at the platform; detail is the row's last_error.
+type leftPlatformError struct{ detail string }
+
+func (e *leftPlatformError) Error() string { return e.detail }

@@ -2,9 +2,17 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/tasks"
 )
 
 // lastError reads a row's last_error and status straight from the table, as the
@@ -48,5 +56,90 @@ func TestRefusedRowsSayWhyTheyAreNotServed(t *testing.T) {
 		if !strings.HasPrefix(le, want) {
 			t.Errorf("%s: status %s, last_error %q; want %q", n, st, le, want)
 		}
+	}
+}
+
+// remove_custom_domain_task(d, purge=True) while the row still exists is
+// refused with DomainInUse and deletes nothing; once Django deleted the row
+// the same task purges.
+func TestPurgeRefusedWhileRowExists(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	d := b.domain("purge")
+	id := b.pg.InsertDomain(t, string(d))
+	if _, err := b.svc.Issue(ctx, string(d), false); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker("w1")
+	live := filepath.Join(b.acmeCfg.Dir, "live", string(d), "fullchain.pem")
+
+	taskID := b.celery.Send(t, testpeers.SendOptions{Task: tasks.RemoveTask, Args: []any{string(d)}, Kwargs: map[string]any{"purge": true}})
+	_, cerr := b.celery.Get(t, taskID, 30*time.Second)
+	if cerr == nil || cerr.ExcType != tasks.ExcDomainInUse {
+		t.Fatalf("purge of a live row: %+v, want FAILURE DomainInUse", cerr)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Fatalf("certificate of a live row deleted: %v", err)
+	}
+	if _, err := b.handshake(d); err != nil {
+		t.Fatalf("the live row is no longer served after a refused purge: %v", err)
+	}
+
+	b.pg.Exec(t, `DELETE FROM tenant_customdomain WHERE id = $1`, id)
+	taskID = b.celery.Send(t, testpeers.SendOptions{Task: tasks.RemoveTask, Args: []any{string(d)}, Kwargs: map[string]any{"purge": true}})
+	raw, cerr := b.celery.Get(t, taskID, 30*time.Second)
+	if cerr != nil {
+		t.Fatalf("purge after the row was deleted: %+v", cerr)
+	}
+	var rm tasks.RemoveResult
+	if err := json.Unmarshal(raw, &rm); err != nil || !rm.Purged || !rm.Removed {
+		t.Fatalf("remove result = %s (%v)", raw, err)
+	}
+	if _, err := os.Stat(live); !os.IsNotExist(err) {
+		t.Fatalf("certificate still there after purge: %v", err)
+	}
+}
+
+// A tenant who pointed the name elsewhere is not renewed: the sweep re-checks
+// DNS before ordering, makes no order, and the row says why and when the
+// certificate stops working.
+func TestSweepDoesNotRenewANameThatLeftThePlatform(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	d := b.domain("left")
+	id := b.pg.InsertDomain(t, string(d))
+	cfg := b.acmeCfg
+	cfg.Profile = "shortlived"
+	shortMgr, err := acme.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := shortMgr.Issue(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.db.MarkIssued(ctx, id, first.NotBefore, first.NotAfter); err != nil {
+		t.Fatal(err)
+	}
+	b.pebble.DNS.SetCNAME(t, string(d), "shops.elsewhere.example.net")
+	b.clock.Advance(5 * 24 * time.Hour)
+
+	res, err := b.svc.Sweep(ctx, false)
+	if err != nil {
+		t.Fatalf("sweep: %v (%+v)", err, res)
+	}
+	if len(res.Renewed) != 0 || len(res.Certificates) != 1 || res.Certificates[0].Action != "not renewed" {
+		t.Fatalf("sweep = %+v", res)
+	}
+	if got := b.issuer.renewals(); len(got) != 0 {
+		t.Fatalf("renewal orders for a name that left the platform: %v", got)
+	}
+	row := b.row(d)
+	want := fmt.Sprintf("%s is a CNAME to shops.elsewhere.example.net; point it to %s. Its certificate is not renewed and stops working on %s.",
+		d, b.target, first.NotAfter.UTC().Format("2006-01-02"))
+	if row.LastError != want || row.Status != "ssl_issued" {
+		t.Fatalf("row = %s %q; want ssl_issued with %q", row.Status, row.LastError, want)
 	}
 }
