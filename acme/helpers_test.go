@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -53,6 +54,21 @@ func (ca *testCA) issue(t testing.TB, notBefore, notAfter time.Time, names ...st
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca.issueWith(t, key, notBefore, notAfter, names...)
+}
+
+// issueRSA is issue with a new RSA key of bits.
+func (ca *testCA) issueRSA(t testing.TB, bits int, notBefore, notAfter time.Time, names ...string) Issued {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.issueWith(t, key, notBefore, notAfter, names...)
+}
+
+func (ca *testCA) issueWith(t testing.TB, key crypto.Signer, notBefore, notAfter time.Time, names ...string) Issued {
+	t.Helper()
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -62,14 +78,17 @@ func (ca *testCA) issue(t testing.TB, notBefore, notAfter time.Time, names ...st
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return Issued{
 		Cert:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		Chain: ca.pem,
-		Key:   pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		Key:   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}
 }

@@ -666,3 +666,42 @@ func TestRenewRepairsBrokenLineage(t *testing.T) {
 		t.Fatalf("repaired lineage: version %d domains %v err %v", l.Version, l.Domains, l.Err)
 	}
 }
+
+// A certbot lineage keeps its name, its names and its key type through a
+// renewal, and an Issue for any of its names renews it whole instead of
+// starting a lineage for that one name.
+func TestRenewKeepsLineageNamesAndKeyType(t *testing.T) {
+	t.Parallel()
+	s := setup(t, setupOptions{}) // ACME_KEY_TYPE ec256
+	shop, www, two := s.name(t, "shop"), s.name(t, "www"), s.name(t, "two")
+	ca := newTestCA(t)
+	now := time.Now()
+	writeCertbotLineage(t, s.cfg.Dir, "custom-name", confFor(s.cfg.Dir, "custom-name", []string{"key_type = rsa", "rsa_key_size = 2048"}, string(shop)),
+		ca.issueRSA(t, 2048, now.Add(-80*24*time.Hour), now.Add(10*24*time.Hour), string(shop)))
+	writeCertbotLineage(t, s.cfg.Dir, string(two), confFor(s.cfg.Dir, string(two), []string{"key_type = ecdsa"}, string(two), string(www)),
+		ca.issue(t, now, now.Add(80*24*time.Hour), string(two), string(www)))
+
+	l, err := s.m.Renew(ctxT(t), "custom-name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Name != "custom-name" || l.Version != 2 || l.KeyType != RSA2048 || !slices.Equal(l.Domains, []string{string(shop)}) {
+		t.Errorf("renewed custom-name: %s v%d %s %v", l.Name, l.Version, l.KeyType, l.Domains)
+	}
+	// issue --force for the second name of a two-name lineage.
+	l, err = s.m.Issue(ctxT(t), www)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Clone(l.Domains)
+	slices.Sort(got)
+	want := []string{string(two), string(www)}
+	slices.Sort(want)
+	if l.Name != LineageName(two) || l.Version != 2 || l.KeyType != EC256 || !slices.Equal(got, want) {
+		t.Errorf("issue for %s: %s v%d %s %v", www, l.Name, l.Version, l.KeyType, l.Domains)
+	}
+	all, err := s.m.Store().List()
+	if err != nil || len(all) != 2 {
+		t.Errorf("the store has %d lineages after the renewals, want 2 (no split): %v", len(all), err)
+	}
+}

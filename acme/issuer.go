@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -211,58 +212,121 @@ func (m *Manager) fetchDirectory(ctx context.Context) (directory, error) {
 	return d, nil
 }
 
-// Issue orders a certificate for d and stores it as the next version of d's
-// lineage, creating the lineage (named d, or d-NNNN when d is taken by a
-// lineage for other names) when there is none. It does not check whether the
+// Issue orders a certificate for d and stores it as the next version of the
+// lineage that serves d, with every name of that lineage, its key type and
+// its preferred chain: a lineage is never split. When no lineage serves d it
+// creates one for d alone (named d, or d-NNNN when d is taken by a lineage for
+// other names) with the configured key type. It does not check whether the
 // current certificate is still good: that is the caller's decision (force).
 func (m *Manager) Issue(ctx context.Context, d domain.Name) (Lineage, error) {
 	current, ok, err := m.store.Find(d)
 	if err != nil {
 		return Lineage{}, err
 	}
-	name := current.Name
-	if !ok {
-		if name, err = m.store.NameForNew(d); err != nil {
-			return Lineage{}, err
-		}
-	}
-	var leaf *x509.Certificate
 	if ok {
-		leaf = current.leaf
+		return m.renewLineage(ctx, current)
 	}
-	return m.issueInto(ctx, name, []string{string(d)}, leaf)
+	name, err := m.store.NameForNew(d)
+	if err != nil {
+		return Lineage{}, err
+	}
+	return m.issueInto(ctx, name, []string{string(d)}, nil, orderOptions{keyType: m.cfg.KeyType})
 }
 
 // Renew orders a new certificate for the names of lineage n and stores it as
-// its next version. The new order names the current certificate in
-// `replaces` (RFC 9773) when the CA offers ARI.
+// its next version, with the lineage's own key type (its renewal
+// configuration's, else its certificate's; ACME_KEY_TYPE only for new
+// lineages). The new order names the current certificate in `replaces` (RFC
+// 9773) when the CA offers ARI.
 func (m *Manager) Renew(ctx context.Context, n LineageName) (Lineage, error) {
 	l, err := m.store.Load(n)
 	if err != nil {
 		return Lineage{}, err
 	}
-	names := l.Domains
-	if l.Err != nil || len(names) == 0 {
-		// A broken lineage is repaired with a certificate for the name it has.
-		base := string(n)
-		if sm := suffixRE.FindStringSubmatch(base); sm != nil {
-			if d, err := domain.Parse(sm[1]); err == nil && string(d) == sm[1] {
-				base = sm[1] // certbot's example.com-0001 is for example.com
-			}
+	return m.renewLineage(ctx, l)
+}
+
+func (m *Manager) renewLineage(ctx context.Context, l Lineage) (Lineage, error) {
+	var names []string
+	if l.Err == nil {
+		names = l.Domains
+	} else {
+		// A broken lineage is repaired with a certificate for the names it
+		// stands for: the domain it is named after, its webroot map's.
+		for _, d := range l.names() {
+			names = append(names, string(d))
 		}
-		names = []string{base}
+	}
+	if len(names) == 0 {
+		return Lineage{}, &RejectedError{Type: "certmgr:unsupportedName",
+			Detail: fmt.Sprintf("lineage %s names no domain certmgr can renew", l.Name),
+			Err:    fmt.Errorf("renew %s: no domain", l.Name)}
 	}
 	for _, raw := range names {
 		if _, err := domain.Parse(raw); err != nil {
 			return Lineage{}, &RejectedError{Type: "certmgr:unsupportedName", Detail: err.Error(),
-				Err: fmt.Errorf("renew %s: %w", n, err)}
+				Err: fmt.Errorf("renew %s: %w", l.Name, err)}
 		}
 	}
-	return m.issueInto(ctx, n, names, l.leaf)
+	return m.issueInto(ctx, l.Name, names, l.leaf, m.renewalOptions(l))
+}
+
+// orderOptions are the per-lineage settings of an order.
+type orderOptions struct {
+	keyType        KeyType
+	preferredChain string
+}
+
+// RenewalKeyType is the key type lineage l is renewed with: its renewal
+// configuration's (key_type, rsa_key_size, elliptic_curve), else the key type
+// of its certificate, else ACME_KEY_TYPE.
+func (m *Manager) RenewalKeyType(l Lineage) KeyType {
+	switch {
+	case l.Settings.KeyType != "":
+		return l.Settings.KeyType
+	case l.KeyType != "":
+		return l.KeyType
+	}
+	return m.cfg.KeyType
+}
+
+func (m *Manager) renewalOptions(l Lineage) orderOptions {
+	return orderOptions{keyType: m.RenewalKeyType(l), preferredChain: l.Settings.PreferredChain}
+}
+
+// Notes are the settings of l's renewal configuration that certmgr reads but
+// does not follow, one line each, for the listing and the dry run.
+// key_type/rsa_key_size/elliptic_curve and preferred_chain are followed.
+func (m *Manager) Notes(l Lineage) []string {
+	var out []string
+	rs := l.Settings
+	if rs.KeyTypeErr != nil {
+		out = append(out, fmt.Sprintf("%s in %s is ignored; renews with a %s key", rs.KeyTypeErr, l.RenewalConf, m.RenewalKeyType(l)))
+	}
+	if rs.Server != "" && strings.TrimRight(rs.Server, "/") != strings.TrimRight(m.cfg.DirectoryURL, "/") {
+		out = append(out, fmt.Sprintf("server = %s is ignored; renews at %s (ACME_DIRECTORY_URL)", rs.Server, m.cfg.DirectoryURL))
+	}
+	if rs.Authenticator != "" && rs.Authenticator != "webroot" {
+		out = append(out, fmt.Sprintf("authenticator = %s is ignored; certmgr answers HTTP-01 from %s (ACME_WEBROOT)", rs.Authenticator, m.cfg.Webroot))
+	}
+	var others []string
+	for d, root := range rs.WebrootMap {
+		if filepath.Clean(root) != filepath.Clean(m.cfg.Webroot) {
+			others = append(others, d+" = "+root)
+		}
+	}
+	if rs.WebrootPath != "" && filepath.Clean(rs.WebrootPath) != filepath.Clean(m.cfg.Webroot) && len(rs.WebrootMap) == 0 {
+		others = append(others, "webroot_path = "+rs.WebrootPath)
+	}
+	if len(others) > 0 {
+		slices.Sort(others)
+		out = append(out, fmt.Sprintf("webroot %s is ignored; certmgr answers HTTP-01 from %s (ACME_WEBROOT)", strings.Join(others, ", "), m.cfg.Webroot))
+	}
+	return out
 }
 
 // issueInto orders a certificate for names and saves it into lineage n.
-func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, replacing *x509.Certificate) (Lineage, error) {
+func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, replacing *x509.Certificate, o orderOptions) (Lineage, error) {
 	op := "issue certificate for " + string(n)
 	if err := m.checkBackoff(n); err != nil {
 		return Lineage{}, err
@@ -278,7 +342,7 @@ func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, 
 		}
 	}
 	start := time.Now()
-	res, err := m.obtain(ctx, client, names, replaces)
+	res, err := m.obtain(ctx, client, names, replaces, o)
 	if err != nil {
 		err = classify(op, err)
 		var ve *ValidationError
@@ -291,13 +355,13 @@ func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, 
 	}
 	m.store.clearFailures(n)
 	l, err := m.store.Save(n, Issued{Cert: res.Certificate, Chain: res.IssuerCertificate, Key: res.PrivateKey},
-		RenewalParams{Server: m.cfg.DirectoryURL, Account: m.acct.ID(), Webroot: m.cfg.Webroot, KeyType: m.cfg.KeyType, Domains: names})
+		RenewalParams{Server: m.cfg.DirectoryURL, Account: m.acct.ID(), Webroot: m.cfg.Webroot, KeyType: o.keyType, Domains: names})
 	if err != nil {
 		return Lineage{}, err
 	}
 	m.log.Info().Str("lineage", string(n)).Strs("domains", names).Int("version", l.Version).
-		Time("not_after", l.NotAfter).Bool("replaces", replaces != "").Dur("took", time.Since(start)).
-		Msg("certificate issued")
+		Str("key_type", string(o.keyType)).Time("not_after", l.NotAfter).Bool("replaces", replaces != "").
+		Dur("took", time.Since(start)).Msg("certificate issued")
 	return l, nil
 }
 
@@ -305,10 +369,11 @@ func (m *Manager) issueInto(ctx context.Context, n LineageName, names []string, 
 // (the old certificate is from another account or CA, or already replaced), it
 // orders again without it; when the saved account no longer exists at the CA,
 // it registers again and retries once.
-func (m *Manager) obtain(ctx context.Context, client *lego.Client, names []string, replaces string) (*certificate.Resource, error) {
+func (m *Manager) obtain(ctx context.Context, client *lego.Client, names []string, replaces string, o orderOptions) (*certificate.Resource, error) {
 	req := certificate.ObtainRequest{
 		Domains:        names,
-		KeyType:        m.cfg.KeyType.lego(),
+		KeyType:        cmpKeyType(o.keyType).lego(),
+		PreferredChain: o.preferredChain,
 		Bundle:         false,
 		Profile:        m.cfg.Profile,
 		ReplacesCertID: replaces,

@@ -25,6 +25,10 @@ type CertificateInfo struct {
 	RenewAt         time.Time `json:"renew_at,omitzero"`
 	RenewalSource   string    `json:"renewal_source"`
 	RenewalReason   string    `json:"renewal_reason"`
+	// RenewKeyType is the key type a renewal orders (ec256, rsa2048, ...).
+	RenewKeyType string `json:"renew_key_type"`
+	// Notes are settings of the renewal configuration certmgr does not follow.
+	Notes []string `json:"notes"`
 }
 
 // Describe turns a status into what the listing shows at now.
@@ -40,6 +44,11 @@ func Describe(s Status, now time.Time) CertificateInfo {
 		RenewAt:         s.Decision.RenewAt,
 		RenewalSource:   s.Decision.Source,
 		RenewalReason:   s.Decision.Reason,
+		RenewKeyType:    string(s.RenewKeyType),
+		Notes:           append([]string{}, s.Notes...),
+	}
+	if info.Domains == nil {
+		info.Domains = []string{}
 	}
 	switch {
 	case strings.HasPrefix(string(s.KeyType), "ec"):
@@ -101,6 +110,12 @@ func WriteCertificates(w io.Writer, infos []CertificateInfo) error {
 				due = "due"
 			}
 			fmt.Fprintf(&b, "    Renewal: %s (%s)\n", due, in.RenewalReason)
+		}
+		if in.RenewKeyType != "" {
+			fmt.Fprintf(&b, "    Renews with: %s key\n", in.RenewKeyType)
+		}
+		for _, n := range in.Notes {
+			fmt.Fprintf(&b, "    Note: %s\n", n)
 		}
 	}
 	b.WriteString("- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -\n")

@@ -153,6 +153,10 @@ type ariAnswer struct {
 type Status struct {
 	Lineage
 	Decision Decision
+	// RenewKeyType is the key type a renewal orders (Manager.RenewalKeyType).
+	RenewKeyType KeyType
+	// Notes are renewal settings read and not followed (Manager.Notes).
+	Notes []string
 }
 
 // Statuses lists every lineage in the store with its renewal decision, for
@@ -166,7 +170,7 @@ func (m *Manager) Statuses(ctx context.Context, ari bool) ([]Status, error) {
 	out := make([]Status, len(all))
 	if !ari {
 		for i, l := range all {
-			out[i] = Status{Lineage: l, Decision: m.checkOffline(l)}
+			out[i] = m.status(l, m.checkOffline(l))
 		}
 		return out, nil
 	}
@@ -179,11 +183,15 @@ func (m *Manager) Statuses(ctx context.Context, ari bool) ([]Status, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i] = Status{Lineage: l, Decision: m.Check(ctx, l)}
+			out[i] = m.status(l, m.Check(ctx, l))
 		}()
 	}
 	wg.Wait()
 	return out, nil
+}
+
+func (m *Manager) status(l Lineage, d Decision) Status {
+	return Status{Lineage: l, Decision: d, RenewKeyType: m.RenewalKeyType(l), Notes: m.Notes(l)}
 }
 
 func (m *Manager) checkOffline(l Lineage) Decision {

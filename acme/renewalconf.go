@@ -15,6 +15,9 @@ import (
 type renewalConf struct {
 	top    map[string]string
 	params map[string]string
+	// webrootMap is the [[webroot_map]] subsection of [renewalparams]: the
+	// webroot certbot used for each name.
+	webrootMap map[string]string
 }
 
 // readRenewalConf parses the subset of configobj syntax certbot writes:
@@ -25,7 +28,7 @@ func readRenewalConf(path string) (renewalConf, error) {
 	if err != nil {
 		return renewalConf{}, fmt.Errorf("read renewal configuration: %w", err)
 	}
-	c := renewalConf{top: map[string]string{}, params: map[string]string{}}
+	c := renewalConf{top: map[string]string{}, params: map[string]string{}, webrootMap: map[string]string{}}
 	section := ""
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -34,7 +37,7 @@ func readRenewalConf(path string) (renewalConf, error) {
 		case line == "" || strings.HasPrefix(line, "#"):
 			continue
 		case strings.HasPrefix(line, "[[") && strings.HasSuffix(line, "]]"):
-			section = "subsection " + line // not read
+			section = "subsection " + strings.TrimSpace(strings.Trim(line, "[]"))
 			continue
 		case strings.HasPrefix(line, "["):
 			section = strings.TrimSpace(strings.Trim(line, "[]"))
@@ -50,6 +53,8 @@ func readRenewalConf(path string) (renewalConf, error) {
 			c.top[key] = value
 		case "renewalparams":
 			c.params[key] = value
+		case "subsection webroot_map":
+			c.webrootMap[key] = strings.TrimSuffix(value, ",")
 		}
 	}
 	for _, k := range kinds {
@@ -58,6 +63,67 @@ func readRenewalConf(path string) (renewalConf, error) {
 		}
 	}
 	return c, nil
+}
+
+// RenewalSettings are the [renewalparams] of a lineage's renewal
+// configuration that decide how it is renewed, as certbot wrote them.
+type RenewalSettings struct {
+	// KeyType is the key certbot renews with (key_type, rsa_key_size,
+	// elliptic_curve); "" when the configuration names none.
+	KeyType KeyType
+	// KeyTypeErr says why the key settings could not be used (a size or
+	// curve certmgr does not issue); KeyType is then "".
+	KeyTypeErr     error
+	Server         string            // server
+	PreferredChain string            // preferred_chain
+	Authenticator  string            // authenticator
+	WebrootPath    string            // webroot_path, its first entry
+	WebrootMap     map[string]string // [[webroot_map]]: name -> webroot
+}
+
+// settings reads the renewal settings out of a parsed configuration.
+func (c renewalConf) settings() RenewalSettings {
+	rs := RenewalSettings{
+		Server:         c.params["server"],
+		PreferredChain: c.params["preferred_chain"],
+		Authenticator:  c.params["authenticator"],
+		WebrootMap:     c.webrootMap,
+	}
+	if wp, _, _ := strings.Cut(c.params["webroot_path"], ","); wp != "" {
+		rs.WebrootPath = strings.TrimSpace(wp)
+	}
+	rs.KeyType, rs.KeyTypeErr = keyTypeFromConf(c.params["key_type"], c.params["rsa_key_size"], c.params["elliptic_curve"])
+	return rs
+}
+
+// keyTypeFromConf maps certbot's key settings onto a KeyType. certbot's
+// defaults apply to what is missing: rsa_key_size 2048, elliptic_curve
+// secp256r1. No key_type at all (certbot before 1.10) gives "": the
+// certificate's own key decides.
+func keyTypeFromConf(keyType, rsaSize, curve string) (KeyType, error) {
+	switch strings.ToLower(keyType) {
+	case "":
+		return "", nil
+	case "rsa":
+		switch rsaSize {
+		case "", "2048":
+			return RSA2048, nil
+		case "3072":
+			return RSA3072, nil
+		case "4096":
+			return RSA4096, nil
+		}
+		return "", fmt.Errorf("rsa_key_size = %s is not one certmgr issues (2048, 3072, 4096)", rsaSize)
+	case "ecdsa":
+		switch strings.ToLower(curve) {
+		case "", "secp256r1", "p-256", "prime256v1":
+			return EC256, nil
+		case "secp384r1", "p-384":
+			return EC384, nil
+		}
+		return "", fmt.Errorf("elliptic_curve = %s is not one certmgr issues (secp256r1, secp384r1)", curve)
+	}
+	return "", fmt.Errorf("key_type = %s is not one certmgr issues (rsa, ecdsa)", keyType)
 }
 
 func unquoteConf(v string) string {

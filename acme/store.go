@@ -79,9 +79,11 @@ var archiveFileRE = regexp.MustCompile(`^(cert|privkey|chain|fullchain)([0-9]+)\
 // the Debian certbot that reads these stores.
 const certbotVersion = "2.1.0"
 
-// LineageName is the name of a certificate lineage: a validated domain name, or
-// one followed by certbot's -NNNN suffix (example.com-0001). It is always safe
-// as a single path element.
+// LineageName is the name of a certificate lineage, certbot's --cert-name:
+// by default the first domain of the certificate, or one followed by
+// certbot's -NNNN suffix (example.com-0001), but any name an operator chose
+// (custom-name). It is always safe as a single path element and as one word
+// in nginx's configuration.
 type LineageName string
 
 // NameFor is the lineage name certbot would give a certificate for d.
@@ -89,18 +91,34 @@ func NameFor(d domain.Name) LineageName { return LineageName(d) }
 
 var suffixRE = regexp.MustCompile(`^(.+)-([0-9]{4})$`)
 
-// ParseLineageName accepts a normalised domain name, optionally followed by a
-// -NNNN suffix, and nothing else.
+// lineageNameRE is what certmgr accepts as a lineage name: letters, digits,
+// '.', '_' and '-', starting with a letter or digit (no hidden or staging
+// directory, no path separator, nothing nginx reads as syntax).
+var lineageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// ParseLineageName accepts a certbot certificate name made of letters,
+// digits, '.', '_' and '-' that starts with a letter or digit, up to 250
+// characters (renewal/<name>.conf must fit a file name), and nothing else.
 func ParseLineageName(s string) (LineageName, error) {
-	if d, err := domain.Parse(s); err == nil && string(d) == s {
-		return LineageName(s), nil
+	if len(s) > 250 || !lineageNameRE.MatchString(s) || strings.Contains(s, "..") {
+		return "", fmt.Errorf("invalid lineage name %q: want letters, digits, '.', '_' and '-', starting with a letter or digit", s)
 	}
-	if m := suffixRE.FindStringSubmatch(s); m != nil {
+	return LineageName(s), nil
+}
+
+// baseDomain is the domain a lineage is named after: its name, or its name
+// without certbot's -NNNN suffix; "" when that is no domain (a custom name).
+func (n LineageName) baseDomain() domain.Name {
+	base := string(n)
+	if m := suffixRE.FindStringSubmatch(base); m != nil {
 		if d, err := domain.Parse(m[1]); err == nil && string(d) == m[1] {
-			return LineageName(s), nil
+			return d
 		}
 	}
-	return "", fmt.Errorf("invalid lineage name %q: not a normalised domain name with an optional -NNNN suffix", s)
+	if d, err := domain.Parse(base); err == nil && string(d) == base {
+		return d
+	}
+	return ""
 }
 
 func (n LineageName) String() string { return string(n) }
@@ -133,6 +151,8 @@ type Lineage struct {
 	// RenewalConf is renewal/<name>.conf; Server its [renewalparams] server.
 	RenewalConf string
 	Server      string
+	// Settings are the renewal settings certbot wrote in RenewalConf.
+	Settings RenewalSettings
 	// Err says why the lineage is broken (missing or mismatched files); the
 	// other fields are then only partly filled.
 	Err error
@@ -173,6 +193,11 @@ type Store struct {
 	mu    sync.Mutex
 	locks map[LineageName]*sync.Mutex
 
+	// cache keeps lineages read for Serving, each with the identity of its
+	// files when read (see index.go).
+	cacheMu sync.Mutex
+	cache   map[LineageName]cachedLineage
+
 	// hook, when set (tests only), is called at each step of Save; a test
 	// process kills itself there to show a crash leaves the store intact.
 	hook func(step string)
@@ -181,7 +206,7 @@ type Store struct {
 // NewStore opens the store rooted at dir (LETSENCRYPT_DIR). It creates nothing
 // until the first Save.
 func NewStore(dir string) *Store {
-	return &Store{dir: dir, locks: map[LineageName]*sync.Mutex{}}
+	return &Store{dir: dir, locks: map[LineageName]*sync.Mutex{}, cache: map[LineageName]cachedLineage{}}
 }
 
 // Dir is the store's root.
@@ -266,20 +291,6 @@ func (s *Store) Load(n LineageName) (Lineage, error) {
 	return s.load(n), nil
 }
 
-// Find returns the lineage whose certificate is for exactly d, the one that
-// expires last when several are. ok is false when there is none. Only
-// lineages named as certbot names them (d, d-0001, ...) are considered: a
-// lineage an operator created with --cert-name is not picked up for d.
-func (s *Store) Find(d domain.Name) (l Lineage, ok bool, err error) {
-	// Only d and d-NNNN can be for exactly d: load those, not the whole store.
-	cands, err := s.candidates()
-	if err != nil {
-		return Lineage{}, false, fmt.Errorf("list lineages: %w", err)
-	}
-	l, ok = s.pick(d, cands[d])
-	return l, ok, nil
-}
-
 // NameForNew picks the name of a new lineage for d: d itself when no lineage
 // of that name exists (or the one there is broken or for d alone), else the
 // first free d-NNNN, as certbot does.
@@ -321,6 +332,7 @@ func (s *Store) loadOnce(n LineageName) Lineage {
 		return l
 	}
 	l.Server = conf.params["server"]
+	l.Settings = conf.settings()
 
 	archive := s.archiveDir(n)
 	targets := map[string]string{}

@@ -26,7 +26,12 @@ func TestParseLineageName(t *testing.T) {
 		{"domain", "shop.example.com", true},
 		{"certbot suffix", "shop.example.com-0001", true},
 		{"punycode", "xn--bcher-kva.example", true},
-		{"upper case is not normalised", "Shop.example.com", false},
+		{"certbot --cert-name", "custom-name", true},
+		{"cert-name with upper case and underscore", "Shop_Certs.2024", true},
+		{"space", "custom name", false},
+		{"nginx syntax", "a;b", false},
+		{"double dot", "a..b", false},
+		{"leading dash", "-x", false},
 		{"parent directory", "..", false},
 		{"path separator", "a/b.example.com", false},
 		{"traversal with suffix", "../x-0001", false},
@@ -211,9 +216,10 @@ func TestLoadReadsCertbotLineagesAsTheyAre(t *testing.T) {
 	if all[1].Err != nil || all[1].Name != "test.example.com-0001" || len(all[1].Domains) != 2 {
 		t.Errorf("suffixed lineage read as %+v", all[1])
 	}
-	// Find picks the lineage for exactly that one name.
+	// Find picks the lineage that names test.example.com and expires last:
+	// the two-name -0001, which is also what nginx serves the name from.
 	found, ok, err := s.Find("test.example.com")
-	if err != nil || !ok || found.Name != "test.example.com" {
+	if err != nil || !ok || found.Name != "test.example.com-0001" {
 		t.Errorf("Find = %v %v %v", found.Name, ok, err)
 	}
 	// The next save goes into the existing lineage as version 3.

@@ -308,6 +308,21 @@ func (s *Store) MarkIssued(ctx context.Context, id int64, issuedAt, notAfter tim
 		WHERE id = $1`, id, issuedAt, notAfter)
 }
 
+// LinkCertificate records the certificate the store serves the row's domain
+// with (cert_issued_at, cert_expires_at) and nothing else: status and
+// last_error stay. Rows migrated from certbot get their expiry this way
+// before their first renewal. It writes only when the expiry differs and
+// reports whether it wrote.
+func (s *Store) LinkCertificate(ctx context.Context, id int64, issuedAt, notAfter time.Time) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE tenant_customdomain SET
+		cert_issued_at = $2, cert_expires_at = $3, updated_at = now()
+		WHERE id = $1 AND cert_expires_at IS DISTINCT FROM $3`, id, issuedAt, notAfter)
+	if err != nil {
+		return false, fmt.Errorf("link certificate of custom domain %d: %w", id, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
 // MarkFailed records a failure for the tenant. The status becomes failed unless the
 // row's certificate is live (ssl_issued and cert_expires_at after the store's clock),
 // in which case it stays ssl_issued. It returns the status the row now has.

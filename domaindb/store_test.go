@@ -304,3 +304,27 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("bad URL error %v leaks the password", err)
 	}
 }
+
+// A row migrated from certbot (ssl_issued, no expiry) gets its certificate's
+// dates without any other change, once.
+func TestLinkCertificateSetsOnlyTheDates(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	id := b.insert(t, "migrated.example.com", "ssl_issued", nil)
+	if err := b.store.SetLastError(ctx, id, "kept"); err != nil {
+		t.Fatal(err)
+	}
+	issued, notAfter := b.now.Add(-time.Hour), b.now.Add(60*24*time.Hour)
+	wrote, err := b.store.LinkCertificate(ctx, id, issued, notAfter)
+	if err != nil || !wrote {
+		t.Fatalf("LinkCertificate = %v, %v", wrote, err)
+	}
+	d, _ := b.store.Get(ctx, id)
+	if d.Status != domaindb.StatusIssued || d.LastError != "kept" || !d.CertIssuedAt.Equal(issued) || !d.CertExpiresAt.Equal(notAfter) {
+		t.Errorf("after LinkCertificate: %+v", d)
+	}
+	if wrote, err := b.store.LinkCertificate(ctx, id, issued, notAfter); err != nil || wrote {
+		t.Errorf("linking the same certificate again wrote: %v, %v", wrote, err)
+	}
+}

@@ -62,7 +62,7 @@ func Render(cfg Config, sites []Site) ([]byte, error) {
 		if err := checkName(string(s.Name)); err != nil {
 			return nil, fmt.Errorf("render nginx config: %w", err)
 		}
-		if err := checkName(s.lineage()); err != nil {
+		if err := checkLineage(s.lineage()); err != nil {
 			return nil, fmt.Errorf("render nginx config: lineage of %s: %w", s.Name, err)
 		}
 		if !isHex(s.CertSHA256) {
@@ -296,6 +296,30 @@ func checkName(n string) error {
 	}
 	if labels < 2 {
 		return bad("needs at least two labels")
+	}
+	return nil
+}
+
+// checkLineage accepts a certbot certificate name (--cert-name) as one path
+// element nginx reads as one word: letters, digits, '.', '_' and '-',
+// starting with a letter or digit, no "..", at most 250 characters (what
+// acme.ParseLineageName accepts).
+func checkLineage(n string) error {
+	bad := func(why string) error {
+		return fmt.Errorf("refuse lineage name %s: %s", strconv.QuoteToASCII(truncate(n, 80)), why)
+	}
+	if n == "" || len(n) > 250 {
+		return bad("empty or longer than 250 characters")
+	}
+	if strings.Contains(n, "..") {
+		return bad(`contains ".."`)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return bad("character outside [A-Za-z0-9._-], or not starting with a letter or digit")
+		}
 	}
 	return nil
 }

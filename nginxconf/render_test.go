@@ -122,9 +122,15 @@ func TestRenderRefusesBadNames(t *testing.T) {
 			t.Errorf("Render accepted server name %q", n)
 		}
 	}
-	for _, l := range []string{"../../etc", "a.example.com/x", "a.example.com;", ".."} {
+	for _, l := range []string{"../../etc", "a.example.com/x", "a.example.com;", "..", ".hidden", "a b", "a{b", "-x", "a..b"} {
 		if _, err := Render(Config{}, []Site{{Domain: Domain{Name: "a.example.com", Lineage: l}}}); err == nil {
 			t.Errorf("Render accepted lineage %q", l)
+		}
+	}
+	// certbot --cert-name lineages: any name of letters, digits, '.', '_', '-'.
+	for _, l := range []string{"custom-name", "Shop_Certs.2024", "a.example.com-0001"} {
+		if _, err := Render(Config{}, []Site{{Domain: Domain{Name: "a.example.com", Lineage: l}}}); err != nil {
+			t.Errorf("Render refused lineage %q: %v", l, err)
 		}
 	}
 	if _, err := Render(Config{}, []Site{{Domain: Domain{Name: "a.example.com"}, CertSHA256: "ab;cd"}}); err == nil {

@@ -151,7 +151,7 @@ func checkDomain(d Domain) *Skipped {
 	if err := checkName(string(d.Name)); err != nil {
 		return &Skipped{Name: d.Name, Kind: SkipInvalidName, Reason: err.Error()}
 	}
-	if err := checkName(d.lineage()); err != nil {
+	if err := checkLineage(d.lineage()); err != nil {
 		return &Skipped{Name: d.Name, Kind: SkipInvalidName, Reason: "lineage: " + err.Error()}
 	}
 	return nil

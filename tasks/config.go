@@ -36,6 +36,8 @@ type Domains interface {
 	Lock(ctx context.Context, name domain.Name) (domaindb.Unlock, error)
 	TryLock(ctx context.Context, name string) (domaindb.Unlock, bool, error)
 	MarkIssued(ctx context.Context, id int64, issuedAt, notAfter time.Time) error
+	LinkCertificate(ctx context.Context, id int64, issuedAt, notAfter time.Time) (bool, error)
+	ListAll(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
 }
 
 // DNS checks that a row's domain points at the platform and records the
@@ -58,7 +60,8 @@ type Issuer interface {
 // (acme.Store).
 type Certificates interface {
 	Find(d domain.Name) (acme.Lineage, bool, error)
-	LineageNames() (map[domain.Name]acme.LineageName, error)
+	// Serving maps each domain to the lineage that serves it.
+	Serving() (map[domain.Name]acme.Lineage, error)
 	Load(n acme.LineageName) (acme.Lineage, error)
 	Remove(n acme.LineageName) error
 }

@@ -81,6 +81,17 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 	if err != nil {
 		return res, fmt.Errorf("read certificate store for %s: %w", row.Domain, err)
 	}
+	if found {
+		// A lineage with several names is renewed under the lock of its
+		// first name, whichever name asked (as the sweep does).
+		if names := lineage.Names(); len(names) > 0 && names[0] != row.Domain {
+			unlockLineage, err := s.cfg.Domains.Lock(ctx, names[0])
+			if err != nil {
+				return res, fmt.Errorf("lock %s: %w", names[0], err)
+			}
+			defer unlockLineage()
+		}
+	}
 	reuse := false
 	if found && !force {
 		dec := s.cfg.Issuer.Check(ctx, lineage)

@@ -94,8 +94,10 @@ func (s *Service) RefreshExpiry(ctx context.Context) error {
 }
 
 func (s *Service) setExpiry(l acme.Lineage) {
-	if l.Err != nil || len(l.Domains) != 1 || l.NotAfter.IsZero() {
+	if l.Err != nil || l.NotAfter.IsZero() {
 		return
 	}
-	s.metrics.expiry.WithLabelValues(l.Domains[0]).Set(float64(l.NotAfter.Unix()))
+	for _, d := range l.Names() {
+		s.metrics.expiry.WithLabelValues(string(d)).Set(float64(l.NotAfter.Unix()))
+	}
 }

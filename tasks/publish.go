@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/nginxconf"
@@ -37,6 +38,23 @@ func (p published) skipReason(d domain.Name) string {
 	return "not in the database's servable domains"
 }
 
+// linkRow records on row the certificate of lineage l, which serves its
+// domain, when the row does not have it yet (rows migrated from certbot).
+func (s *Service) linkRow(ctx context.Context, row domaindb.CustomDomain, l acme.Lineage) {
+	if l.Err != nil || l.NotAfter.IsZero() || row.CertExpiresAt.Equal(l.NotAfter) {
+		return
+	}
+	wrote, err := s.cfg.Domains.LinkCertificate(ctx, row.ID, l.NotBefore, l.NotAfter)
+	if err != nil {
+		s.log.Warn().Err(err).Str("domain", string(row.Domain)).Msg("could not record the certificate on the row")
+		return
+	}
+	if wrote {
+		s.log.Info().Str("domain", string(row.Domain)).Str("lineage", string(l.Name)).Time("not_after", l.NotAfter).
+			Msg("row linked to its certificate")
+	}
+}
+
 // publish regenerates custom-domains.conf from the database and, when it
 // changed (or o.reload), reloads nginx everywhere. Domains the generator left
 // out get the reason in their row's last_error.
@@ -54,7 +72,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 			}
 		}
 	}
-	lineages, err := s.cfg.Certificates.LineageNames()
+	lineages, err := s.cfg.Certificates.Serving()
 	if err != nil {
 		return p, fmt.Errorf("read certificate store: %w", err)
 	}
@@ -67,7 +85,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		byName[r.Domain] = r
 		// A domain without a lineage is still passed on: the generator leaves
 		// it out and says why, and the row gets that reason.
-		sites = append(sites, nginxconf.Domain{Name: r.Domain, Lineage: string(lineages[r.Domain])})
+		sites = append(sites, nginxconf.Domain{Name: r.Domain, Lineage: string(lineages[r.Domain].Name)})
 	}
 	start := time.Now()
 	p.generated, err = s.cfg.Nginx.Regenerate(ctx, sites)
@@ -82,6 +100,11 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	if err != nil {
 		s.metrics.regenerations.WithLabelValues("rejected").Inc()
 		return p, err
+	}
+	for _, d := range p.generated.Served {
+		if r, ok := byName[d]; ok {
+			s.linkRow(ctx, r, lineages[d])
+		}
 	}
 	result := "unchanged"
 	if p.generated.Changed {

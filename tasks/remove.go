@@ -84,6 +84,13 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		if err != nil {
 			return res, fmt.Errorf("find certificate of %s: %w", name, err)
 		}
+		if found && len(l.Names()) > 1 {
+			// The lineage serves other names too: deleting it would take
+			// their certificate away.
+			s.log.Warn().Str("domain", string(name)).Str("lineage", string(l.Name)).Strs("domains", l.Domains).
+				Msg("purge skipped: the certificate also serves other names")
+			found = false
+		}
 		if found {
 			if err := s.cfg.Certificates.Remove(l.Name); err != nil {
 				return res, fmt.Errorf("purge certificate of %s: %w", name, err)

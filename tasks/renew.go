@@ -84,41 +84,59 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("list certificates: %w", err)
 	}
+	rows, _, err := s.cfg.Domains.ListAll(ctx)
+	if err != nil {
+		return res, fmt.Errorf("list domains: %w", err)
+	}
+	byName := make(map[domain.Name]domaindb.CustomDomain, len(rows))
+	for _, r := range rows {
+		byName[r.Domain] = r
+	}
+	serving, err := s.cfg.Certificates.Serving()
+	if err != nil {
+		return res, fmt.Errorf("read certificate store: %w", err)
+	}
 	res.Checked = len(statuses)
 	for _, st := range statuses {
 		s.setExpiry(st.Lineage)
 		e := entryOf(st)
-		name := lineageDomain(st.Lineage)
+		names := st.Lineage.Names()
+		// The rows of this lineage: those of its names it serves (a name in
+		// two lineages belongs to the one that serves it).
+		var linked []domaindb.CustomDomain
+		for _, d := range names {
+			if r, ok := byName[d]; ok && serving[d].Name == st.Name {
+				linked = append(linked, r)
+			}
+		}
+		if !dryRun {
+			for _, r := range linked {
+				s.linkRow(ctx, r, st.Lineage)
+			}
+		}
 		switch {
 		case !st.Decision.Due:
 			e.Action = "kept"
-		case name == "":
+		case len(names) == 0:
 			e.Action = "broken"
-		default:
+		case len(linked) == 0:
 			// Only domains Django still has are renewed: a removed tenant's
 			// certificate (kept on disk without purge) is left to expire.
-			row, err := s.rowOf(ctx, name)
-			switch {
-			case errors.Is(err, domaindb.ErrNotFound):
-				e.Action = "no row"
-				e.Reason += "; not renewed: no custom domain row for " + string(name)
-			case err != nil:
+			e.Action = "no row"
+			e.Reason += "; not renewed: no custom domain row for " + joinNames(names)
+		case dryRun:
+			e.Action = "would renew"
+		default:
+			var left *leftPlatformError
+			if err := s.renewOne(ctx, st.Lineage, names[0], linked); errors.As(err, &left) {
+				e.Action = "not renewed"
+				e.Reason += "; not renewed: " + left.detail
+			} else if err != nil {
 				e.Action = "failed"
 				res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
-			case dryRun:
-				e.Action = "would renew"
-			default:
-				var left *leftPlatformError
-				if err := s.renewOne(ctx, st.Lineage, name, row); errors.As(err, &left) {
-					e.Action = "not renewed"
-					e.Reason += "; not renewed: " + left.detail
-				} else if err != nil {
-					e.Action = "failed"
-					res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
-				} else {
-					e.Action = "renewed"
-					res.Renewed = append(res.Renewed, string(st.Name))
-				}
+			} else {
+				e.Action = "renewed"
+				res.Renewed = append(res.Renewed, string(st.Name))
 			}
 		}
 		res.Certificates = append(res.Certificates, e)
@@ -132,13 +150,15 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	return res, err
 }
 
-// renewOne renews one lineage under its domain's lock, after checking again
-// that it is still due (another replica or an issue task may have renewed it).
-// A broken lineage (files missing or mismatched) is due, and renewing repairs it.
-func (s *Service) renewOne(ctx context.Context, l acme.Lineage, name domain.Name, row domaindb.CustomDomain) error {
-	unlock, err := s.cfg.Domains.Lock(ctx, name)
+// renewOne renews one lineage, with all its names, under the lock of its
+// first name (issue takes the same lock for any name of a lineage), after
+// checking again that it is still due (another replica or an issue task may
+// have renewed it). A broken lineage (files missing or mismatched) is due,
+// and renewing repairs it. rows are the rows of the names it serves.
+func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.Name, rows []domaindb.CustomDomain) error {
+	unlock, err := s.cfg.Domains.Lock(ctx, primary)
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", name, err)
+		return fmt.Errorf("lock %s: %w", primary, err)
 	}
 	defer unlock()
 	fresh, err := s.cfg.Certificates.Load(l.Name)
@@ -149,59 +169,56 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, name domain.Name
 		return nil
 	}
 	// Authorizations may still be cached at the CA: without this check a name
-	// that left the platform (its CNAME now points elsewhere) would be renewed.
-	check, err := s.cfg.DNS.Check(ctx, name)
-	if err != nil {
-		s.recordFailure(ctx, row, err)
-		return fmt.Errorf("re-check dns of %s before renewal: %w", name, err)
-	}
-	if !check.OK {
-		left := &leftPlatformError{detail: fmt.Sprintf("%s. Its certificate is not renewed and stops working on %s.",
-			strings.TrimSuffix(check.Detail, "."), fresh.NotAfter.UTC().Format("2006-01-02"))}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if werr := s.cfg.Domains.SetLastError(wctx, row.ID, left.detail); werr != nil {
-			return fmt.Errorf("record that %s is not renewed: %w", name, werr)
+	// that left the platform (its CNAME now points elsewhere) would be
+	// renewed. Every name of the lineage is checked: the order names them all.
+	var lefts []string
+	for _, row := range rows {
+		check, err := s.cfg.DNS.Check(ctx, row.Domain)
+		if err != nil {
+			s.recordFailure(ctx, row, err)
+			return fmt.Errorf("re-check dns of %s before renewal: %w", row.Domain, err)
 		}
-		return left
+		if check.OK {
+			continue
+		}
+		detail := fmt.Sprintf("%s. Its certificate is not renewed and stops working on %s.",
+			strings.TrimSuffix(check.Detail, "."), fresh.NotAfter.UTC().Format("2006-01-02"))
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		werr := s.cfg.Domains.SetLastError(wctx, row.ID, detail)
+		cancel()
+		if werr != nil {
+			return fmt.Errorf("record that %s is not renewed: %w", row.Domain, werr)
+		}
+		lefts = append(lefts, detail)
+	}
+	if len(lefts) > 0 {
+		return &leftPlatformError{detail: strings.Join(lefts, " ")}
 	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
 	if err != nil {
-		s.recordFailure(ctx, row, err)
+		for _, r := range rows {
+			s.recordFailure(ctx, r, err)
+		}
 		return err
 	}
 	s.metrics.renewed.Inc()
 	s.setExpiry(renewed)
-	s.log.Info().Str("lineage", string(l.Name)).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
-	return s.cfg.Domains.MarkIssued(ctx, row.ID, renewed.NotBefore, renewed.NotAfter)
-}
-
-// lineageDomain is the domain a lineage serves: its certificate's first
-// name, or for a broken lineage the domain its name was made from; "" when
-// neither is a valid domain.
-func lineageDomain(l acme.Lineage) domain.Name {
-	if len(l.Domains) > 0 {
-		if d, err := domain.Parse(l.Domains[0]); err == nil {
-			return d
+	s.log.Info().Str("lineage", string(l.Name)).Strs("domains", renewed.Domains).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
+	var errs []error
+	for _, r := range rows {
+		if err := s.cfg.Domains.MarkIssued(ctx, r.ID, renewed.NotBefore, renewed.NotAfter); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if _, err := acme.ParseLineageName(string(l.Name)); err != nil {
-		return ""
-	}
-	base := string(l.Name)
-	if i := strings.LastIndexByte(base, '-'); i > 0 && len(base)-i == 5 && strings.Trim(base[i+1:], "0123456789") == "" {
-		if d, err := domain.Parse(base[:i]); err == nil && string(d) == base[:i] {
-			return d
-		}
-	}
-	if d, err := domain.Parse(base); err == nil {
-		return d
-	}
-	return ""
+	return errors.Join(errs...)
 }
 
-func (s *Service) rowOf(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error) {
-	return s.cfg.Domains.GetByName(ctx, name)
+func joinNames(ds []domain.Name) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = string(d)
+	}
+	return strings.Join(s, ", ")
 }
 
 func entryOf(st acme.Status) SweepEntry {
