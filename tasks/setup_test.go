@@ -204,7 +204,7 @@ func (b *bundle) startWorker(name string) *worker.Server {
 	if err := srv.Start(context.Background()); err != nil {
 		b.t.Fatal(err)
 	}
-	b.t.Cleanup(srv.Stop)
+	b.t.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	return srv
 }
 

@@ -2,27 +2,52 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 
-	"github.com/midsummer/certmgr/worker/celery"
-	"github.com/midsummer/certmgr/worker/redisbroker"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
-// controlLoop answers remote-control commands broadcast on the pidbox
+// controller answers remote-control commands broadcast on the pidbox
 // (`celery inspect ping`, `celery inspect registered`), reconnecting with
 // backoff when the broker goes away.
-func (s *Server) controlLoop(ctx context.Context) {
+type controller struct {
+	hostname string
+	mb       mailbox
+	h        Handler
+	ev       *events
+	log      zerolog.Logger
+	errs     *rateLimited
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func (c *controller) start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.loop(ctx) }()
+}
+
+// shutdown stops listening and returns when no command is being answered.
+func (c *controller) shutdown() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+func (c *controller) loop(ctx context.Context) {
 	b := newBackoff()
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := s.broker.Subscribe(ctx, celery.PidboxExchange, func(raw []byte) { s.control(ctx, raw) })
+		err := c.mb.Subscribe(ctx, celery.PidboxExchange, func(raw []byte) { c.handle(ctx, raw) })
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(start) > time.Minute {
 			b.reset()
 		}
-		s.brokerErrs.log(s.log, err, "remote control subscription lost; reconnecting")
+		c.errs.log(c.log, err, "remote control subscription lost; reconnecting")
 		select {
 		case <-time.After(b.next()):
 		case <-ctx.Done():
@@ -30,13 +55,13 @@ func (s *Server) controlLoop(ctx context.Context) {
 	}
 }
 
-func (s *Server) control(ctx context.Context, raw []byte) {
+func (c *controller) handle(ctx context.Context, raw []byte) {
 	req, err := celery.DecodeControl(raw)
 	if err != nil {
-		s.log.Debug().Err(err).Msg("ignoring undecodable remote control message")
+		c.log.Debug().Err(err).Msg("ignoring undecodable remote control message")
 		return
 	}
-	if !req.For(s.cfg.Hostname) || req.ReplyTo == nil {
+	if !req.For(c.hostname) || req.ReplyTo == nil {
 		return
 	}
 	var reply any
@@ -44,7 +69,7 @@ func (s *Server) control(ctx context.Context, raw []byte) {
 	case "ping":
 		reply = map[string]any{"ok": "pong"}
 	case "registered":
-		if mux, ok := s.h.(*ServeMux); ok {
+		if mux, ok := c.h.(*ServeMux); ok {
 			reply = mux.Names()
 		} else {
 			reply = []string{}
@@ -52,13 +77,13 @@ func (s *Server) control(ctx context.Context, raw []byte) {
 	default:
 		return // not ours to answer (hello, stats, ...): Celery tolerates silence
 	}
-	body := map[string]any{s.cfg.Hostname: reply}
-	env, err := celery.NewEnvelope(body, map[string]any{"ticket": req.Ticket, "clock": s.ev.clock.Add(1)},
-		req.ReplyTo.Exchange, req.ReplyTo.RoutingKey, redisbroker.NewTag())
+	body := map[string]any{c.hostname: reply}
+	env, err := celery.NewEnvelope(body, map[string]any{"ticket": req.Ticket, "clock": c.ev.clock.Add(1)},
+		req.ReplyTo.Exchange, req.ReplyTo.RoutingKey, celery.NewTag())
 	if err != nil {
 		return
 	}
-	if err := s.broker.PublishDirect(ctx, req.ReplyTo.Exchange, req.ReplyTo.RoutingKey, env); err != nil {
-		s.brokerErrs.log(s.log, err, "answering remote control failed")
+	if err := c.mb.PublishDirect(ctx, req.ReplyTo.Exchange, req.ReplyTo.RoutingKey, env); err != nil {
+		c.errs.log(c.log, err, "answering remote control failed")
 	}
 }

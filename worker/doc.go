@@ -27,8 +27,8 @@
 // messages with BRPOP and never acknowledges, so a crash loses whatever it was
 // running, and it pins a withdrawn redigo major version. gopher-celery has no
 // acknowledgement and no result backend. The subpackages are therefore ours:
-// worker/celery is the wire format (protocol 1 and 2, JSON only: pickle is
-// refused unread), worker/redisbroker is kombu's Redis transport with
+// worker/internal/celery is the wire format (protocol 1 and 2, JSON only: pickle is
+// refused unread), worker/internal/redisbroker is kombu's Redis transport with
 // acknowledgements that survive kill -9 at any instant, and Celery's Redis
 // result backend. Both are built from real captures of Celery 5.2 traffic.
 package worker

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 // SkipRetry in an error's chain makes the task fail now even when the chain

@@ -10,8 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/midsummer/certmgr/worker/celery"
-	"github.com/midsummer/certmgr/worker/redisbroker"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 var pid = os.Getpid()
@@ -23,17 +24,21 @@ const Version = "1.0"
 // online/heartbeat/offline always (Celery does too, for `inspect` and Flower),
 // task events when SendTaskEvents is set.
 type events struct {
-	s      *Server
-	clock  atomic.Int64
-	online atomic.Bool
+	hostname   string
+	freq       time.Duration
+	mb         mailbox
+	log        zerolog.Logger
+	errs       *rateLimited
+	taskEvents atomic.Bool // task events on (-E, enable_events)
+	stats      func() (active, processed int64)
+	clock      atomic.Int64
+	online     atomic.Bool
 }
-
-func newEvents(s *Server) *events { return &events{s: s} }
 
 func (e *events) fields(typ string) map[string]any {
 	_, off := time.Now().Zone()
 	return map[string]any{
-		"hostname":  e.s.cfg.Hostname,
+		"hostname":  e.hostname,
 		"utcoffset": -off / 3600,
 		"pid":       pid,
 		"clock":     e.clock.Add(1),
@@ -44,9 +49,10 @@ func (e *events) fields(typ string) map[string]any {
 
 func (e *events) workerFields(typ string) map[string]any {
 	f := e.fields(typ)
-	f["freq"] = e.s.cfg.HeartbeatInterval.Seconds()
-	f["active"] = e.s.active.Load()
-	f["processed"] = e.s.processed.Load()
+	f["freq"] = e.freq.Seconds()
+	active, processed := e.stats()
+	f["active"] = active
+	f["processed"] = processed
 	f["loadavg"] = loadavg()
 	f["sw_ident"] = "certmgr"
 	f["sw_ver"] = Version
@@ -55,14 +61,14 @@ func (e *events) workerFields(typ string) map[string]any {
 }
 
 func (e *events) publish(ctx context.Context, routingKey string, body any) {
-	raw, err := celery.NewEnvelope(body, map[string]any{"hostname": e.s.cfg.Hostname},
-		celery.EventExchange, routingKey, redisbroker.NewTag())
+	raw, err := celery.NewEnvelope(body, map[string]any{"hostname": e.hostname},
+		celery.EventExchange, routingKey, celery.NewTag())
 	if err != nil {
-		e.s.log.Error().Err(err).Str("event", routingKey).Msg("encode event")
+		e.log.Error().Err(err).Str("event", routingKey).Msg("encode event")
 		return
 	}
-	if err := e.s.broker.PublishFanout(ctx, celery.EventExchange, routingKey, raw); err != nil {
-		e.s.brokerErrs.log(e.s.log, err, "publishing an event failed")
+	if err := e.mb.PublishFanout(ctx, celery.EventExchange, routingKey, raw); err != nil {
+		e.errs.log(e.log, err, "publishing an event failed")
 	}
 }
 
@@ -83,7 +89,7 @@ func (e *events) offline() {
 
 // taskReceived and task publish task events (task.multi, a list of one).
 func (e *events) taskReceived(m *celery.TaskMessage) {
-	if !e.s.cfg.SendTaskEvents {
+	if !e.taskEvents.Load() {
 		return
 	}
 	args, kwargs := m.ArgsRepr, m.KwargsRepr
@@ -103,7 +109,7 @@ func (e *events) taskReceived(m *celery.TaskMessage) {
 }
 
 func (e *events) task(typ string, m *celery.TaskMessage, extra map[string]any) {
-	if !e.s.cfg.SendTaskEvents {
+	if !e.taskEvents.Load() {
 		return
 	}
 	f := e.fields(typ)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 // TestEventsAndStartedState checks what `celery events` and Flower read (the

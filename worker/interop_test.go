@@ -18,7 +18,7 @@ import (
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
-	"github.com/midsummer/certmgr/worker/redisbroker"
+	"github.com/midsummer/certmgr/worker/internal/redisbroker"
 )
 
 // recordHandler is the Go side of the Python app's test.record(key, sleep):

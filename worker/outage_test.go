@@ -53,7 +53,7 @@ func TestBrokerOutageReconnectsQuietly(t *testing.T) {
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	py := testpeers.Celery(t, rs.URL)
 	id := py.Send(t, testpeers.SendOptions{Task: worker.PingTask})
 	if _, cerr := py.Get(t, id, 30*time.Second); cerr != nil {

@@ -20,7 +20,7 @@ import (
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 type setup struct {
@@ -59,7 +59,7 @@ func (s *setup) start(t *testing.T) *worker.Server {
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	return srv
 }
 
@@ -345,7 +345,7 @@ func TestTimeLimitBecomesDeadline(t *testing.T) {
 
 func fixtureWith(t *testing.T, name string, edit func(map[string]any)) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("celery", "testdata", name))
+	b, err := os.ReadFile(filepath.Join("internal", "celery", "testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestStopLetsRunningTaskFinish(t *testing.T) {
 	srv := s.start(t)
 	id := s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.busy"})
 	<-started
-	srv.Stop()
+	_ = srv.Stop(context.Background())
 	res, cerr := s.celery.Get(t, id, 5*time.Second)
 	if cerr != nil || !jsonEqual(res, `"done"`) {
 		t.Fatalf("result = %s %v", res, cerr)
@@ -419,7 +419,7 @@ func TestStopAfterGraceGivesMessageBack(t *testing.T) {
 	id := s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.endless"})
 	s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.later", Countdown: 60})
 	<-started
-	srv.Stop()
+	_ = srv.Stop(context.Background())
 	if n := s.llen(t, "certmgr"); n != 2 {
 		t.Fatalf("%d messages back in the queue, want 2 (the cancelled one and the one waiting for its eta)", n)
 	}

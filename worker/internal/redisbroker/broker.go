@@ -15,7 +15,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 // kombu's key names.
@@ -76,11 +76,7 @@ type Broker struct {
 }
 
 // Delivery is a message taken off the queue and now held in `unacked`.
-type Delivery struct {
-	Tag   string // properties.delivery_tag; empty for a message that went to the dead list
-	Raw   []byte // the list entry exactly as it was
-	Queue string // the list it came from
-}
+type Delivery = celery.Delivery
 
 // New checks the configuration and prepares a connection pool; it does not
 // connect.
@@ -555,14 +551,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 }
 
 // NewTag returns a fresh delivery tag (a UUID4, like kombu's).
-func NewTag() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
+func NewTag() string { return celery.NewTag() }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

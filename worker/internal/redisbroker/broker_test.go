@@ -11,7 +11,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"github.com/midsummer/certmgr/internal/testpeers"
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 type setup struct {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
-	"github.com/midsummer/certmgr/worker/celery"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 // BackendConfig configures a Backend.
@@ -93,10 +93,7 @@ func (b *Backend) ttlSeconds() int64 {
 }
 
 // Result is an encoded result document (celery.ResultMeta.Encode).
-type Result struct {
-	TaskID string
-	Raw    []byte
-}
+type Result = celery.EncodedResult
 
 // StoreMany writes several states in one pipelined round trip, in order.
 func (b *Backend) StoreMany(ctx context.Context, metas []Result) error {

@@ -1,0 +1,76 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/midsummer/certmgr/worker/internal/celery"
+)
+
+// The worker's parts each name the little they need from the broker and the
+// result backend. A transport (kombu's Redis today) implements them all; see
+// transport.
+
+// fetchSource is what the fetcher takes messages from.
+type fetchSource interface {
+	// Fetch takes up to max messages, waiting up to wait for the first. Every
+	// returned Delivery with a Tag is held by the broker until it is settled;
+	// one without a Tag was moved to the dead list already.
+	Fetch(ctx context.Context, max int, wait time.Duration) ([]celery.Delivery, error)
+	// DeadQueue names where undecodable messages go (for the logs).
+	DeadQueue() string
+}
+
+// settleSink is what the executor and the settler do with a held message.
+type settleSink interface {
+	// Ack removes messages for good: they are done.
+	Ack(ctx context.Context, tags ...string) error
+	// Republish atomically replaces a held message by raw (a retry).
+	Republish(ctx context.Context, tag string, raw []byte, priority int) error
+	// DeadLetter atomically moves a held message to the dead list.
+	DeadLetter(ctx context.Context, tag string, raw []byte) error
+	// Requeue gives a held message back to its queue at once.
+	Requeue(ctx context.Context, tag string) error
+}
+
+// keeper is what maintenance keeps alive: held messages' leases and the
+// messages of workers that died holding them.
+type keeper interface {
+	Refresh(ctx context.Context, tags []string) error
+	RestoreVisible(ctx context.Context) (int, error)
+}
+
+// mailbox carries events and remote control (fanout and direct exchanges).
+type mailbox interface {
+	PublishFanout(ctx context.Context, exchange, routingKey string, raw []byte) error
+	PublishDirect(ctx context.Context, exchange, routingKey string, raw []byte) error
+	Subscribe(ctx context.Context, exchange string, fn func([]byte)) error
+}
+
+// resultStore is the result backend: it writes encoded result documents, in
+// order, as Celery's backend does (never overwriting a SUCCESS).
+type resultStore interface {
+	StoreMany(ctx context.Context, results []celery.EncodedResult) error
+}
+
+// storeAcker is an optional capability of a broker whose database is also
+// the result backend: store results and acknowledge messages in one atomic
+// step. The settler uses it when CELERY_RESULT_BACKEND is the broker.
+type storeAcker interface {
+	StoreAndAck(ctx context.Context, results []celery.EncodedResult, expires time.Duration, tags []string) error
+}
+
+// transport is a broker connection as the Server holds it.
+type transport interface {
+	fetchSource
+	settleSink
+	keeper
+	mailbox
+	Close() error
+}
+
+// backend is a result backend as the Server holds it.
+type backend interface {
+	resultStore
+	Close() error
+}

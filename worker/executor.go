@@ -1,0 +1,377 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/worker/internal/celery"
+)
+
+// executor runs handlers: Concurrency goroutines take messages from the run
+// queue, decode them, hold those with a future eta, run the handler under
+// the task's time limit, and hand the outcome to the settler (success,
+// failure) or settle it at once (retry, give back).
+type executor struct {
+	cfg     Config
+	h       Handler
+	log     zerolog.Logger
+	sink    settleSink
+	results resultStore
+	deadQ   string
+	fl      *inflight
+	settler *settler
+	ev      *events
+	persist *persister
+
+	active    atomic.Int64
+	processed atomic.Int64
+
+	hard       context.Context // cancelled: running handlers are cancelled
+	hardCancel context.CancelFunc
+	workers    sync.WaitGroup
+	etaWG      sync.WaitGroup
+}
+
+func (e *executor) start(ctx context.Context) {
+	e.hard, e.hardCancel = context.WithCancel(ctx)
+	e.persist.hard = e.hard
+	for range e.cfg.Concurrency {
+		e.workers.Add(1)
+		go e.work()
+	}
+}
+
+// shutdown stops taking work: messages not started (prefetched, waiting for
+// their eta) go back to the queue; running tasks have until grace ends or
+// ctx is done, then they are cancelled and their messages given back. It
+// returns when no handler runs and no eta timer can fire. The fetcher must
+// be stopped first.
+func (e *executor) shutdown(ctx context.Context, grace time.Duration) {
+	fl := e.fl
+	fl.mu.Lock()
+	fl.stopped = true
+	close(fl.stopping)
+	var giveBack []*delivery
+	for _, d := range fl.held {
+		if d.state == stateQueued || d.state == stateETA {
+			if d.timer != nil && d.timer.Stop() {
+				e.etaWG.Done() // its due() will never run
+			}
+			d.state = stateGone
+			giveBack = append(giveBack, d)
+		}
+	}
+	fl.mu.Unlock()
+	for _, d := range giveBack {
+		e.giveBack(d)
+	}
+
+	done := make(chan struct{})
+	go func() { e.workers.Wait(); close(done) }()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+	default:
+		e.log.Warn().Int64("running", e.active.Load()).Dur("grace", grace).
+			Msg("grace period over: cancelling running tasks, their messages go back to the queue")
+		e.hardCancel()
+		<-done
+	}
+	e.etaWG.Wait()
+}
+
+// stopHard cancels what still runs and makes persist give up retrying.
+func (e *executor) stopHard() { e.hardCancel() }
+
+func (e *executor) work() {
+	defer e.workers.Done()
+	fl := e.fl
+	for {
+		select {
+		case d := <-fl.runq:
+			fl.mu.Lock()
+			if fl.stopped || d.state != stateQueued {
+				fl.mu.Unlock()
+				fl.release()
+				continue
+			}
+			d.state = stateRunning
+			fl.mu.Unlock()
+			if !e.prepare(d) {
+				continue
+			}
+			e.active.Add(1)
+			e.run(d)
+			e.active.Add(-1)
+			e.processed.Add(1)
+			fl.release()
+		case <-fl.stopping:
+			return
+		}
+	}
+}
+
+// prepare decodes a message the first time a worker takes it. It reports
+// whether the task should run now; when not, the message was moved to the
+// dead list or is held for its eta, and its slot was released.
+func (e *executor) prepare(d *delivery) bool {
+	if d.msg != nil {
+		return true // back from its eta
+	}
+	fl := e.fl
+	msg, err := celery.DecodeMessage(d.raw)
+	if err != nil {
+		e.log.Error().Err(err).Str("delivery_tag", d.tag).Str("dead_list", e.deadQ).
+			Msg("undecodable message; moved to the dead list")
+		if err := e.persist.do(func(ctx context.Context) error { return e.sink.DeadLetter(ctx, d.tag, d.raw) }); err != nil {
+			e.log.Error().Err(err).Str("delivery_tag", d.tag).Msg("dead-letter failed; the message comes back after the visibility timeout")
+		}
+		fl.forget(d)
+		fl.release()
+		return false
+	}
+	d.msg, d.priority = msg, msg.Priority
+	e.ev.taskReceived(msg)
+	if wait := time.Until(msg.ETA); !msg.ETA.IsZero() && wait > 0 {
+		// Held (and refreshed) until due; it takes no prefetch slot meanwhile.
+		fl.mu.Lock()
+		if fl.stopped {
+			fl.mu.Unlock()
+			e.giveBack(d)
+			fl.release()
+			return false
+		}
+		d.state = stateETA
+		e.etaWG.Add(1)
+		d.timer = time.AfterFunc(wait, func() { e.due(d) })
+		fl.mu.Unlock()
+		fl.release()
+		return false
+	}
+	return true
+}
+
+// due moves a message whose eta has come to the run queue.
+func (e *executor) due(d *delivery) {
+	defer e.etaWG.Done()
+	fl := e.fl
+	select {
+	case fl.tokens <- struct{}{}:
+	case <-fl.stopping:
+		return // shutdown gives it back
+	}
+	fl.mu.Lock()
+	if d.state != stateETA {
+		fl.mu.Unlock()
+		fl.release()
+		return
+	}
+	d.state = stateQueued
+	fl.mu.Unlock()
+	fl.runq <- d
+}
+
+// run processes one message and settles it: ack (through the settler),
+// retry, or give back.
+func (e *executor) run(d *delivery) {
+	m := d.msg
+	t := &Task{
+		ID: m.ID, Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Retries: m.Retries,
+		ETA: m.ETA, Expires: m.Expires, RootID: m.RootID, ParentID: m.ParentID, GroupID: m.GroupID,
+	}
+	if t.Kwargs == nil {
+		t.Kwargs = map[string]json.RawMessage{}
+	}
+	t.logger = e.log.With().Str(FieldTaskID, m.ID).Str(FieldTaskName, m.Task).Int(FieldRetries, m.Retries).Logger()
+
+	if !m.Expires.IsZero() && time.Now().After(m.Expires) {
+		t.logger.Info().Time("expires", m.Expires).Msg("task expired before it ran: revoked")
+		e.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
+		e.settler.settle(d, e.meta(t, m, celery.StateRevoked, celery.ExceptionInfo{
+			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
+		}, ""))
+		return
+	}
+	if e.cfg.TrackStarted {
+		e.store(t, m, celery.StateStarted, map[string]any{"pid": pid, "hostname": e.cfg.Hostname}, "")
+	}
+	e.ev.task("task-started", m, nil)
+
+	ctx, cancel := e.taskContext(m)
+	start := time.Now()
+	err := e.call(ctx, t)
+	runtime := time.Since(start)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, errTimeLimit) {
+		err = fmt.Errorf("%w after %s: %w", errTimeLimit, runtime.Round(time.Millisecond), err)
+	}
+	cancel()
+
+	switch {
+	case err == nil:
+		result, _ := t.Result()
+		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
+		e.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
+		e.settler.settle(d, e.meta(t, m, celery.StateSuccess, result, ""))
+		return
+
+	case e.hard.Err() != nil:
+		// Cancelled by a hard stop: leave it for another worker.
+		t.logger.Warn().Err(err).Msg("task cancelled by shutdown; message goes back to the queue")
+		e.giveBack(d)
+		return
+
+	default:
+		var retry *RetryError
+		if errors.As(err, &retry) && !errors.Is(err, SkipRetry) {
+			if e.cfg.MaxRetries < 0 || m.Retries < e.cfg.MaxRetries {
+				e.retry(t, d, retry.Delay, err)
+				return
+			}
+			err = &maxRetriesError{task: t, max: e.cfg.MaxRetries, err: err}
+		}
+		info := excInfo(err)
+		tb := traceback(t, err, info)
+		if nr := (*NotRegisteredError)(nil); errors.As(err, &nr) {
+			info.ExcMessage = []string{fmt.Sprintf("'%s'", m.Task)}
+		}
+		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
+		e.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
+		e.settler.settle(d, e.meta(t, m, celery.StateFailure, info, tb))
+	}
+}
+
+// maxRetriesError is the failure after the last allowed retry; it keeps the
+// cause's exc_type when the cause has one, as Celery re-raises the cause.
+type maxRetriesError struct {
+	task *Task
+	max  int
+	err  error
+}
+
+func (e *maxRetriesError) Error() string {
+	return fmt.Sprintf("max retries (%d) exceeded for %s[%s]: %v", e.max, e.task.Name, e.task.ID, e.err)
+}
+
+func (e *maxRetriesError) Unwrap() error { return e.err }
+
+func (e *maxRetriesError) ExcType() string {
+	var typer ExcTyper
+	if errors.As(e.err, &typer) && typer.ExcType() != "" {
+		return typer.ExcType()
+	}
+	return "MaxRetriesExceededError"
+}
+
+func (e *maxRetriesError) ExcModule() string {
+	var typer ExcTyper
+	if errors.As(e.err, &typer) && typer.ExcType() != "" {
+		return defaultExcModule(typer.ExcType())
+	}
+	return "celery.exceptions"
+}
+
+// retry re-sends the task with retries+1 and an eta, then records RETRY;
+// the new message replaces the old one atomically.
+func (e *executor) retry(t *Task, d *delivery, delay time.Duration, cause error) {
+	eta := time.Now().Add(delay)
+	raw, err := celery.RetryEnvelope(d.raw, d.msg.Retries+1, eta, celery.NewTag())
+	if err != nil {
+		// Cannot happen for a message we decoded; fail rather than loop.
+		t.logger.Error().Err(err).Msg("cannot build retry message")
+		e.store(t, d.msg, celery.StateFailure, excInfo(cause), traceback(t, cause, excInfo(cause)))
+		e.finish(d, func(ctx context.Context) error { return e.sink.Ack(ctx, d.tag) })
+		return
+	}
+	info := excInfo(cause)
+	tb := traceback(t, cause, info)
+	t.logger.Warn().Err(cause).Dur("countdown", delay).Msg("task will be retried")
+	e.store(t, d.msg, celery.StateRetry, info, tb)
+	e.ev.task("task-retried", d.msg, map[string]any{"exception": cause.Error(), "traceback": tb})
+	e.finish(d, func(ctx context.Context) error {
+		return e.sink.Republish(ctx, d.tag, raw, d.priority)
+	})
+}
+
+func (e *executor) taskContext(m *celery.TaskMessage) (context.Context, context.CancelFunc) {
+	limit := m.TimeLimit()
+	if limit == 0 {
+		limit = e.cfg.DefaultTimeLimit
+	}
+	if limit > 0 {
+		return context.WithTimeout(e.hard, limit)
+	}
+	return context.WithCancel(e.hard)
+}
+
+// call runs the handler, turning a panic into a *PanicError with the stack.
+func (e *executor) call(ctx context.Context, t *Task) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return e.h.ProcessTask(ctx, t)
+}
+
+// meta builds the encoded result document for a state, or nil when the
+// task ignores results.
+func (e *executor) meta(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) *celery.EncodedResult {
+	if m.IgnoreResult {
+		return nil
+	}
+	meta := celery.NewResultMeta(m.ID, state, result, tb, time.Now())
+	meta.GroupID, meta.ParentID = m.GroupID, m.ParentID
+	raw, err := meta.Encode()
+	if err != nil {
+		// A result that does not marshal is the handler's bug: report it as the failure.
+		t.logger.Error().Err(err).Msg("task result is not JSON; storing a failure instead")
+		info := celery.ExceptionInfo{ExcType: "EncodeError", ExcModule: "kombu.exceptions", ExcMessage: []string{err.Error()}}
+		raw, _ = celery.NewResultMeta(m.ID, celery.StateFailure, info, "", time.Now()).Encode()
+	}
+	return &celery.EncodedResult{TaskID: m.ID, Raw: raw}
+}
+
+// store writes a state to the result backend now, unless the task ignores results.
+func (e *executor) store(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) {
+	meta := e.meta(t, m, state, result, tb)
+	if meta == nil {
+		return
+	}
+	if err := e.persist.do(func(ctx context.Context) error {
+		return e.results.StoreMany(ctx, []celery.EncodedResult{*meta})
+	}); err != nil {
+		t.logger.Error().Err(err).Str("state", string(state)).Msg("storing the task state failed")
+	}
+}
+
+// finish settles a message (ack or republish) and forgets it.
+func (e *executor) finish(d *delivery, op func(context.Context) error) {
+	if err := e.persist.do(op); err != nil {
+		e.log.Error().Err(err).Str("delivery_tag", d.tag).
+			Msg("acknowledging failed; the message comes back after the visibility timeout")
+	}
+	e.fl.forget(d)
+}
+
+// giveBack returns a held message to its queue at once (kombu's restore).
+func (e *executor) giveBack(d *delivery) {
+	if err := e.persist.do(func(ctx context.Context) error { return e.sink.Requeue(ctx, d.tag) }); err != nil {
+		e.log.Error().Err(err).Str("delivery_tag", d.tag).
+			Msg("giving a message back failed; it comes back after the visibility timeout")
+	}
+	e.fl.forget(d)
+}

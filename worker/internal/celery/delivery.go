@@ -1,0 +1,31 @@
+package celery
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+)
+
+// Delivery is a message a broker handed to the worker. Until it is
+// acknowledged, retried, dead-lettered or requeued, the broker holds it for
+// redelivery.
+type Delivery struct {
+	Tag   string // properties.delivery_tag; empty for a message that went to the dead list
+	Raw   []byte // the message exactly as it was stored
+	Queue string // the queue it came from
+}
+
+// EncodedResult is a result document (ResultMeta.Encode) ready to store.
+type EncodedResult struct {
+	TaskID string
+	Raw    []byte
+}
+
+// NewTag returns a fresh delivery tag (a UUID4, like kombu's).
+func NewTag() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
