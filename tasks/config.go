@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -136,6 +137,8 @@ func (c Config) validate() error {
 		return errors.New("tasks: Nginx is required")
 	case c.Reloader == nil:
 		return errors.New("tasks: Reloader is required")
+	case c.RetryMax < c.RetryBase:
+		return fmt.Errorf("tasks: RetryMax %s is shorter than RetryBase %s", c.RetryMax, c.RetryBase)
 	}
 	return c.Names.Validate()
 }

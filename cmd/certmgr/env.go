@@ -54,6 +54,8 @@ const (
 	EnvLogLevel             = "CERTMGR_LOGLEVEL"
 	EnvLogFormat            = "CERTMGR_LOG_FORMAT"
 	EnvShutdownGrace        = "CERTMGR_SHUTDOWN_GRACE"
+	EnvRetryBase            = "CERTMGR_RETRY_BASE"
+	EnvRetryMax             = "CERTMGR_RETRY_MAX"
 	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
 	EnvKubeconfig           = "KUBECONFIG"
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
@@ -110,6 +112,8 @@ var Variables = []Variable{
 	{EnvHTTPAddr, ":9102", "address of /healthz, /readyz and /metrics"},
 	{EnvConcurrency, "4", "tasks run at once by the worker (--concurrency)"},
 	{EnvShutdownGrace, "60", "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery"},
+	{EnvRetryBase, "10", "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry"},
+	{EnvRetryMax, "600", "longest retry delay in seconds"},
 	{EnvLogLevel, "info", "debug, info, warning, error, critical (--loglevel)"},
 	{EnvLogFormat, "", "json or console (default: console on a terminal, json otherwise)"},
 }

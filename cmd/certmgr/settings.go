@@ -22,6 +22,8 @@ type Settings struct {
 	ResultExpires     time.Duration
 	Concurrency       int
 	ShutdownGrace     time.Duration
+	RetryBase         time.Duration
+	RetryMax          time.Duration
 
 	DBURL       string
 	CNAMETarget string
@@ -83,6 +85,11 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.ResultExpires = e.seconds(EnvResultExpires)
 	s.Concurrency = e.int(EnvConcurrency, 1, 1024)
 	s.ShutdownGrace = e.seconds(EnvShutdownGrace)
+	s.RetryBase = e.seconds(EnvRetryBase)
+	s.RetryMax = e.seconds(EnvRetryMax)
+	if s.RetryMax > 0 && s.RetryMax < s.RetryBase {
+		e.fail(&ConfigError{Name: EnvRetryMax, Value: e.str(EnvRetryMax), Expect: "at least " + EnvRetryBase})
+	}
 
 	if n.db {
 		s.DBURL = e.required(EnvDBURL, "a PostgreSQL URL such as postgres://user:pass@host:5432/db")

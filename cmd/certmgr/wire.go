@@ -140,6 +140,7 @@ func build(ctx context.Context, a *app) (*components, error) {
 	c.tasks, err = tasks.New(tasks.Config{
 		Domains: c.db, DNS: c.dns, Issuer: c.acme, Certificates: c.acme.Store(),
 		Nginx: c.nginx, Reloader: c.reloader, Names: c.names, Logger: a.log, Metrics: c.registry,
+		RetryBase: s.RetryBase, RetryMax: s.RetryMax,
 	})
 	if err != nil {
 		c.close()
@@ -162,7 +163,8 @@ func workerConfig(a *app) worker.Config {
 		Prefetch:      s.Concurrency,
 		ResultExpires: s.ResultExpires,
 		ShutdownGrace: s.ShutdownGrace,
-		// Transient failures back off from 10 s to 10 min: ten retries cover
+		// Transient failures back off from CERTMGR_RETRY_BASE (10 s) to
+		// CERTMGR_RETRY_MAX (10 min): with the defaults ten retries cover
 		// about an hour of a database, DNS or CA outage.
 		MaxRetries: 10,
 		Logger:     a.log,

@@ -9,8 +9,8 @@ import (
 
 // kill -9 of the worker process at each stage of the issue pipeline. The
 // moment is picked from outside: the message in kombu's unacked hash, Pebble's
-// HTTP-01 request held at the gate in front of nginx, the lineage complete in
-// the store (archive/<name>/cert1.pem, live/ links, renewal/<name>.conf),
+// HTTP-01 request held at the gate in front of nginx, the certificate live in
+// the store (live/<name>/ swapped in, its links resolving),
 // `nginx -s reload` held by the NGINX_BINARY wrapper. A second worker restores
 // the message after the visibility timeout (2s) and the task completes once:
 // one result, the row ssl_issued with the served certificate's expiry, exactly
@@ -45,12 +45,19 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 		{
 			desc: "after the store write", slowTest: true,
 			killWhen: func(s *stack, d string) bool {
-				// The lineage is complete: its renewal configuration is
-				// acme.Store.Save's last step. (cert1.pem alone only claims
-				// the version; a crash before the rest is written orders
-				// again, by design.)
-				_, err := os.Stat(filepath.Join(s.store, "renewal", d+".conf"))
-				return err == nil
+				// The certificate is live: live/<d> is swapped in by one
+				// rename, acme.Store.Save's last step, so its links
+				// resolving means the whole lineage is stored. (Neither
+				// cert1.pem nor renewal/<d>.conf will do: both are written
+				// before the swap, and a crash before it orders again, by
+				// design.) nginx -t is held, so the task is still running.
+				live := filepath.Join(s.store, "live", d)
+				for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
+					if _, err := os.Stat(filepath.Join(live, f)); err != nil {
+						return false
+					}
+				}
+				return true
 			},
 		},
 		{
