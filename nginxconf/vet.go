@@ -36,11 +36,12 @@ const (
 )
 
 // Skipped is a domain left out of the configuration. Reason is short and
-// meant for the row's last_error.
+// meant for the row's last_error. It is part of the regen task's result, so
+// its JSON keys are the contract's snake_case.
 type Skipped struct {
-	Name   domain.Name
-	Kind   SkipKind
-	Reason string
+	Name   domain.Name `json:"name"`
+	Kind   SkipKind    `json:"kind"`
+	Reason string      `json:"reason"`
 }
 
 // Vetter checks certificates in the certbot layout before a domain may be

@@ -12,16 +12,6 @@ import (
 	"github.com/midsummer/certmgr/worker"
 )
 
-// IssueResult is the result of tenant.tasks.issue_custom_domain_task and of
-// `certmgr issue`, in the contract's shape.
-type IssueResult struct {
-	Domain   string                `json:"domain"`
-	Status   string                `json:"status"`
-	NotAfter string                `json:"not_after"`
-	Issued   bool                  `json:"issued"`
-	Reloaded []podreload.PodResult `json:"reloaded"`
-}
-
 func (s *Service) issueTask(ctx context.Context, t *worker.Task) error {
 	ref, err := s.parseRef(t)
 	if err != nil {

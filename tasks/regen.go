@@ -3,19 +3,9 @@ package tasks
 import (
 	"context"
 
-	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/worker"
 )
-
-// RegenResult is the result of tenant.tasks.regen_custom_domains_nginx_task
-// and of `certmgr regen-nginx`.
-type RegenResult struct {
-	Domains  int                   `json:"domains"`
-	Changed  bool                  `json:"changed"`
-	Skipped  []nginxconf.Skipped   `json:"skipped,omitempty"`
-	Reloaded []podreload.PodResult `json:"reloaded"`
-}
 
 func (s *Service) regenTask(ctx context.Context, t *worker.Task) error {
 	res, err := s.Regenerate(ctx, true)

@@ -11,14 +11,6 @@ import (
 	"github.com/midsummer/certmgr/worker"
 )
 
-// RemoveResult is the result of tenant.tasks.remove_custom_domain_task.
-type RemoveResult struct {
-	Domain   string                `json:"domain"`
-	Removed  bool                  `json:"removed"`
-	Purged   bool                  `json:"purged"`
-	Reloaded []podreload.PodResult `json:"reloaded"`
-}
-
 func (s *Service) removeTask(ctx context.Context, t *worker.Task) error {
 	var raw string
 	if len(t.Args) != 1 {

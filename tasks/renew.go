@@ -18,37 +18,6 @@ import (
 // sweepLock is the advisory lock that makes one replica sweep at a time.
 const sweepLock = "renewal-sweep"
 
-// RenewResult is the result of tenant.tasks.renew_custom_domains_task, of
-// `certmgr renew` and of the worker's own sweep.
-type RenewResult struct {
-	Checked int           `json:"checked"`
-	Renewed []string      `json:"renewed"`
-	Failed  []RenewFailed `json:"failed"`
-	DryRun  bool          `json:"dry_run,omitempty"`
-	// Skipped is set when another replica was sweeping: this one did nothing.
-	Skipped      bool                  `json:"skipped,omitempty"`
-	Certificates []SweepEntry          `json:"certificates"`
-	Reloaded     []podreload.PodResult `json:"reloaded"`
-}
-
-// RenewFailed is one lineage whose renewal failed.
-type RenewFailed struct {
-	Name  string `json:"name"`
-	Error string `json:"error"`
-}
-
-// SweepEntry is one lineage and the sweep's decision about it.
-type SweepEntry struct {
-	Name     string   `json:"name"`
-	Domains  []string `json:"domains"`
-	NotAfter string   `json:"not_after,omitempty"`
-	Due      bool     `json:"due"`
-	RenewAt  string   `json:"renew_at,omitempty"`
-	Source   string   `json:"source,omitempty"`
-	Reason   string   `json:"reason"`
-	Action   string   `json:"action"` // renewed, failed, would renew, kept, no row, not renewed, broken
-}
-
 func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
 	dry, err := boolKwarg(t, "dry_run")
 	if err != nil {
