@@ -92,7 +92,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	s.metrics.regenSeconds.Observe(time.Since(start).Seconds())
 	for _, sk := range p.generated.Skipped {
 		if r, ok := byName[sk.Name]; ok {
-			if werr := s.cfg.Domains.SetLastError(ctx, r.ID, sk.Reason); werr != nil {
+			if werr := s.cfg.Domains.SetLastError(ctx, r.ID, tenantSkipReason(sk)); werr != nil {
 				s.log.Warn().Err(werr).Str("domain", string(sk.Name)).Msg("could not record why the domain is not served")
 			}
 		}
@@ -137,4 +137,21 @@ func notServedReason(b *domaindb.BadRowError) string {
 		return fmt.Sprintf("This domain is not served: %s.", rej.Reason)
 	}
 	return "This domain is not served: its record is inconsistent; the platform team has to repair it."
+}
+
+// tenantSkipReason says why the generator left a domain out, in words for the
+// tenant: sk.Reason names files of the certificate store, for operators (the
+// regen result and logs carry it).
+func tenantSkipReason(sk nginxconf.Skipped) string {
+	switch sk.Kind {
+	case nginxconf.SkipMissing:
+		return "This domain is not served yet: its certificate has not been issued."
+	case nginxconf.SkipExpired:
+		return "This domain is not served: its " + sk.Reason + "."
+	case nginxconf.SkipNotCovered:
+		return "This domain is not served: its certificate does not cover the name and must be issued again."
+	case nginxconf.SkipInvalidName:
+		return "This domain is not served: the name is not valid."
+	}
+	return "This domain is not served: its certificate files are damaged and must be issued again."
 }

@@ -37,7 +37,8 @@ func TestRefusedRowsSayWhyTheyAreNotServed(t *testing.T) {
 	b := setup(t)
 	zone := "app.platform-" + b.suffix + ".test"
 	internal := "kubernetes-" + b.suffix + ".default.svc"
-	for _, n := range []string{zone, internal} {
+	noFiles := string(b.domain("nofiles")) // a valid name whose certificate files are gone
+	for _, n := range []string{zone, internal, noFiles} {
 		b.pg.Exec(t, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status, cert_expires_at)
 			VALUES ($1, 'tenant', 1, 'ssl_issued', now() + interval '30 days')`, n)
 	}
@@ -51,11 +52,20 @@ func TestRefusedRowsSayWhyTheyAreNotServed(t *testing.T) {
 	for n, want := range map[string]string{
 		zone:     "This domain is not served: the name is inside the platform's own domain.",
 		internal: "This domain is not served: the name does not end in a public top-level domain",
+		noFiles:  "This domain is not served yet: its certificate has not been issued.",
 	} {
 		st, le := b.lastError(n)
 		if !strings.HasPrefix(le, want) {
 			t.Errorf("%s: status %s, last_error %q; want %q", n, st, le, want)
 		}
+		// Tenant words only: no file of the certificate store.
+		if strings.Contains(le, "/") || strings.Contains(le, b.acmeCfg.Dir) {
+			t.Errorf("%s: last_error %q shows the tenant a file path", n, le)
+		}
+	}
+	// The operator's result still says which file is missing.
+	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Reason, b.acmeCfg.Dir) {
+		t.Errorf("regen result skipped = %+v; want the missing file named for the operator", res.Skipped)
 	}
 }
 

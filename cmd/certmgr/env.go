@@ -207,8 +207,40 @@ func (e *env) url(name string, schemes ...string) string {
 			}
 		}
 	}
-	e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: "a URL with scheme " + strings.Join(schemes, " or ") + " and a host"})
+	e.errs = append(e.errs, &ConfigError{Name: name, Value: redactURL(v),
+		Expect: "a URL with scheme " + strings.Join(schemes, " or ") + " and a host (percent-encode special characters such as # / ? @ in the user name and password)"})
 	return v
+}
+
+// redactURL is a connection URL fit to print: the user information (up to the
+// last @, so that an unescaped # or / in a password cannot move the cut) and
+// every query value are replaced. It never calls a URL parser, whose error
+// text would quote the input.
+func redactURL(v string) string {
+	scheme, rest, ok := strings.Cut(v, "://")
+	if !ok {
+		scheme, rest = "", v
+	} else {
+		scheme += "://"
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		rest = "REDACTED@" + rest[at+1:]
+	}
+	if base, query, ok := strings.Cut(rest, "?"); ok {
+		var keys []string
+		for kv := range strings.SplitSeq(query, "&") {
+			k, _, _ := strings.Cut(kv, "=")
+			keys = append(keys, k+"=REDACTED")
+		}
+		rest = base + "?" + strings.Join(keys, "&")
+	}
+	if strings.Contains(rest, "#") {
+		// A # left in the host part is a password cut by the parser, or a fragment
+		// no connection URL has: print nothing after it.
+		rest, _, _ = strings.Cut(rest, "#")
+		rest += "#REDACTED"
+	}
+	return scheme + rest
 }
 
 func (e *env) oneOf(name string, allowed ...string) string {

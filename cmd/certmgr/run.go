@@ -53,7 +53,10 @@ func runWorker(a *app) error {
 	}
 	broker := newBrokerPinger(a.settings.BrokerURL)
 	defer broker.Close()
-	httpSrv := &http.Server{Handler: opsHandler(c, broker), ReadHeaderTimeout: 5 * time.Second}
+	// Draining starts with the signal: /readyz fails from then on, while
+	// in-flight tasks finish their grace period.
+	draining := func() bool { return a.ctx.Err() != nil }
+	httpSrv := &http.Server{Handler: opsHandler(c, broker, draining), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(ln) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -80,20 +83,26 @@ func runWorker(a *app) error {
 	return err
 }
 
-// opsHandler serves /healthz (the process answers), /readyz (broker and
-// database answer) and /metrics.
-func opsHandler(c *components, broker *brokerPinger) http.Handler {
+// opsHandler serves /healthz (the process answers), /readyz (not draining,
+// broker and database answer) and /metrics. /readyz names the failing
+// component only: the probe's body is readable by anyone who reaches the
+// port, and driver errors name users, databases and hosts.
+func opsHandler(c *components, broker *brokerPinger, draining func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pathHealthz, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc(pathReadyz, func(w http.ResponseWriter, r *http.Request) {
+		if draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		var problems []string
 		if err := broker.Ping(ctx); err != nil {
-			problems = append(problems, "broker: "+err.Error())
+			problems = append(problems, "broker: not answering")
 		}
 		if err := c.db.Ping(ctx); err != nil {
-			problems = append(problems, "database: "+err.Error())
+			problems = append(problems, "database: not answering")
 		}
 		if len(problems) > 0 {
 			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)

@@ -24,6 +24,11 @@
 //   - finishing a reload a killed worker left pending (before b7fbec6 there
 //     was no such protection): the before-the-ack stage of
 //     TestKillWorkerAtEachStage failed, nginx never served the domain.
+//   - printing connection URLs and driver errors as they are (before the
+//     redaction of 2026-11-29): TestBadURLsNeverPrintThePassword and
+//     TestRunningWorkerNeverPrintsThePassword fail, the password of an URL with
+//     an unescaped # or a wrong scheme is printed, /readyz names the database
+//     user; TestReadyzFailsWhileDraining fails, /readyz answered ok after SIGTERM.
 //
 // Run it alone with `go test ./internal/faults` (about 2 minutes here; the
 // binary is built once in TestMain).

@@ -100,9 +100,10 @@ func New(cfg Config) (*Broker, error) {
 
 // NewPool builds a redigo pool for a redis:// URL and returns its database index.
 func NewPool(rawURL string, dialTimeout, cmdTimeout time.Duration) (*redis.Pool, int, error) {
+	// Parser errors quote the URL, password and all: none of them is printed.
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, 0, fmt.Errorf("parse redis url: %w", err)
+		return nil, 0, errors.New("parse redis url: not a valid URL (percent-encode special characters in the password)")
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		return nil, 0, fmt.Errorf("redis url scheme %q: want redis or rediss", u.Scheme)
@@ -110,7 +111,7 @@ func NewPool(rawURL string, dialTimeout, cmdTimeout time.Duration) (*redis.Pool,
 	db := 0
 	if p := strings.Trim(u.Path, "/"); p != "" {
 		if db, err = strconv.Atoi(p); err != nil {
-			return nil, 0, fmt.Errorf("redis url database %q: %w", p, err)
+			return nil, 0, errors.New("redis url database: the path must be a database number (percent-encode / in the password)")
 		}
 	}
 	pool := &redis.Pool{
