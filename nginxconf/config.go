@@ -141,6 +141,11 @@ type Config struct {
 	// ACMEWebroot is the HTTP-01 webroot served under
 	// /.well-known/acme-challenge/ (ACME_WEBROOT), default /var/www/letsencrypt.
 	ACMEWebroot string
+	// ACMEChallengeProxy, when set (fleet mode: the certmgr agent's
+	// CERTMGR_HTTP_ADDR as host:port), makes the HTTP server proxy
+	// /.well-known/acme-challenge/ to it instead of serving ACMEWebroot: the
+	// agent answers from the certificate store, there is no shared webroot.
+	ACMEChallengeProxy string
 	// LetsEncryptDir is the certbot-layout store (LETSENCRYPT_DIR), default
 	// /etc/letsencrypt; a domain's files are live/<name>/fullchain.pem and
 	// privkey.pem.
@@ -198,6 +203,11 @@ func (c Config) validate() error {
 	}
 	if err := checkUpstream(c.Upstream); err != nil {
 		errs = append(errs, err)
+	}
+	if c.ACMEChallengeProxy != "" {
+		if host, port, err := net.SplitHostPort(c.ACMEChallengeProxy); err != nil || host == "" || port == "" || !plainWord(c.ACMEChallengeProxy) {
+			errs = append(errs, fmt.Errorf("ACMEChallengeProxy %q: want host:port", c.ACMEChallengeProxy))
+		}
 	}
 	for _, p := range []struct {
 		name string

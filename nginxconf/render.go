@@ -239,9 +239,15 @@ func (r *renderer) httpServer(sites []Site) {
 		r.s("    server_name ", string(s.Name), ";\n")
 	}
 	r.p("    location ^~ /.well-known/acme-challenge/ {\n")
-	r.p("        root %s;\n", r.cfg.ACMEWebroot)
-	r.p("        default_type text/plain;\n")
-	r.p("        try_files $uri =404;\n")
+	if r.cfg.ACMEChallengeProxy != "" {
+		// Fleet mode: the certmgr agent answers from the certificate store.
+		r.p("        proxy_pass http://%s;\n", r.cfg.ACMEChallengeProxy)
+		r.p("        proxy_set_header Host $host;\n")
+	} else {
+		r.p("        root %s;\n", r.cfg.ACMEWebroot)
+		r.p("        default_type text/plain;\n")
+		r.p("        try_files $uri =404;\n")
+	}
 	r.p("    }\n")
 	r.proxyLocation(PingPath)
 	r.p("    location / {\n")

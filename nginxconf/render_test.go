@@ -178,3 +178,23 @@ func TestHashSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestRenderFleetProxiesChallengesToTheAgent(t *testing.T) {
+	t.Parallel()
+	out, err := Render(Config{ACMEChallengeProxy: "127.0.0.1:9102"}, sites("shop.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "    location ^~ /.well-known/acme-challenge/ {\n        proxy_pass http://127.0.0.1:9102;\n        proxy_set_header Host $host;\n    }\n"
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("no proxy to the agent:\n%s", out)
+	}
+	if strings.Contains(string(out), "root /var/www/letsencrypt") {
+		t.Fatal("fleet config still serves the webroot")
+	}
+	for _, bad := range []string{"127.0.0.1", "127.0.0.1:9102;evil", ":9102"} {
+		if _, err := Render(Config{ACMEChallengeProxy: bad}, nil); err == nil {
+			t.Errorf("ACMEChallengeProxy %q accepted", bad)
+		}
+	}
+}

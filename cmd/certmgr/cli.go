@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/certstore"
 )
 
 // Exit statuses of the contract.
@@ -27,6 +29,7 @@ type app struct {
 	getenv   func(string) string
 	log      zerolog.Logger
 	settings Settings
+	args     []string // positional arguments, for commands that take them
 }
 
 // command is one subcommand of certmgr.
@@ -36,13 +39,17 @@ type command struct {
 	short string
 	long  string
 	needs needs
+	// positional is set for commands that take arguments after their flags
+	// (store import DIR).
+	positional bool
 	// flags declares the subcommand's own flags on fs; they are read after
 	// parsing, when run is called.
 	flags func(fs *flag.FlagSet, a *app) func(a *app) error
 }
 
 func commands() []*command {
-	return []*command{workerCommand(), issueCommand(), renewCommand(), regenCommand(), certificatesCommand(), verifyDNSCommand()}
+	return []*command{workerCommand(), issueCommand(), renewCommand(), regenCommand(), certificatesCommand(), verifyDNSCommand(),
+		agentCommand(), migrateCommand(), storeCommand()}
 }
 
 // notBuilt is what a subcommand returns until its issue lands: it must not
@@ -100,7 +107,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		commandUsage(stdout, c)
 		return exitOK
 	}
-	if fs.NArg() > 0 {
+	a.args = fs.Args()
+	if fs.NArg() > 0 && !c.positional {
 		fmt.Fprintf(stderr, "certmgr %s: unexpected argument %q\n\n", c.name, fs.Arg(0))
 		commandUsage(stderr, c)
 		return exitUsage
@@ -126,7 +134,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	a.settings = s
 	if err := apply(a); err != nil {
 		var ce *ConfigError
-		if errors.As(err, &ce) {
+		var ke *certstore.KeyError
+		if errors.As(err, &ce) || errors.As(err, &ke) {
 			fmt.Fprintf(stderr, "certmgr %s: %v\n", c.name, err)
 			return exitUsage
 		}

@@ -59,6 +59,10 @@ const (
 	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
 	EnvKubeconfig           = "KUBECONFIG"
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
+	EnvStore                = "CERTMGR_STORE"
+	EnvStoreKey             = "CERTMGR_STORE_KEY"
+	EnvAgentResync          = "CERTMGR_AGENT_RESYNC"
+	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
 )
 
 // Variable documents one environment variable.
@@ -109,7 +113,11 @@ var Variables = []Variable{
 	{EnvPodName, "", "this pod (Downward API)"},
 	{EnvNginxContainer, "proxy", "container to exec into"},
 	{EnvKubeconfig, "", "kubeconfig to use instead of the in-cluster configuration"},
-	{EnvHTTPAddr, ":9102", "address of /healthz, /readyz and /metrics"},
+	{EnvHTTPAddr, ":9102", "address of /healthz, /readyz and /metrics (and, for certmgr agent, of HTTP-01 answers)"},
+	{EnvStore, "files", "files (the certbot-layout LETSENCRYPT_DIR) or postgres (fleet mode: certmgr's tables in MIDSUMMER_DB_URL, a certmgr agent beside every nginx)"},
+	{EnvStoreKey, "", "with CERTMGR_STORE=postgres: base64 of 32 random bytes sealing private keys; \"new,old\" during a rotation (required)"},
+	{EnvAgentResync, "300", "seconds between an agent's full reconciles (besides LISTEN/NOTIFY, at start and on reconnect)"},
+	{EnvAgentWait, "10", "seconds a fleet-mode task waits for every agent to serve its change"},
 	{EnvConcurrency, "4", "tasks run at once by the worker (--concurrency)"},
 	{EnvShutdownGrace, "60", "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery"},
 	{EnvRetryBase, "10", "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry"},

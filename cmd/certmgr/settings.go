@@ -62,6 +62,11 @@ type Settings struct {
 	Kubeconfig     string
 
 	HTTPAddr string
+
+	Store       string // files or postgres
+	StoreKey    string
+	AgentResync time.Duration
+	AgentWait   time.Duration
 }
 
 // needs says which settings a subcommand cannot run without.
@@ -156,6 +161,15 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.NginxContainer = e.str(EnvNginxContainer)
 	s.Kubeconfig = e.str(EnvKubeconfig)
 	s.HTTPAddr = e.str(EnvHTTPAddr)
+
+	s.Store = e.oneOf(EnvStore, "files", "postgres")
+	s.StoreKey = e.get(EnvStoreKey)
+	s.AgentResync = e.seconds(EnvAgentResync)
+	s.AgentWait = e.seconds(EnvAgentWait)
+	if s.Store == "postgres" && s.ReloadMode != "local" {
+		e.fail(&ConfigError{Name: EnvReloadAllPods, Value: "true", Expect: "false with CERTMGR_STORE=postgres: in fleet mode no worker reloads nginx; " +
+			"the certmgr agent beside each nginx reloads its own when the store changes, so no pods/exec permission is needed"})
+	}
 
 	if len(e.errs) > 0 {
 		return s, fmt.Errorf("configuration: %w", errors.Join(e.errs...))

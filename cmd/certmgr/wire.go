@@ -81,6 +81,9 @@ func nginxConfig(a *app) nginxconf.Config {
 // database that is down fails tasks (which retry), not the start.
 func build(ctx context.Context, a *app) (*components, error) {
 	s := a.settings
+	if s.Store == "postgres" {
+		return nil, &ConfigError{Name: EnvStore, Value: s.Store, Expect: "files: certmgr worker, issue, renew, regen-nginx and verify-dns do not run on the postgres store yet (only agent, migrate and store do)"}
+	}
 	c := &components{names: domain.Policy{CNAMETarget: s.CNAMETarget, ReservedZones: s.ReservedZones,
 		AllowPrivateSuffixes: s.AllowPrivateSuffixes}, registry: prometheus.NewRegistry()}
 	c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -1,0 +1,346 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/certstore"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/nginxconf"
+)
+
+// Agent keeps one nginx in step with the certificate store.
+type Agent struct {
+	cfg     Config
+	log     zerolog.Logger
+	metrics *metrics
+
+	wake chan struct{} // a sync is wanted; buffered 1
+
+	mu        sync.Mutex
+	have      map[string]string // lineage → serial written to Dir
+	applied   int64             // store version nginx serves
+	seen      int64             // newest store version heard of
+	lastSync  time.Time
+	behind    time.Time // when seen first passed applied; zero when caught up
+	lastErr   error
+	ready     atomic.Bool
+	listening atomic.Bool
+}
+
+// New checks cfg and returns an Agent; Run starts it.
+func New(cfg Config) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With().Str("component", "agent").Str("pod", cfg.Pod).Logger(),
+		wake: make(chan struct{}, 1), have: map[string]string{}}
+	m, err := newMetrics(cfg.Metrics, a)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
+	return a, nil
+}
+
+// Ready reports whether the first complete sync is done.
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// Applied is the store version this nginx serves.
+func (a *Agent) Applied() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+// poke asks for a sync without waiting.
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs at start, on every notification and reconnection, and every
+// Resync, until ctx ends. A failed sync is retried with backoff; nginx keeps
+// serving its last good configuration meanwhile. Run returns ctx's error.
+func (a *Agent) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(2)
+	go func() { defer wg.Done(); a.listen(ctx) }()
+	go func() { defer wg.Done(); a.heartbeats(ctx) }()
+
+	retry := a.cfg.RetryMin
+	resync := time.NewTimer(a.cfg.Resync)
+	defer resync.Stop()
+	full := true
+	for {
+		err := a.sync(ctx, full)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			a.log.Warn().Err(err).Dur("retry_in", retry).Msg("sync failed; nginx keeps its last good configuration")
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(retry):
+			}
+			retry = min(2*retry, a.cfg.RetryMax)
+			full = true
+			continue
+		}
+		retry = a.cfg.RetryMin
+		full = false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.wake:
+		case <-resync.C:
+			full = true
+			resync.Reset(a.cfg.Resync)
+		}
+	}
+}
+
+// listen holds a LISTEN connection, reconnecting with backoff; each
+// (re)connection asks for a full sync, each notification for a sync.
+func (a *Agent) listen(ctx context.Context) {
+	retry := a.cfg.RetryMin
+	for ctx.Err() == nil {
+		err := a.listenOnce(ctx)
+		a.listening.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn().Err(err).Dur("retry_in", retry).Msg("store notifications lost; reconnecting")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, a.cfg.RetryMax)
+	}
+}
+
+func (a *Agent) listenOnce(ctx context.Context) error {
+	cc := a.cfg.Store.ConnConfig()
+	cc.RuntimeParams["application_name"] = ListenApplicationName(a.cfg.Pod)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := pgx.ConnectConfig(cctx, cc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("listen: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+certstore.Channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var schema string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	a.listening.Store(true)
+	a.metrics.reconnects.Inc()
+	// Whatever happened while we were not listening is caught up now.
+	a.poke()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		s, v, ok := strings.Cut(n.Payload, " ")
+		if !ok || s != schema {
+			continue // another schema's store in the same database
+		}
+		if ver, err := strconv.ParseInt(v, 10, 64); err == nil {
+			a.mu.Lock()
+			if ver > a.seen {
+				a.seen = ver
+				if a.behind.IsZero() && ver > a.applied {
+					a.behind = a.cfg.Now()
+				}
+			}
+			a.mu.Unlock()
+		}
+		a.poke()
+	}
+}
+
+// ListenApplicationName is the application_name of pod's LISTEN connection,
+// as pg_stat_activity shows it (PostgreSQL keeps 63 bytes of it).
+func ListenApplicationName(pod string) string {
+	n := "certmgr-agent-listen " + pod
+	return n[:min(len(n), 63)]
+}
+
+// heartbeats refreshes the heartbeat row so workers see this pod alive.
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.heartbeat(ctx); err != nil {
+				a.log.Debug().Err(err).Msg("heartbeat not recorded")
+			}
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context) error {
+	if !a.ready.Load() {
+		return nil // nothing applied yet: a worker must not count this pod as serving
+	}
+	a.mu.Lock()
+	hb := certstore.Agent{Pod: a.cfg.Pod, AppliedVersion: a.applied, LastSync: a.lastSync}
+	if a.lastErr != nil {
+		hb.Detail = a.lastErr.Error()
+	}
+	a.mu.Unlock()
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return a.cfg.Store.Heartbeat(hctx, hb)
+}
+
+// sync makes this nginx serve the store's current snapshot. Unless full, a
+// snapshot at the version already applied changes nothing.
+func (a *Agent) sync(ctx context.Context, full bool) (err error) {
+	start := a.cfg.Now()
+	defer func() {
+		a.mu.Lock()
+		a.lastErr = err
+		a.mu.Unlock()
+		result := "ok"
+		if err != nil {
+			result = "failed"
+		}
+		a.metrics.syncs.WithLabelValues(result).Inc()
+		a.metrics.syncSeconds.Observe(a.cfg.Now().Sub(start).Seconds())
+	}()
+	snap, err := a.cfg.Store.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.seen = max(a.seen, snap.Version)
+	unchanged := !full && a.ready.Load() && snap.Version == a.applied
+	a.mu.Unlock()
+	if unchanged {
+		return nil
+	}
+
+	// The lineages to serve, and which of them this pod lacks.
+	want := map[string]bool{}
+	var fetch []string
+	ds := make([]nginxconf.Domain, 0, len(snap.Served))
+	for _, sv := range snap.Served {
+		st, ok := snap.Lineages[sv.Lineage]
+		if !ok {
+			a.log.Warn().Str("domain", sv.Domain).Str("lineage", sv.Lineage).Msg("served domain names a lineage the store does not hold")
+			continue
+		}
+		ds = append(ds, nginxconf.Domain{Name: domain.Name(sv.Domain), Lineage: sv.Lineage})
+		if want[sv.Lineage] {
+			continue
+		}
+		want[sv.Lineage] = true
+		a.mu.Lock()
+		have := a.have[sv.Lineage]
+		a.mu.Unlock()
+		if have != st.Serial {
+			fetch = append(fetch, sv.Lineage)
+		}
+	}
+	slices.Sort(fetch)
+	written := 0
+	for len(fetch) > 0 {
+		batch := fetch[:min(len(fetch), a.cfg.FetchBatch)]
+		fetch = fetch[len(batch):]
+		ls, err := a.cfg.Store.Lineages(ctx, certstore.LineageFilter{Names: batch})
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if _, err := certstore.WriteLineage(a.cfg.Dir, l); err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			cur, _ := l.CurrentVersion()
+			a.mu.Lock()
+			a.have[l.Name] = cur.Serial
+			a.mu.Unlock()
+			written++
+		}
+	}
+
+	res, err := a.cfg.Nginx.Regenerate(ctx, ds)
+	for _, s := range res.Skipped {
+		a.log.Warn().Str("domain", string(s.Name)).Str("reason", s.Reason).Msg("domain left out of nginx config")
+	}
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	if res.ReloadPending || written > 0 {
+		if err := a.cfg.Reloader.Reload(ctx); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+		if err := a.cfg.Nginx.Reloaded(); err != nil {
+			a.log.Warn().Err(err).Msg("reload marker not cleared; the next sync reloads again")
+		}
+		a.metrics.reloads.Inc()
+	}
+
+	// Lineages no longer served go only now: the configuration nginx loaded
+	// before this sync may have named them.
+	local, err := certstore.LocalLineages(a.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	for _, n := range local {
+		if !want[n] {
+			if err := certstore.RemoveLineage(a.cfg.Dir, n); err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			a.mu.Lock()
+			delete(a.have, n)
+			a.mu.Unlock()
+		}
+	}
+
+	a.mu.Lock()
+	a.applied, a.lastSync = snap.Version, a.cfg.Now()
+	if a.seen <= a.applied {
+		a.behind = time.Time{}
+	}
+	a.mu.Unlock()
+	first := !a.ready.Swap(true)
+	if err := a.heartbeat(ctx); err != nil {
+		a.log.Warn().Err(err).Msg("synced, but the heartbeat was not recorded")
+	}
+	ev := a.log.Debug()
+	if first || written > 0 || res.Changed {
+		ev = a.log.Info()
+	}
+	ev.Int64("version", snap.Version).Int("domains", len(res.Served)).Int("lineages_written", written).
+		Bool("config_changed", res.Changed).Dur("took", a.cfg.Now().Sub(start)).Msg("synced")
+	return nil
+}
+
+// errNotReady is /readyz's answer before the first complete sync.
+var errNotReady = errors.New("first sync not complete")

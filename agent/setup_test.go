@@ -1,0 +1,399 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/midsummer/certmgr/certstore"
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/nginxconf"
+)
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newStoreKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func openStore(t testing.TB, url, key string) *certstore.Store {
+	t.Helper()
+	s, err := certstore.Open(ctxT(t), certstore.Config{URL: url, Key: key})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// testCA signs leaves.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// version makes version n of a lineage for name.
+func (ca *testCA) version(t testing.TB, n int, name string) certstore.Version {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return certstore.Version{
+		N: n, Cert: cert, Chain: ca.pem, Fullchain: append(append([]byte{}, cert...), ca.pem...),
+		Privkey: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		Serial:  hex.EncodeToString(serial.Bytes()), NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter,
+	}
+}
+
+// put stores version n of lineage name (for the domain of the same name)
+// and returns its serial.
+func (ca *testCA) put(t testing.TB, s *certstore.Store, name string, n int) string {
+	t.Helper()
+	v := ca.version(t, n, name)
+	if _, err := s.PutLineages(ctxT(t), []certstore.Lineage{{Name: name, Domains: []string{name}, Current: n,
+		RenewalConf: "version = 2.1.0\n", Versions: []certstore.Version{v}}}); err != nil {
+		t.Fatal(err)
+	}
+	return v.Serial
+}
+
+func serve(t testing.TB, s *certstore.Store, domains ...string) int64 {
+	t.Helper()
+	var sv []certstore.Served
+	for _, d := range domains {
+		sv = append(sv, certstore.Served{Domain: d, Lineage: d})
+	}
+	_, v, err := s.SetServed(ctxT(t), sv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// pod is one agent with its own nginx and certificate directory.
+type pod struct {
+	name     string
+	nginx    *testpeers.NginxPeer
+	defaults string // the default server's certificate and key
+	dir      string
+	agent    *Agent
+	http     string // the agent's address
+	cancel   context.CancelFunc
+	done     chan error
+	srv      *http.Server
+}
+
+type podOptions struct {
+	storeURL string // default: the test's schema
+	resync   time.Duration
+}
+
+// startPod starts nginx and an agent on storeURL.
+func startPod(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions) *pod {
+	t.Helper()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
+	stopNginxOnCleanup(t, peer)
+	defaults := t.TempDir()
+	ca := newTestCA(t)
+	def := ca.version(t, 1, "default.invalid")
+	os.WriteFile(filepath.Join(defaults, "cert.pem"), def.Fullchain, 0o644)
+	os.WriteFile(filepath.Join(defaults, "key.pem"), def.Privkey, 0o600)
+	p := &pod{name: name, nginx: peer, dir: t.TempDir(), defaults: defaults}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.http = ln.Addr().String()
+	p.start(t, pg, key, o, ln, defaults)
+	return p
+}
+
+// restart starts a new agent on the same nginx, directory and address, as
+// a restarted sidecar container does.
+func (p *pod) restart(t *testing.T, pg *testpeers.PostgresPeer, key string, o podOptions) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.start(t, pg, key, o, ln, p.defaults)
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// httpGet sends GET url with the Host header host.
+func httpGet(t testing.TB, rawURL, host string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (p *pod) start(t *testing.T, pg *testpeers.PostgresPeer, key string, o podOptions, ln net.Listener, defaults string) {
+	t.Helper()
+	cfg := nginxconf.Config{
+		ConfPath: filepath.Join(p.nginx.ConfDir, "custom-domains.conf"), Binary: p.nginx.Binary,
+		MainConf: p.nginx.MainConf, Prefix: p.nginx.Prefix, Upstream: "127.0.0.1:9", HTTPSPort: p.nginx.HTTPSPort,
+		HTTPPort: p.nginx.HTTPPort, DefaultCert: filepath.Join(defaults, "cert.pem"), DefaultKey: filepath.Join(defaults, "key.pem"),
+		ACMEWebroot: p.nginx.Webroot, ACMEChallengeProxy: p.http, LetsEncryptDir: p.dir, Timeout: time.Minute,
+	}
+	gen, err := nginxconf.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := nginxconf.NewLocalReloader(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := o.storeURL
+	if url == "" {
+		url = pg.URL
+	}
+	st := openStore(t, url, key)
+	reg := prometheus.NewRegistry()
+	a, err := New(Config{Store: st, Nginx: gen, Reloader: rl, Dir: p.dir, Pod: p.name, Resync: o.resync,
+		HeartbeatEvery: 500 * time.Millisecond, RetryMax: time.Second, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel, p.done = cancel, make(chan error, 1)
+	srv := &http.Server{Handler: a.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))}
+	go srv.Serve(ln)
+	go func() { p.done <- a.Run(ctx) }()
+	p.srv = srv
+	t.Cleanup(p.stop)
+}
+
+func (p *pod) stop() {
+	if p.cancel != nil {
+		p.cancel()
+		<-p.done
+		p.srv.Close()
+		p.cancel = nil
+	}
+}
+
+// serial is the serial of the certificate nginx presents for sni, or
+// "421"/"default" when it presents the default server's.
+func (p *pod) handshake(sni string) (serial string, status int, err error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp",
+		net.JoinHostPort("127.0.0.1", strconv.Itoa(p.nginx.HTTPSPort)),
+		&tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return "", 0, err
+	}
+	defer conn.Close()
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+	b, _ := io.ReadAll(conn)
+	if f := strings.Fields(string(b)); len(f) > 1 {
+		status, _ = strconv.Atoi(f[1])
+	}
+	return hex.EncodeToString(leaf.SerialNumber.Bytes()), status, nil
+}
+
+// waitServes waits until nginx presents serial for sni (serial "" means: the
+// name is answered 421 by the default server).
+func (p *pod) waitServes(t testing.TB, sni, serial string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < timeout {
+		got, status, err := p.handshake(sni)
+		if err == nil && ((serial != "" && got == serial) || (serial == "" && status == 421)) {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("serial %s status %d err %v", got, status, err)
+		time.Sleep(20 * time.Millisecond) // polling a condition, not guessing a duration
+	}
+	b, _ := os.ReadFile(p.nginx.ErrorLog)
+	t.Fatalf("%s: %s not served with %q after %s (last: %s)\nnginx log tail:\n%s", p.name, sni, serial, timeout, last, b[max(0, len(b)-2000):])
+	return 0
+}
+
+func (p *pod) get(t testing.TB, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.http + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func stopNginxOnCleanup(t testing.TB, peer *testpeers.NginxPeer) {
+	t.Cleanup(func() {
+		b, err := os.ReadFile(filepath.Join(peer.Prefix, "nginx.pid"))
+		if err != nil {
+			return
+		}
+		master, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return
+		}
+		workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+		syscall.Kill(master, syscall.SIGTERM)
+		deadline := time.Now().Add(20 * time.Second)
+		for _, pid := range append(strings.Fields(string(workers)), strconv.Itoa(master)) {
+			for time.Now().Before(deadline) {
+				if b, err := os.ReadFile("/proc/" + pid + "/stat"); err != nil || strings.Contains(string(b), ") Z") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+}
+
+// tcpProxy forwards to a PostgreSQL server; Cut drops every connection and
+// refuses new ones until Restore, which is what an outage looks like to a
+// client.
+type tcpProxy struct {
+	t      testing.TB
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newTCPProxy(t testing.TB, target string) *tcpProxy {
+	p := &tcpProxy{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.Cut)
+	return p
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (p *tcpProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) Restore() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.serve(ln)
+}
+
+// viaProxy is url with its host replaced by the proxy's address.
+func viaProxy(t testing.TB, raw string, p *tcpProxy) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.addr
+	return u.String()
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/internal/testpeers"
+)
+
+func storeKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func TestFleetConfigurationErrorsExit2(t *testing.T) {
+	t.Parallel()
+	pg := testpeers.Postgres(t)
+	key := storeKey()
+	env := func(kv ...string) map[string]string {
+		m := map[string]string{EnvDBURL: pg.URL, EnvCNAMETarget: "custom.midsummer.cloud", EnvStore: "postgres", EnvStoreKey: key}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	// The store is created (and sealed) with key.
+	if code, out, stderr := runCLI(t, env(), "migrate"); code != exitOK || !strings.Contains(out, "schema version 1") {
+		t.Fatalf("migrate: exit %d\n%s%s", code, out, stderr)
+	}
+	tests := []struct {
+		desc string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"store value", env(EnvStore, "etcd"), []string{"migrate"}, "CERTMGR_STORE=\"etcd\" is invalid"},
+		{"missing key", env(EnvStoreKey, ""), []string{"migrate"}, "CERTMGR_STORE_KEY: not set"},
+		{"short key", env(EnvStoreKey, "c2hvcnQ="), []string{"agent"}, "decodes to 5 bytes"},
+		{"wrong key", env(EnvStoreKey, storeKey()), []string{"store", "export", t.TempDir()}, "does not open this store"},
+		{"reload all pods", env(EnvReloadAllPods, "true", EnvDeploymentName, "api"), []string{"worker"},
+			"RELOAD_ALL_PODS=\"true\" is invalid: expected false with CERTMGR_STORE=postgres: in fleet mode no worker reloads nginx"},
+		{"agent on files", env(EnvStore, "files"), []string{"agent"}, "certmgr agent serves the postgres store"},
+		{"store without op", env(), []string{"store"}, "import DIR, export DIR or rotate-key"},
+		{"import without dir", env(), []string{"store", "import"}, "one directory"},
+		{"import not certbot", env(), []string{"store", "import", t.TempDir()}, "a certbot-layout directory"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			code, _, stderr := runCLI(t, tc.env, tc.args...)
+			if code != exitUsage {
+				t.Fatalf("exit %d, want 2; stderr:\n%s", code, stderr)
+			}
+			if !strings.Contains(stderr, tc.want) {
+				t.Fatalf("stderr does not name the problem %q:\n%s", tc.want, stderr)
+			}
+		})
+	}
+}
+
+func TestStoreImportExportRotateFromTheCommandLine(t *testing.T) {
+	t.Parallel()
+	pg := testpeers.Postgres(t)
+	oldKey, newKey := storeKey(), storeKey()
+	src := t.TempDir()
+	writeCertbotLineage(t, src, "shop.example.com")
+	env := map[string]string{EnvDBURL: pg.URL, EnvStore: "postgres", EnvStoreKey: oldKey}
+	code, out, stderr := runCLI(t, env, "store", "import", src)
+	if code != exitOK || !strings.Contains(out, "imported 1 lineage(s)") {
+		t.Fatalf("import: exit %d\n%s%s", code, out, stderr)
+	}
+	env[EnvStoreKey] = newKey + "," + oldKey
+	if code, out, stderr := runCLI(t, env, "store", "rotate-key"); code != exitOK || !strings.Contains(out, "re-sealed 2 value(s)") {
+		t.Fatalf("rotate-key: exit %d\n%s%s", code, out, stderr)
+	}
+	env[EnvStoreKey] = newKey
+	dst := t.TempDir()
+	if code, out, stderr := runCLI(t, env, "store", "export", dst); code != exitOK || !strings.Contains(out, "exported 1 lineage(s)") {
+		t.Fatalf("export: exit %d\n%s%s", code, out, stderr)
+	}
+	a, _ := os.ReadFile(filepath.Join(src, "live", "shop.example.com", "privkey.pem"))
+	b, err := os.ReadFile(filepath.Join(dst, "live", "shop.example.com", "privkey.pem"))
+	if err != nil || string(a) != string(b) {
+		t.Fatalf("exported key differs: %v", err)
+	}
+	env[EnvStoreKey] = oldKey
+	if code, _, stderr := runCLI(t, env, "store", "export", t.TempDir()); code != exitUsage {
+		t.Fatalf("old key after rotation: exit %d\n%s", code, stderr)
+	}
+}
+
+// writeCertbotLineage saves a self-signed certificate for name into dir the
+// way files mode does.
+func writeCertbotLineage(t *testing.T, dir, name string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	if _, err := acme.NewStore(dir).Save(acme.LineageName(name), acme.Issued{
+		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		Key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}, acme.RenewalParams{Server: "https://acme.test/dir", KeyType: acme.EC256, Domains: []string{name}, Webroot: "/var/www/letsencrypt"}); err != nil {
+		t.Fatal(err)
+	}
+}
