@@ -2,16 +2,18 @@ package nginxconf
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,7 +51,9 @@ type Applier struct {
 	log zerolog.Logger
 
 	mu       sync.Mutex
-	mainConf string // resolved once
+	mainConf string    // resolved once
+	info     NginxInfo // nginx -V, read with mainConf
+	live     liveFile
 	// forceMirror makes nginx -t use the mirror directory even when the
 	// main configuration's directory is writable (tests).
 	forceMirror bool
@@ -75,11 +79,23 @@ func (a *Applier) side(suffix string) string {
 	return filepath.Join(dir, "."+base+"."+suffix)
 }
 
-// Apply makes content the live configuration if `nginx -t` accepts it.
-// changed is false, and nothing is written, when the live file already holds
-// content. A refusal is a *TestError; the live file is then untouched.
-// Apply does not reload nginx: the caller reloads when changed is true.
+// Apply makes content the live configuration if `nginx -t` accepts it; see
+// ApplyFunc.
 func (a *Applier) Apply(ctx context.Context, content []byte) (changed bool, err error) {
+	return a.ApplyFunc(ctx, func(w io.Writer) error {
+		_, err := w.Write(content)
+		return err
+	})
+}
+
+// ApplyFunc makes what render writes the live configuration if `nginx -t`
+// accepts it. render streams into the candidate file (never into memory);
+// changed is false, and the live file is not touched, when the live file
+// already holds the same bytes (compared by SHA-256, the live file's hash
+// kept while its identity does not change). A refusal is a *TestError; the
+// live file is then untouched. ApplyFunc does not reload nginx: the caller
+// reloads when changed is true.
+func (a *Applier) ApplyFunc(ctx context.Context, render func(w io.Writer) error) (changed bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	unlock, err := a.flock(ctx)
@@ -89,16 +105,20 @@ func (a *Applier) Apply(ctx context.Context, content []byte) (changed bool, err 
 	defer unlock()
 
 	live := a.cfg.ConfPath
-	old, err := os.ReadFile(live)
-	switch {
-	case err == nil && bytes.Equal(old, content):
-		return false, nil
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return false, fmt.Errorf("read live nginx config: %w", err)
-	}
 	cand := a.CandidatePath()
-	if err := writeFileSync(cand, content); err != nil {
-		return false, fmt.Errorf("write candidate nginx config: %w", err)
+	sum, size, err := writeCandidate(cand, render)
+	if err != nil {
+		os.Remove(cand)
+		return false, err
+	}
+	liveSum, exists, err := a.liveSum(live)
+	if err != nil {
+		os.Remove(cand)
+		return false, err
+	}
+	if exists && liveSum == sum {
+		os.Remove(cand)
+		return false, nil
 	}
 	if err := a.test(ctx, cand); err != nil {
 		var te *TestError
@@ -111,7 +131,7 @@ func (a *Applier) Apply(ctx context.Context, content []byte) (changed bool, err 
 		}
 		return false, err
 	}
-	if old != nil {
+	if exists {
 		if err := a.keepLastGood(live); err != nil {
 			os.Remove(cand)
 			return false, err
@@ -122,8 +142,92 @@ func (a *Applier) Apply(ctx context.Context, content []byte) (changed bool, err 
 		return false, fmt.Errorf("put nginx config live: %w", err)
 	}
 	syncDir(filepath.Dir(live))
-	a.log.Info().Str("path", live).Int("bytes", len(content)).Msg("nginx config updated")
+	if id, err := statFile(live); err == nil {
+		a.live = liveFile{id: id, sum: sum}
+	}
+	a.log.Info().Str("path", live).Int64("bytes", size).Msg("nginx config updated")
 	return true, nil
+}
+
+// writeCandidate streams render into path (fsynced) and returns the
+// SHA-256 and size of what it wrote.
+func writeCandidate(path string, render func(w io.Writer) error) (sum [sha256.Size]byte, size int64, err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return sum, 0, fmt.Errorf("write candidate nginx config: %w", err)
+	}
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	if err := render(cw); err != nil {
+		f.Close()
+		return sum, 0, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return sum, 0, fmt.Errorf("write candidate nginx config: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return sum, 0, fmt.Errorf("write candidate nginx config: %w", err)
+	}
+	h.Sum(sum[:0])
+	return sum, cw.n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// liveFile is the hash of the live file as Apply last saw it.
+type liveFile struct {
+	id  fileID
+	sum [sha256.Size]byte
+}
+
+// liveSum returns the SHA-256 of the live file, read again only when its
+// identity (device, inode, size, mtime) changed since Apply last wrote or
+// read it.
+func (a *Applier) liveSum(live string) (sum [sha256.Size]byte, exists bool, err error) {
+	id, err := statFile(live)
+	if errors.Is(err, fs.ErrNotExist) {
+		return sum, false, nil
+	}
+	if err != nil {
+		return sum, false, fmt.Errorf("read live nginx config: %w", err)
+	}
+	if a.live.id == id {
+		return a.live.sum, true, nil
+	}
+	f, err := os.Open(live)
+	if err != nil {
+		return sum, false, fmt.Errorf("read live nginx config: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, false, fmt.Errorf("read live nginx config: %w", err)
+	}
+	h.Sum(sum[:0])
+	a.live = liveFile{id: id, sum: sum}
+	return sum, true, nil
+}
+
+func statFile(path string) (fileID, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	id := fileID{size: st.Size(), mtime: st.ModTime().UnixNano()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(sys.Dev), sys.Ino
+	}
+	return id, nil
 }
 
 // Test runs `nginx -t` with path read in place of the live file, so a caller
@@ -222,12 +326,6 @@ func (a *Applier) args(mainConf string, extra ...string) []string {
 	return append(args, extra...)
 }
 
-var (
-	confPathRe = regexp.MustCompile(`--conf-path=(\S+)`)
-	prefixRe   = regexp.MustCompile(`--prefix=(\S+)`)
-	pidPathRe  = regexp.MustCompile(`--pid-path=(\S+)`)
-)
-
 // nginxPaths are where the running nginx keeps its files, resolved as nginx
 // does: the main configuration from -c or the compiled-in --conf-path,
 // relative paths from -p or the compiled-in --prefix.
@@ -235,6 +333,7 @@ type nginxPaths struct {
 	mainConf string
 	prefix   string
 	pidPath  string // compiled-in --pid-path, for a main conf without `pid`
+	info     NginxInfo
 }
 
 func resolvePaths(ctx context.Context, cfg Config) (nginxPaths, error) {
@@ -243,19 +342,18 @@ func resolvePaths(ctx context.Context, cfg Config) (nginxPaths, error) {
 	if err != nil {
 		return nginxPaths{}, fmt.Errorf("find nginx paths: %w", err)
 	}
+	p.info, err = ParseNginxV(out)
+	if err != nil {
+		return nginxPaths{}, fmt.Errorf("find nginx paths: %w", err)
+	}
 	if p.mainConf == "" {
-		m := confPathRe.FindStringSubmatch(out)
-		if m == nil {
+		if p.info.ConfPath == "" {
 			return nginxPaths{}, fmt.Errorf("find nginx main config: nginx -V shows no --conf-path; set NGINX_MAIN_CONF")
 		}
-		p.mainConf = m[1]
+		p.mainConf = p.info.ConfPath
 	}
-	if m := prefixRe.FindStringSubmatch(out); p.prefix == "" && m != nil {
-		p.prefix = m[1]
-	}
-	if m := pidPathRe.FindStringSubmatch(out); m != nil {
-		p.pidPath = m[1]
-	}
+	p.prefix = cmp.Or(p.prefix, p.info.Prefix)
+	p.pidPath = p.info.PidPath
 	p.mainConf = p.abs(p.mainConf)
 	return p, nil
 }
@@ -276,8 +374,17 @@ func (a *Applier) resolveMainConf(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	a.mainConf = p.mainConf
+	a.mainConf, a.info = p.mainConf, p.info
 	return a.mainConf, nil
+}
+
+// Nginx returns what `nginx -V` says about the configured binary and the
+// main configuration's path, read once.
+func (a *Applier) Nginx(ctx context.Context) (NginxInfo, string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	mainConf, err := a.resolveMainConf(ctx)
+	return a.info, mainConf, err
 }
 
 func (a *Applier) keepLastGood(live string) error {

@@ -28,17 +28,22 @@ const (
 	// certificate from disk at each full handshake; a renewal needs no reload,
 	// and nginx -t and reloads do not load thousands of certificates.
 	CertModeVariable CertMode = "variable"
+	// CertModeAuto picks one of the two at each regeneration from the nginx
+	// binary (`nginx -V`) and the number of domains; see [Choose].
+	CertModeAuto CertMode = "auto"
 )
 
-// ParseCertMode reads NGINX_CERT_MODE; "" means per-server.
+// ParseCertMode reads NGINX_CERT_MODE; "" means auto.
 func ParseCertMode(s string) (CertMode, error) {
 	switch CertMode(strings.ToLower(strings.TrimSpace(s))) {
-	case "", CertModePerServer:
+	case "", CertModeAuto:
+		return CertModeAuto, nil
+	case CertModePerServer:
 		return CertModePerServer, nil
 	case CertModeVariable:
 		return CertModeVariable, nil
 	}
-	return "", fmt.Errorf("unknown NGINX_CERT_MODE %q: want per-server or variable", s)
+	return "", fmt.Errorf("unknown NGINX_CERT_MODE %q: want auto, per-server or variable", s)
 }
 
 // HashMode says whether the generated file sizes nginx's name hashes
@@ -131,8 +136,12 @@ type Config struct {
 	// default 8080.
 	HTTPSPort int
 	HTTPPort  int
-	// CertMode (NGINX_CERT_MODE) default per-server.
+	// CertMode (NGINX_CERT_MODE) default auto.
 	CertMode CertMode
+	// AutoVariableAbove is the number of domains above which auto mode picks
+	// variable on an nginx without ssl_certificate_cache, default
+	// DefaultAutoVariableAbove.
+	AutoVariableAbove int
 	// DefaultCert and DefaultKey are the certificate of the HTTPS default
 	// server that answers 421 to unknown names (NGINX_DEFAULT_CERT,
 	// NGINX_DEFAULT_KEY), default Debian's snakeoil pair.
@@ -169,7 +178,8 @@ func (c Config) WithDefaults() Config {
 	c.Upstream = cmp.Or(c.Upstream, DefaultUpstream)
 	c.HTTPSPort = cmp.Or(c.HTTPSPort, DefaultHTTPSPort)
 	c.HTTPPort = cmp.Or(c.HTTPPort, DefaultHTTPPort)
-	c.CertMode = cmp.Or(c.CertMode, CertModePerServer)
+	c.CertMode = cmp.Or(c.CertMode, CertModeAuto)
+	c.AutoVariableAbove = cmp.Or(c.AutoVariableAbove, DefaultAutoVariableAbove)
 	c.DefaultCert = cmp.Or(c.DefaultCert, DefaultCert)
 	c.DefaultKey = cmp.Or(c.DefaultKey, DefaultKey)
 	c.ACMEWebroot = cmp.Or(c.ACMEWebroot, DefaultACMEWebroot)
@@ -222,6 +232,9 @@ func (c Config) validate() error {
 	}
 	if _, err := ParseCertMode(string(c.CertMode)); err != nil {
 		errs = append(errs, err)
+	}
+	if c.AutoVariableAbove < 0 {
+		errs = append(errs, fmt.Errorf("AutoVariableAbove %d: want >= 0", c.AutoVariableAbove))
 	}
 	if _, err := ParseHashMode(string(c.HashMode)); err != nil {
 		errs = append(errs, err)

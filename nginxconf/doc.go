@@ -24,6 +24,13 @@
 // Two rendering modes ([CertMode]): per-server (one server block per domain,
 // certificates loaded at reload) and variable (one server block; nginx picks
 // the certificate by $ssl_server_name through a map of known names at each
-// handshake, so renewals need no reload). nginxconf/README.md says when to
-// pick which, with the benchmark's numbers.
+// handshake, so renewals need no reload). The default, auto, picks one at
+// each regeneration ([Choose]) from `nginx -V` ([ParseNginxV]) and the number
+// of domains, with ssl_certificate_cache where nginx has it; the [Plan] is in
+// [Result]. nginxconf/README.md says when which wins, with the benchmark's
+// numbers.
+//
+// The renderer streams ([RenderTo] writes to the candidate file from an
+// iterator over sites), so a regeneration's memory does not grow with the
+// size of the file.
 package nginxconf

@@ -1,9 +1,12 @@
 package nginxconf
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"fmt"
+	"io"
+	"iter"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -42,105 +45,151 @@ type Site struct {
 	CertSHA256 string
 }
 
-// Render returns the configuration for sites: deterministic (sorted by name;
-// of a name listed twice the first by lineage, then fingerprint, is kept)
-// and pure. It refuses any name that is not plain
-// lower-case LDH labels, so that nothing but whole server names can reach the
-// file. Use [Config.WithDefaults] values; Render applies them itself too.
+// Render returns the configuration for sites written for nginx 1.22 (the
+// configured mode; auto means per-server): deterministic (sorted by name; of
+// a name listed twice the first by lineage, then fingerprint, is kept) and
+// pure. It refuses any name that is not plain lower-case LDH labels, so that
+// nothing but whole server names can reach the file. Use
+// [Config.WithDefaults] values; Render applies them itself too.
 func Render(cfg Config, sites []Site) ([]byte, error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("render nginx config: %w", err)
+	return RenderPlan(cfg, legacyPlan(cfg.CertMode), sites)
+}
+
+// RenderPlan is Render for the nginx and mode a [Plan] describes.
+func RenderPlan(cfg Config, plan Plan, sites []Site) ([]byte, error) {
+	var b bytes.Buffer
+	if err := RenderTo(&b, cfg, plan, slices.Values(SortSites(sites))); err != nil {
+		return nil, err
 	}
+	return b.Bytes(), nil
+}
+
+// SortSites returns sites sorted by name with each name once (of a name
+// listed twice the first by lineage, then fingerprint), as RenderTo wants
+// them.
+func SortSites(sites []Site) []Site {
 	sites = slices.Clone(sites)
 	slices.SortFunc(sites, func(a, b Site) int {
 		return cmp.Or(strings.Compare(string(a.Name), string(b.Name)),
 			strings.Compare(a.lineage(), b.lineage()), strings.Compare(a.CertSHA256, b.CertSHA256))
 	})
-	sites = slices.CompactFunc(sites, func(a, b Site) bool { return a.Name == b.Name })
-	for _, s := range sites {
+	return slices.CompactFunc(sites, func(a, b Site) bool { return a.Name == b.Name })
+}
+
+// RenderTo streams the configuration to w: its memory does not grow with the
+// number of sites. sites must yield the same sites, sorted by name, each
+// name once, every time it is called: the variable mode goes over them
+// several times (once to check and size, then once per list in the file).
+// Nothing is written when a site is refused.
+func RenderTo(w io.Writer, cfg Config, plan Plan, sites iter.Seq[Site]) error {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("render nginx config: %w", err)
+	}
+	if plan.Mode != CertModePerServer && plan.Mode != CertModeVariable {
+		return fmt.Errorf("render nginx config: plan mode %q: want per-server or variable", plan.Mode)
+	}
+	var st siteStats
+	var prev domain.Name
+	for s := range sites {
 		if err := checkName(string(s.Name)); err != nil {
-			return nil, fmt.Errorf("render nginx config: %w", err)
+			return fmt.Errorf("render nginx config: %w", err)
 		}
 		if err := checkLineage(s.lineage()); err != nil {
-			return nil, fmt.Errorf("render nginx config: lineage of %s: %w", s.Name, err)
+			return fmt.Errorf("render nginx config: lineage of %s: %w", s.Name, err)
 		}
 		if !isHex(s.CertSHA256) {
-			return nil, fmt.Errorf("render nginx config: certificate fingerprint of %s is not hex", s.Name)
+			return fmt.Errorf("render nginx config: certificate fingerprint of %s is not hex", s.Name)
 		}
+		if st.count > 0 && s.Name <= prev {
+			return fmt.Errorf("render nginx config: sites out of order or repeated: %s after %s", s.Name, prev)
+		}
+		prev = s.Name
+		st.count++
+		st.longest = max(st.longest, len(s.Name))
 	}
-	r := newRenderer(cfg)
-	r.grow(sites)
-	r.header(sites)
-	r.common(sites)
+	r := newRenderer(cfg, plan, w)
+	r.header(st)
+	r.common(st)
 	r.defaultServer()
-	switch cfg.CertMode {
+	switch plan.Mode {
 	case CertModeVariable:
-		r.variable(sites)
+		r.variable(sites, st)
 	default:
-		for _, s := range sites {
+		for s := range sites {
 			r.perServer(s)
 		}
 	}
-	r.httpServer(sites)
-	return r.b.Bytes(), nil
+	r.httpServer(sites, st)
+	if err := r.w.Flush(); err != nil {
+		return fmt.Errorf("render nginx config: %w", err)
+	}
+	return nil
+}
+
+// siteStats are what the file's head needs to know about all sites.
+type siteStats struct {
+	count, longest int
 }
 
 type renderer struct {
-	cfg Config
-	b   bytes.Buffer
+	cfg  Config
+	plan Plan
+	w    *bufio.Writer
 	// Pieces repeated for every site, built once: the per-site loops only
 	// copy strings (fmt per line costs 5x more at 10,000 domains).
-	listenHTTPS string // "    listen 8443 ssl http2;\n"
-	liveDir     string // "/etc/letsencrypt/live/"
-	proxyRoot   string // location / { ... }
+	listenHTTPS   string // "    listen 8443 ssl http2;\n" or with "    http2 on;\n"
+	listenDefault string // the same for the default server
+	liveDir       string // "/etc/letsencrypt/live/"
+	proxyRoot     string // location / { ... }
 }
 
-func newRenderer(cfg Config) *renderer {
-	r := &renderer{cfg: cfg}
-	r.listenHTTPS = fmt.Sprintf("    listen %d ssl http2;\n", cfg.HTTPSPort)
+func newRenderer(cfg Config, plan Plan, w io.Writer) *renderer {
+	r := &renderer{cfg: cfg, plan: plan}
+	listen := func(def string) string {
+		switch plan.HTTP2 {
+		case HTTP2Listen:
+			return fmt.Sprintf("    listen %d ssl http2%s;\n", cfg.HTTPSPort, def)
+		case HTTP2Directive:
+			return fmt.Sprintf("    listen %d ssl%s;\n    http2 on;\n", cfg.HTTPSPort, def)
+		}
+		return fmt.Sprintf("    listen %d ssl%s;\n", cfg.HTTPSPort, def)
+	}
+	r.listenHTTPS, r.listenDefault = listen(""), listen(" default_server")
 	r.liveDir = filepath.Join(cfg.LetsEncryptDir, "live") + "/"
+	var b bytes.Buffer
+	r.w = bufio.NewWriter(&b)
 	r.proxyLocation("/")
-	r.proxyRoot = r.b.String()
-	r.b.Reset()
+	r.w.Flush()
+	r.proxyRoot = b.String()
+	r.w = bufio.NewWriterSize(w, 64<<10)
 	return r
 }
 
 func (r *renderer) s(parts ...string) {
 	for _, p := range parts {
-		r.b.WriteString(p)
+		r.w.WriteString(p)
 	}
 }
 
-func (r *renderer) p(format string, args ...any) { fmt.Fprintf(&r.b, format, args...) }
+func (r *renderer) p(format string, args ...any) { fmt.Fprintf(r.w, format, args...) }
 
-// grow sizes the buffer once: a few growths of a 10 MB buffer cost more than
-// writing it.
-func (r *renderer) grow(sites []Site) {
-	n := 4000 + len(r.proxyRoot)
-	for _, s := range sites {
-		names, paths := len(s.Name), len(r.liveDir)+len(s.lineage())+20
-		if r.cfg.CertMode == CertModePerServer {
-			n += len(r.proxyRoot) + 200 + 2*names + 2*paths + len(s.CertSHA256)
-		} else {
-			n += 100 + 4*names + 2*paths
-		}
-	}
-	r.b.Grow(n)
-}
-
-func (r *renderer) header(sites []Site) {
+func (r *renderer) header(st siteStats) {
 	r.p("# Generated by certmgr from tenant_customdomain; certmgr rewrites this file.\n")
 	r.p("# Do not edit: run `certmgr regen-nginx` instead.\n")
-	r.p("# mode %s, %d domains\n\n", r.cfg.CertMode, len(sites))
+	r.p("# mode %s, %d domains\n", r.plan.Mode, st.count)
+	if r.cfg.CertMode == CertModeAuto {
+		r.p("# NGINX_CERT_MODE=auto: %s\n", r.plan.Reason)
+	}
+	r.p("\n")
 }
 
-func (r *renderer) common(sites []Site) {
+func (r *renderer) common(st siteStats) {
 	if r.cfg.HashMode == HashAuto {
-		maxSize, bucket := hashSizes(sites)
+		maxSize, bucket := hashSizes(st.count, st.longest)
 		r.p("server_names_hash_max_size %d;\n", maxSize)
 		r.p("server_names_hash_bucket_size %d;\n", bucket)
-		if r.cfg.CertMode == CertModeVariable {
+		if r.plan.Mode == CertModeVariable {
 			r.p("map_hash_max_size %d;\n", maxSize)
 			r.p("map_hash_bucket_size %d;\n", bucket)
 		}
@@ -159,7 +208,7 @@ func (r *renderer) common(sites []Site) {
 func (r *renderer) defaultServer() {
 	r.p("# Any name without a server below: 421 Misdirected Request.\n")
 	r.p("server {\n")
-	r.p("    listen %d ssl http2 default_server;\n", r.cfg.HTTPSPort)
+	r.s(r.listenDefault)
 	r.p("    server_name _;\n")
 	r.p("    ssl_certificate %s;\n", r.cfg.DefaultCert)
 	r.p("    ssl_certificate_key %s;\n", r.cfg.DefaultKey)
@@ -177,7 +226,7 @@ func (r *renderer) perServer(s Site) {
 	r.s(r.proxyRoot, "}\n")
 }
 
-func (r *renderer) variable(sites []Site) {
+func (r *renderer) variable(sites iter.Seq[Site], st siteStats) {
 	r.p("\n# Certificates by SNI, only for known names: any other name maps to the\n")
 	r.p("# default certificate, so a client cannot make nginx open another path.\n")
 	for _, m := range []struct{ v, file, def string }{
@@ -186,21 +235,24 @@ func (r *renderer) variable(sites []Site) {
 	} {
 		r.p("map $ssl_server_name %s {\n", m.v)
 		r.p("    default %s;\n", m.def)
-		for _, s := range sites {
+		for s := range sites {
 			r.s("    ", string(s.Name), " ", r.liveDir, s.lineage(), "/", m.file, ";\n")
 		}
 		r.p("}\n")
 	}
-	if len(sites) == 0 {
+	if st.count == 0 {
 		return
 	}
 	r.p("\nserver {\n")
-	r.p("    listen %d ssl http2;\n", r.cfg.HTTPSPort)
-	for _, s := range sites {
+	r.s(r.listenHTTPS)
+	for s := range sites {
 		r.s("    server_name ", string(s.Name), ";\n")
 	}
 	r.p("    ssl_certificate $certmgr_ssl_certificate;\n")
 	r.p("    ssl_certificate_key $certmgr_ssl_certificate_key;\n")
+	if r.plan.CertCache > 0 {
+		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, certCacheValid)
+	}
 	r.proxyLocation("/")
 	r.p("}\n")
 }
@@ -228,14 +280,14 @@ func (r *renderer) proxyLocation(path string) {
 // server on that port, if any, stays the default), but when it is the only
 // server there nginx makes it the default, so it also proxies the platform's
 // health check PingPath instead of redirecting it.
-func (r *renderer) httpServer(sites []Site) {
+func (r *renderer) httpServer(sites iter.Seq[Site], st siteStats) {
 	r.p("\n# HTTP: ACME HTTP-01 challenges, the health check, and a redirect to https.\n")
 	r.p("server {\n")
 	r.p("    listen %d;\n", r.cfg.HTTPPort)
-	if len(sites) == 0 {
+	if st.count == 0 {
 		r.p("    server_name _;\n")
 	}
-	for _, s := range sites {
+	for s := range sites {
 		r.s("    server_name ", string(s.Name), ";\n")
 	}
 	r.p("    location ^~ /.well-known/acme-challenge/ {\n")
@@ -262,14 +314,10 @@ func (r *renderer) httpServer(sites []Site) {
 // rounds buckets up to the 64-byte cache line. max_size is an upper bound nginx
 // searches up to; a generous bound (4 slots per name) lets it find a fitting
 // size on the first tries instead of walking thousands of sizes at nginx -t.
-func hashSizes(sites []Site) (maxSize, bucket int) {
-	longest := 0
-	for _, s := range sites {
-		longest = max(longest, len(s.Name))
-	}
+func hashSizes(count, longest int) (maxSize, bucket int) {
 	elt := 8 + (longest+2+7)/8*8
 	bucket = max(128, (elt+8+63)/64*64)
-	maxSize = max(1024, (len(sites)*4+1023)/1024*1024)
+	maxSize = max(1024, (count*4+1023)/1024*1024)
 	return maxSize, bucket
 }
 

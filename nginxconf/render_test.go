@@ -33,7 +33,7 @@ func TestRenderGolden(t *testing.T) {
 		{
 			desc:   "per-server, names out of order and duplicated",
 			golden: "per-server.conf",
-			cfg:    Config{},
+			cfg:    Config{CertMode: CertModePerServer},
 			sites: []Site{
 				{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp},
 				{Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp},
@@ -50,7 +50,7 @@ func TestRenderGolden(t *testing.T) {
 		{
 			desc:   "no domains",
 			golden: "empty.conf",
-			cfg:    Config{},
+			cfg:    Config{CertMode: CertModePerServer},
 		},
 		{
 			desc:   "non-default settings, hash left to the main config",
@@ -58,7 +58,7 @@ func TestRenderGolden(t *testing.T) {
 			cfg: Config{
 				Upstream: "unix:/run/hypercorn.sock", HTTPSPort: 443, HTTPPort: 80,
 				DefaultCert: "/etc/nginx/default.pem", DefaultKey: "/etc/nginx/default.key",
-				ACMEWebroot: "/srv/acme", LetsEncryptDir: "/data/le", HashMode: HashOff,
+				ACMEWebroot: "/srv/acme", LetsEncryptDir: "/data/le", HashMode: HashOff, CertMode: CertModePerServer,
 			},
 			sites: sites("a.example.com"),
 		},
@@ -88,6 +88,72 @@ func TestRenderGolden(t *testing.T) {
 				t.Error("Render depends on the order of its input")
 			}
 		})
+	}
+}
+
+// TestRenderGoldenGenerations renders for the two nginx generations, with
+// the plans Choose makes from real `nginx -V` outputs: Debian's 1.22
+// (listen … http2, no certificate cache) and 1.28 (http2 on,
+// ssl_certificate_cache in variable mode).
+func TestRenderGoldenGenerations(t *testing.T) {
+	t.Parallel()
+	fp := strings.Repeat("cd", 32)
+	ss := []Site{
+		{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp},
+		{Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp},
+		{Domain: Domain{Name: "xn--bcher-kva.example", Lineage: "xn--bcher-kva.example-0001"}, CertSHA256: fp},
+	}
+	tests := []struct {
+		golden   string
+		nginxV   string
+		mode     CertMode
+		above    int // AutoVariableAbove
+		wantMode CertMode
+	}{
+		{"auto-1.22-per-server.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 0, CertModePerServer},
+		{"auto-1.22-variable.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 2, CertModeVariable},
+		{"auto-1.28.conf", "source-1.28.3.txt", CertModeAuto, 0, CertModeVariable},
+		{"per-server-1.28.conf", "source-1.28.3.txt", CertModePerServer, 0, CertModePerServer},
+	}
+	for _, tc := range tests {
+		t.Run(tc.golden, func(t *testing.T) {
+			t.Parallel()
+			out, err := os.ReadFile(filepath.Join("testdata", "nginx-V", tc.nginxV))
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := ParseNginxV(string(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{CertMode: tc.mode, AutoVariableAbove: tc.above}.WithDefaults()
+			plan := Choose(cfg.CertMode, info, len(ss), cfg.AutoVariableAbove, nil)
+			if plan.Mode != tc.wantMode {
+				t.Fatalf("Choose = %s (%s), want %s", plan.Mode, plan.Reason, tc.wantMode)
+			}
+			got, err := RenderPlan(cfg, plan, ss)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkGolden(t, filepath.Join("testdata", tc.golden), got)
+			checkStructure(t, plan.Mode, got, ss)
+		})
+	}
+}
+
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run TestRenderGolden -update)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (rerun with -update and review the diff):\n%s", path, got)
 	}
 }
 
@@ -172,7 +238,11 @@ func TestHashSizes(t *testing.T) {
 		{"10,000 names", make([]Site, 10000), 40960, 128},
 	}
 	for _, tc := range tests {
-		gotMax, gotBucket := hashSizes(tc.names)
+		longest := 0
+		for _, s := range tc.names {
+			longest = max(longest, len(s.Name))
+		}
+		gotMax, gotBucket := hashSizes(len(tc.names), longest)
 		if gotMax != tc.wantMax || gotBucket != tc.wantBucket {
 			t.Errorf("%s: hashSizes = %d, %d; want %d, %d", tc.desc, gotMax, gotBucket, tc.wantMax, tc.wantBucket)
 		}

@@ -2,6 +2,7 @@ package nginxconf
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,102 +21,154 @@ func TestServe(t *testing.T) {
 	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
-			f := setup(t, mode)
-			names := []string{"shop.example.com", "events.tenant-a.org", "xn--bcher-kva.example"}
-			for _, n := range names {
-				writeLineage(t, f.le, n, leafOpts{})
-			}
-			res := f.regenerate(t, names...)
-			if !res.Changed || len(res.Skipped) != 0 || len(res.Served) != 3 {
-				t.Fatalf("Regenerate = %+v; want 3 served, changed", res)
-			}
-
-			for _, n := range names {
-				r, err := f.get(n, n, "/path?q=1", true)
-				if err != nil {
-					t.Fatalf("%s: %v", n, err)
-				}
-				if r.status != 200 || r.body != "upstream "+n+" /path?q=1" {
-					t.Errorf("%s: %d %q; want 200 from the upstream", n, r.status, r.body)
-				}
-				if !slices.Equal(r.leaf.DNSNames, []string{n}) {
-					t.Errorf("%s: served certificate for %v", n, r.leaf.DNSNames)
-				}
-				if r.proto != 2 {
-					t.Errorf("%s: HTTP/%d; want HTTP/2", n, r.proto)
-				}
-				h := f.upstream.headers(n)
-				for k, want := range map[string]string{
-					"Host": n, "X-Forwarded-Proto": "https", "X-Forwarded-Host": n, "X-Forwarded-For": "127.0.0.1",
-				} {
-					if got := h.Get(k); got != want {
-						t.Errorf("%s: upstream saw %s %q; want %q", n, k, got, want)
-					}
-				}
-				if err := f.websocket(n); err != nil {
-					t.Errorf("%s: websocket through nginx: %v", n, err)
-				}
-			}
-
-			// Unknown SNI: the default certificate and 421.
-			r, err := f.get("other.example.net", "other.example.net", "/", false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != http.StatusMisdirectedRequest || r.leaf.Subject.CommonName != "default.invalid" {
-				t.Errorf("unknown SNI: %d with certificate %q; want 421 with the default certificate", r.status, r.leaf.Subject.CommonName)
-			}
-			// Known SNI, unknown Host: 421, never another tenant's site.
-			r, err = f.get("shop.example.com", "other.example.net", "/", true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != http.StatusMisdirectedRequest {
-				t.Errorf("known SNI, unknown Host: %d; want 421", r.status)
-			}
-
-			// HTTP port: the challenge token, /ping/, and a redirect for the rest.
-			writeFile(t, filepath.Join(f.peer.Webroot, ".well-known", "acme-challenge", "tok-123"), "tok-123.thumbprint")
-			r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/tok-123")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != 200 || r.body != "tok-123.thumbprint" {
-				t.Errorf("challenge: %d %q", r.status, r.body)
-			}
-			r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/missing")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != 404 {
-				t.Errorf("missing challenge: %d; want 404, not a redirect", r.status)
-			}
-			r, err = f.getHTTP("shop.example.com", "/cart?id=7")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if loc := r.header.Get("Location"); r.status != 301 || loc != "https://shop.example.com/cart?id=7" {
-				t.Errorf("http: %d Location %q; want 301 to https", r.status, loc)
-			}
-			// The load balancer's health check arrives with an address as Host.
-			r, err = f.getHTTP("127.0.0.1", "/ping/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != 200 || !strings.HasPrefix(r.body, "upstream 127.0.0.1 /ping/") {
-				t.Errorf("health check: %d %q; want the upstream's answer", r.status, r.body)
-			}
-
-			// Removing a domain: its SNI now gets 421.
-			f.regenerate(t, "events.tenant-a.org", "xn--bcher-kva.example")
-			r, err = f.get("shop.example.com", "shop.example.com", "/", false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.status != http.StatusMisdirectedRequest {
-				t.Errorf("removed domain: %d; want 421", r.status)
-			}
+			checkServes(t, setup(t, mode), mode)
 		})
+	}
+	// The same on an nginx with ssl_certificate_cache, when one is present
+	// (see newerNginx): auto picks variable mode with the cache there.
+	if bin := newerNginx(t); bin != "" {
+		for _, mode := range []CertMode{CertModePerServer, CertModeAuto} {
+			t.Run("newer-nginx/"+string(mode), func(t *testing.T) {
+				t.Parallel()
+				checkServes(t, setupNginx(t, mode, bin), map[CertMode]CertMode{CertModeAuto: CertModeVariable}[mode])
+			})
+		}
+	}
+}
+
+// checkServes is TestServe's check of one fixture; wantMode is the mode the
+// file must say it was rendered in ("" for no check).
+func checkServes(t *testing.T, f *fixture, wantMode CertMode) {
+	t.Helper()
+	names := []string{"shop.example.com", "events.tenant-a.org", "xn--bcher-kva.example"}
+	for _, n := range names {
+		writeLineage(t, f.le, n, leafOpts{})
+	}
+	res := f.regenerate(t, names...)
+	if !res.Changed || len(res.Skipped) != 0 || len(res.Served) != 3 {
+		t.Fatalf("Regenerate = %+v; want 3 served, changed", res)
+	}
+	if wantMode != "" && res.Plan.Mode != wantMode {
+		t.Fatalf("rendered in mode %s (%s); want %s", res.Plan.Mode, res.Plan.Reason, wantMode)
+	}
+
+	for _, n := range names {
+		r, err := f.get(n, n, "/path?q=1", true)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if r.status != 200 || r.body != "upstream "+n+" /path?q=1" {
+			t.Errorf("%s: %d %q; want 200 from the upstream", n, r.status, r.body)
+		}
+		if !slices.Equal(r.leaf.DNSNames, []string{n}) {
+			t.Errorf("%s: served certificate for %v", n, r.leaf.DNSNames)
+		}
+		if r.proto != 2 {
+			t.Errorf("%s: HTTP/%d; want HTTP/2", n, r.proto)
+		}
+		h := f.upstream.headers(n)
+		for k, want := range map[string]string{
+			"Host": n, "X-Forwarded-Proto": "https", "X-Forwarded-Host": n, "X-Forwarded-For": "127.0.0.1",
+		} {
+			if got := h.Get(k); got != want {
+				t.Errorf("%s: upstream saw %s %q; want %q", n, k, got, want)
+			}
+		}
+		if err := f.websocket(n); err != nil {
+			t.Errorf("%s: websocket through nginx: %v", n, err)
+		}
+	}
+
+	// Unknown SNI: the default certificate and 421.
+	r, err := f.get("other.example.net", "other.example.net", "/", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusMisdirectedRequest || r.leaf.Subject.CommonName != "default.invalid" {
+		t.Errorf("unknown SNI: %d with certificate %q; want 421 with the default certificate", r.status, r.leaf.Subject.CommonName)
+	}
+	// Known SNI, unknown Host: 421, never another tenant's site.
+	r, err = f.get("shop.example.com", "other.example.net", "/", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusMisdirectedRequest {
+		t.Errorf("known SNI, unknown Host: %d; want 421", r.status)
+	}
+
+	// HTTP port: the challenge token, /ping/, and a redirect for the rest.
+	writeFile(t, filepath.Join(f.peer.Webroot, ".well-known", "acme-challenge", "tok-123"), "tok-123.thumbprint")
+	r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/tok-123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 200 || r.body != "tok-123.thumbprint" {
+		t.Errorf("challenge: %d %q", r.status, r.body)
+	}
+	r, err = f.getHTTP("shop.example.com", "/.well-known/acme-challenge/missing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 404 {
+		t.Errorf("missing challenge: %d; want 404, not a redirect", r.status)
+	}
+	r, err = f.getHTTP("shop.example.com", "/cart?id=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc := r.header.Get("Location"); r.status != 301 || loc != "https://shop.example.com/cart?id=7" {
+		t.Errorf("http: %d Location %q; want 301 to https", r.status, loc)
+	}
+	// The load balancer's health check arrives with an address as Host.
+	r, err = f.getHTTP("127.0.0.1", "/ping/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 200 || !strings.HasPrefix(r.body, "upstream 127.0.0.1 /ping/") {
+		t.Errorf("health check: %d %q; want the upstream's answer", r.status, r.body)
+	}
+
+	// Removing a domain: its SNI now gets 421.
+	f.regenerate(t, "events.tenant-a.org", "xn--bcher-kva.example")
+	r, err = f.get("shop.example.com", "shop.example.com", "/", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != http.StatusMisdirectedRequest {
+		t.Errorf("removed domain: %d; want 421", r.status)
+	}
+}
+
+// TestServeAuto: auto mode on Debian's nginx (no certificate cache) renders
+// per-server up to AutoVariableAbove domains and variable above, both served,
+// and reports the rule.
+func TestServeAuto(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeAuto, func(c *Config) { c.AutoVariableAbove = 2 })
+	names := []string{"a.example.com", "b.example.com", "c.example.com"}
+	for _, n := range names {
+		writeLineage(t, f.le, n, leafOpts{})
+	}
+	res := f.regenerate(t, names[:2]...)
+	if res.Plan.Mode != CertModePerServer || res.Plan.Rule != RuleSmallFleet || res.Plan.HTTP2 != HTTP2Listen {
+		t.Errorf("2 domains: plan %+v; want per-server, small-fleet, listen http2", res.Plan)
+	}
+	res = f.regenerate(t, names...)
+	if res.Plan.Mode != CertModeVariable || res.Plan.Rule != RuleLargeFleet || res.Plan.CertCache != 0 {
+		t.Errorf("3 domains: plan %+v; want variable, large-fleet, no cache", res.Plan)
+	}
+	live, err := os.ReadFile(f.cfg.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(live), "# mode variable, 3 domains\n# NGINX_CERT_MODE=auto: 3 domains, more than 2") {
+		t.Errorf("live file does not say its mode and why:\n%.300s", live)
+	}
+	for _, n := range names {
+		r, err := f.get(n, n, "/", true)
+		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) {
+			t.Errorf("%s in variable mode: %v %+v", n, err, r.status)
+		}
 	}
 }
 

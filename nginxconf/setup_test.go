@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -34,9 +35,15 @@ type fixture struct {
 	reloader *LocalReloader
 }
 
-func setup(t *testing.T, mode CertMode) *fixture {
+func setup(t *testing.T, mode CertMode, opts ...func(*Config)) *fixture {
 	t.Helper()
-	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
+	return setupNginx(t, mode, "", opts...)
+}
+
+// setupNginx is setup with another nginx binary ("" for Debian's).
+func setupNginx(t *testing.T, mode CertMode, binary string, opts ...func(*Config)) *fixture {
+	t.Helper()
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{Binary: binary})
 	stopNginxOnCleanup(t, peer)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -64,6 +71,9 @@ func setup(t *testing.T, mode CertMode) *fixture {
 		LetsEncryptDir: le,
 		Timeout:        time.Minute,
 	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	gen, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +83,34 @@ func setup(t *testing.T, mode CertMode) *fixture {
 		t.Fatal(err)
 	}
 	return &fixture{peer: peer, cfg: cfg, le: le, upstream: up, gen: gen, reloader: rl}
+}
+
+// newerNginx is an nginx with ssl_certificate_cache (≥ 1.27.4) when one is
+// present: $CERTMGR_TEST_NGINX, or one the bench built under
+// $HOME/.cache/certmgr-nginx/<version>/sbin/nginx. make test itself runs only
+// Debian's 1.22; these are extra runs.
+func newerNginx(t testing.TB) string {
+	t.Helper()
+	cands := []string{os.Getenv("CERTMGR_TEST_NGINX")}
+	if home, err := os.UserHomeDir(); err == nil {
+		m, _ := filepath.Glob(filepath.Join(home, ".cache", "certmgr-nginx", "*", "sbin", "nginx"))
+		slices.Sort(m)
+		slices.Reverse(m)
+		cands = append(cands, m...)
+	}
+	for _, c := range cands {
+		if c == "" {
+			continue
+		}
+		out, err := exec.Command(c, "-V").CombinedOutput()
+		if err != nil {
+			continue
+		}
+		if info, err := ParseNginxV(string(out)); err == nil && info.CertificateCache() {
+			return c
+		}
+	}
+	return ""
 }
 
 // regenerate applies names and, when the file changed, reloads nginx and

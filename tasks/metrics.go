@@ -24,6 +24,8 @@ type metrics struct {
 	regenSeconds  prometheus.Histogram
 	reloads       *prometheus.CounterVec // by pod outcome
 	expiry        *prometheus.GaugeVec   // notAfter of each domain's served certificate
+	certMode      *prometheus.GaugeVec   // 1 for the mode the last regeneration rendered
+	certCache     prometheus.Gauge       // its ssl_certificate_cache max=, 0 for none
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,12 +49,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "nginx reloads by pod outcome (reloaded, failed, timed_out, skipped, restarted)."}, []string{"outcome"}),
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certmgr_certificate_expiry_timestamp_seconds",
 			Help: "notAfter of each domain's certificate, as Unix time; alert on it minus time()."}, []string{"domain"}),
+		certMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certmgr_nginx_cert_mode",
+			Help: "1 for the certificate mode the last regeneration rendered (per-server or variable), with the rule that chose it (configured, cert-cache, small-fleet, large-fleet, keys-unreadable) and how HTTP/2 is turned on; the log says why in words."},
+			[]string{"mode", "rule", "http2"}),
+		certCache: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_nginx_ssl_certificate_cache_max",
+			Help: "max= of the ssl_certificate_cache the last regeneration rendered; 0 for none (nginx before 1.27.4, or per-server mode)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
-		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry} {
+		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -90,6 +90,11 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	start := time.Now()
 	p.generated, err = s.cfg.Nginx.Regenerate(ctx, sites)
 	s.metrics.regenSeconds.Observe(time.Since(start).Seconds())
+	if pl := p.generated.Plan; pl.Mode != "" {
+		s.metrics.certMode.Reset()
+		s.metrics.certMode.WithLabelValues(string(pl.Mode), string(pl.Rule), string(pl.HTTP2)).Set(1)
+		s.metrics.certCache.Set(float64(pl.CertCache))
+	}
 	for _, sk := range p.generated.Skipped {
 		if r, ok := byName[sk.Name]; ok {
 			if werr := s.cfg.Domains.SetLastError(ctx, r.ID, tenantSkipReason(sk)); werr != nil {

@@ -99,7 +99,7 @@ var Variables = []Variable{
 	{EnvNginxUpstream, "127.0.0.1:8082", "the application server nginx proxies to"},
 	{EnvNginxHTTPSPort, "8443", "port of the SNI servers"},
 	{EnvNginxHTTPPort, "8080", "port of the ACME challenge and redirect servers"},
-	{EnvNginxCertMode, "per-server", "per-server (one server block per domain) or variable (one block, certificate by $ssl_server_name)"},
+	{EnvNginxCertMode, "auto", "auto (pick from nginx -V and the domain count; logged and on /metrics), per-server (one server block per domain) or variable (one block, certificate by $ssl_server_name)"},
 	{EnvNginxDefaultCert, "/etc/ssl/certs/ssl-cert-snakeoil.pem", "certificate of the 421 default server"},
 	{EnvNginxDefaultKey, "/etc/ssl/private/ssl-cert-snakeoil.key", "key of the 421 default server"},
 	{EnvNginxNamesHash, "auto", "auto: the generated file sizes server_names_hash for its names; off: the main configuration does"},

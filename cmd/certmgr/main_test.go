@@ -140,7 +140,7 @@ func TestSettingsDefaultsFollowTheContract(t *testing.T) {
 		{"conf", s.NginxConfPath, "/etc/nginx/conf.d/custom-domains.conf"},
 		{"upstream", s.NginxUpstream, "127.0.0.1:8082"},
 		{"ports", [2]int{s.NginxHTTPSPort, s.NginxHTTPPort}, [2]int{8443, 8080}},
-		{"cert mode", s.NginxCertMode, "per-server"},
+		{"cert mode", s.NginxCertMode, "auto"},
 		{"reload", s.ReloadMode, "local"},
 		{"namespace falls back to rancher's", s.PodNamespace, "tenant-prod"},
 		{"container", s.NginxContainer, "proxy"},

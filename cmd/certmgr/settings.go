@@ -135,7 +135,7 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.NginxUpstream = e.hostPort(EnvNginxUpstream)
 	s.NginxHTTPSPort = e.int(EnvNginxHTTPSPort, 1, 65535)
 	s.NginxHTTPPort = e.int(EnvNginxHTTPPort, 1, 65535)
-	s.NginxCertMode = e.oneOf(EnvNginxCertMode, "per-server", "variable")
+	s.NginxCertMode = e.oneOf(EnvNginxCertMode, "auto", "per-server", "variable")
 	s.NginxDefaultCert = e.str(EnvNginxDefaultCert)
 	s.NginxDefaultKey = e.str(EnvNginxDefaultKey)
 	s.NginxNamesHash = e.oneOf(EnvNginxNamesHash, "auto", "off")

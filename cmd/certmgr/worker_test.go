@@ -122,6 +122,8 @@ func TestWorkerCommandEndToEnd(t *testing.T) {
 		`certmgr_tasks_total{outcome="success",task="certmgr.ping"}`: 1,
 		"certmgr_certificates_issued_total":                          1,
 		`certmgr_nginx_reloads_total{outcome="reloaded"}`:            1,
+		// NGINX_CERT_MODE=auto (the default) on Debian's nginx, one domain.
+		`certmgr_nginx_cert_mode{http2="listen",mode="per-server",rule="small-fleet"}`: 1,
 	} {
 		if got := metric(after, series); got != want {
 			t.Errorf("%s = %v after the tasks, want %v", series, got, want)

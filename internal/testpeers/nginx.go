@@ -21,6 +21,9 @@ type NginxOptions struct {
 	Files map[string]string
 	// NoStart leaves nginx stopped (for tests that only run nginx -t).
 	NoStart bool
+	// Binary is the nginx to run; empty means Debian's /usr/sbin/nginx (or
+	// the first nginx on PATH).
+	Binary string
 }
 
 // NginxPeer is an nginx of the test's own: its own prefix, main config, pid
@@ -42,9 +45,12 @@ type NginxPeer struct {
 // foreground; it is stopped when the test ends.
 func Nginx(t testing.TB, opts NginxOptions) *NginxPeer {
 	t.Helper()
-	bin := "/usr/sbin/nginx"
-	if _, err := os.Stat(bin); err != nil {
-		bin = lookBinary(t, "nginx")
+	bin := opts.Binary
+	if bin == "" {
+		bin = "/usr/sbin/nginx"
+		if _, err := os.Stat(bin); err != nil {
+			bin = lookBinary(t, "nginx")
+		}
 	}
 	prefix := t.TempDir()
 	p := &NginxPeer{
