@@ -30,6 +30,10 @@ type Config struct {
 	Target string
 	// Timeout bounds each query to each server. Default 5s.
 	Timeout time.Duration
+	// CheckTimeout bounds one whole Check: the CNAME chain, the addresses and
+	// the CAA walk up every label, over every server (CUSTOM_DOMAIN_DNS_TIMEOUT).
+	// A check past it fails as a timeout (*TransientError). Default 10s.
+	CheckTimeout time.Duration
 	// MaxCNAMEHops bounds the CNAME chain followed. Default 8.
 	MaxCNAMEHops int
 	// CAIdentifier is the issuer domain a CAA "issue" record must name for the
@@ -44,6 +48,7 @@ type Config struct {
 func (c Config) withDefaults() (Config, error) {
 	c.ResolvConf = cmp.Or(c.ResolvConf, "/etc/resolv.conf")
 	c.Timeout = cmp.Or(c.Timeout, 5*time.Second)
+	c.CheckTimeout = cmp.Or(c.CheckTimeout, 10*time.Second)
 	c.MaxCNAMEHops = cmp.Or(c.MaxCNAMEHops, 8)
 	c.CAIdentifier = cmp.Or(c.CAIdentifier, "letsencrypt.org")
 	if c.Now == nil {
@@ -84,7 +89,7 @@ func (c Config) validate() error {
 			return fmt.Errorf("dnscheck: DNS server %q (CUSTOM_DOMAIN_DNS_SERVERS) is not host:port: %w", s, err)
 		}
 	}
-	if c.Timeout < 0 || c.MaxCNAMEHops < 1 {
+	if c.Timeout < 0 || c.CheckTimeout < 0 || c.MaxCNAMEHops < 1 {
 		return fmt.Errorf("dnscheck: Timeout %s and MaxCNAMEHops %d must be positive", c.Timeout, c.MaxCNAMEHops)
 	}
 	return nil
@@ -217,7 +222,11 @@ func (e *TransientError) Detail() string {
 }
 
 // Check verifies that name points at the target and that CAA allows the CA.
+// The whole check, CAA walk included, ends within CheckTimeout: one tenant's
+// long or slow name cannot hold a worker for minutes.
 func (c *Checker) Check(ctx context.Context, name domain.Name) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.CheckTimeout)
+	defer cancel()
 	res := Result{Name: name}
 	fq := dns.Fqdn(string(name))
 	ch, err := c.follow(ctx, fq, dns.TypeA)

@@ -55,6 +55,9 @@ func IsTransient(err error) bool {
 	if errors.Is(err, ErrNotFound) || errors.As(err, new(*BadRowError)) {
 		return false
 	}
+	if errors.As(err, new(*LockBusyError)) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code[:min(2, len(pgErr.Code))] {

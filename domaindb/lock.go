@@ -2,9 +2,11 @@ package domaindb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,10 +29,29 @@ func LockKey(name string) int64 {
 
 // Lock waits for the advisory lock of a domain, so that one process at a time orders
 // or renews its certificate. After Lock returns, re-read the row and the certificate
-// store: another holder may just have finished. ctx bounds the wait only.
+// store: another holder may just have finished. The wait ends with ctx or after
+// Config.LockWait, whichever is first; the latter is a *LockBusyError.
 func (s *Store) Lock(ctx context.Context, name domain.Name) (Unlock, error) {
-	u, _, err := s.lock(ctx, string(name), true)
+	wctx, cancel := context.WithTimeoutCause(ctx, s.cfg.LockWait, errLockWait)
+	defer cancel()
+	u, _, err := s.lock(wctx, string(name), true)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errLockWait) {
+		return nil, &LockBusyError{Name: string(name), Waited: s.cfg.LockWait}
+	}
 	return u, err
+}
+
+var errLockWait = errors.New("lock wait bound reached")
+
+// LockBusyError is a lock still held by another worker after Config.LockWait:
+// the task is retried later instead of waiting on.
+type LockBusyError struct {
+	Name   string
+	Waited time.Duration
+}
+
+func (e *LockBusyError) Error() string {
+	return fmt.Sprintf("lock %s: still held by another worker after %s", e.Name, e.Waited)
 }
 
 // TryLock takes the advisory lock called name if it is free and reports whether it

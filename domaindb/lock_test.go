@@ -312,3 +312,45 @@ func waitForWaiter(ctx context.Context, url string, key int64) error {
 		}
 	}
 }
+
+// A lock another holder keeps is waited for at most Config.LockWait: then Lock
+// fails with a *LockBusyError that IsTransient reports, so the task is retried
+// instead of holding a worker until its time limit.
+func TestLockWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s, err := domaindb.New(context.Background(), domaindb.Config{URL: b.pg.URL, LockWait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	name := lockName(b, "busy")
+	unlock, err := b.store.Lock(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	u, err := s.Lock(context.Background(), name)
+	took := time.Since(start)
+	var busy *domaindb.LockBusyError
+	if err == nil {
+		u()
+		t.Fatal("Lock of a held lock succeeded")
+	}
+	if !errors.As(err, &busy) || !domaindb.IsTransient(err) {
+		t.Fatalf("Lock of a held lock = %v; want a transient *LockBusyError", err)
+	}
+	if took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("Lock gave up after %s; want about 300ms", took)
+	}
+	unlock()
+	// The abandoned wait left no lock behind.
+	eventually(t, 10*time.Second, func() error {
+		u, ok, err := s.TryLock(context.Background(), string(name))
+		if err != nil || !ok {
+			return fmt.Errorf("TryLock = %v, %v", ok, err)
+		}
+		u()
+		return nil
+	})
+}

@@ -34,6 +34,10 @@ type Config struct {
 	// LockTimeout bounds unlocking, which runs even after the caller's ctx is done.
 	// Default 5s.
 	LockTimeout time.Duration
+	// LockWait bounds how long Lock waits for a lock another holder keeps; then it
+	// fails with a *LockBusyError, which IsTransient reports (retry later).
+	// Default 30s.
+	LockWait time.Duration
 	// Now is the clock MarkFailed uses to tell whether a certificate is live.
 	// Default time.Now.
 	Now func() time.Time
@@ -42,6 +46,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.MaxConns = cmp.Or(c.MaxConns, 8)
 	c.LockTimeout = cmp.Or(c.LockTimeout, 5*time.Second)
+	c.LockWait = cmp.Or(c.LockWait, 30*time.Second)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

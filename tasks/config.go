@@ -166,10 +166,24 @@ func New(cfg Config) (*Service, error) {
 // Register puts every task of the contract on mux, with the metrics
 // middleware.
 func (s *Service) Register(mux *worker.ServeMux) {
-	mux.Use(s.metrics.middleware)
+	mux.Use(s.metrics.middleware, deadlineMiddleware)
 	mux.HandleFunc(IssueTask, s.issueTask)
 	mux.HandleFunc(VerifyTask, s.verifyTask)
 	mux.HandleFunc(RemoveTask, s.removeTask)
 	mux.HandleFunc(RegenTask, s.regenTask)
 	mux.HandleFunc(RenewTask, s.renewTask)
+}
+
+// deadlineMiddleware makes a task that ran past its time limit (its ctx
+// deadline: Celery's timelimit, else CERTMGR_TASK_TIME_LIMIT) fail for good,
+// as Celery's TimeLimitExceeded does, instead of being retried for the
+// timeout its last step saw. Its lock was released by the step's defer.
+func deadlineMiddleware(next worker.Handler) worker.Handler {
+	return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) error {
+		err := next.ProcessTask(ctx, t)
+		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, worker.SkipRetry) {
+			return fmt.Errorf("%w: %w", worker.SkipRetry, err)
+		}
+		return err
+	})
 }

@@ -56,6 +56,8 @@ const (
 	EnvShutdownGrace        = "CERTMGR_SHUTDOWN_GRACE"
 	EnvRetryBase            = "CERTMGR_RETRY_BASE"
 	EnvRetryMax             = "CERTMGR_RETRY_MAX"
+	EnvTaskTimeLimit        = "CERTMGR_TASK_TIME_LIMIT"
+	EnvDNSTimeout           = "CUSTOM_DOMAIN_DNS_TIMEOUT"
 	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
 	EnvKubeconfig           = "KUBECONFIG"
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
@@ -122,6 +124,8 @@ var Variables = []Variable{
 	{EnvShutdownGrace, "60", "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery"},
 	{EnvRetryBase, "10", "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry"},
 	{EnvRetryMax, "600", "longest retry delay in seconds"},
+	{EnvTaskTimeLimit, "300", "seconds a task sent without its own time limit may run; past it the task fails with TimeLimitExceeded and releases its lock"},
+	{EnvDNSTimeout, "10", "seconds one whole DNS check may take, CAA walk and every resolver included"},
 	{EnvLogLevel, "info", "debug, info, warning, error, critical (--loglevel)"},
 	{EnvLogFormat, "", "json or console (default: console on a terminal, json otherwise)"},
 }

@@ -23,6 +23,8 @@ type Settings struct {
 	Concurrency       int
 	ShutdownGrace     time.Duration
 	RetryBase         time.Duration
+	TaskTimeLimit     time.Duration
+	DNSTimeout        time.Duration
 	RetryMax          time.Duration
 
 	DBURL       string
@@ -91,6 +93,8 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.Concurrency = e.int(EnvConcurrency, 1, 1024)
 	s.ShutdownGrace = e.seconds(EnvShutdownGrace)
 	s.RetryBase = e.seconds(EnvRetryBase)
+	s.TaskTimeLimit = e.seconds(EnvTaskTimeLimit)
+	s.DNSTimeout = e.seconds(EnvDNSTimeout)
 	s.RetryMax = e.seconds(EnvRetryMax)
 	if s.RetryMax > 0 && s.RetryMax < s.RetryBase {
 		e.fail(&ConfigError{Name: EnvRetryMax, Value: e.str(EnvRetryMax), Expect: "at least " + EnvRetryBase})

@@ -101,7 +101,7 @@ func build(ctx context.Context, a *app) (*components, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, Logger: a.log})
+	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, CheckTimeout: s.DNSTimeout, Logger: a.log})
 	if err != nil {
 		c.close()
 		return nil, &ConfigError{Name: EnvDNSServers, Value: fmt.Sprint(s.DNSServers), Expect: err.Error()}
@@ -170,6 +170,9 @@ func workerConfig(a *app) worker.Config {
 		// CERTMGR_RETRY_MAX (10 min): with the defaults ten retries cover
 		// about an hour of a database, DNS or CA outage.
 		MaxRetries: 10,
-		Logger:     a.log,
+		// Celery has no default time limit; a task stuck on a peer that
+		// accepts connections and never answers would hold its lock forever.
+		DefaultTimeLimit: s.TaskTimeLimit,
+		Logger:           a.log,
 	}
 }
