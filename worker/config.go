@@ -18,6 +18,18 @@ type Config struct {
 	// ResultBackendURL is Celery's Redis result backend
 	// (CELERY_RESULT_BACKEND). Default: BrokerURL.
 	ResultBackendURL string
+	// BrokerTransportOptions are kombu's Redis transport options as JSON
+	// (CELERY_BROKER_TRANSPORT_OPTIONS): global_keyprefix, sep,
+	// priority_steps, queue_order_strategy, visibility_timeout (which wins
+	// over VisibilityTimeout) and the others redisbroker.ParseOptions lists.
+	// An option certmgr does not implement fails NewServer. Default: none.
+	BrokerTransportOptions string
+	// MaxMessageBytes is the largest message the worker takes
+	// (CERTMGR_MAX_MESSAGE_BYTES); a bigger one is moved to the dead list
+	// inside Redis, without its body reaching the worker, and its task gets
+	// a FAILURE result (kombu.exceptions.LimitExceeded) naming the limit.
+	// Default 1 MiB; negative: no limit.
+	MaxMessageBytes int
 	// Queue is the queue consumed (CUSTOM_DOMAIN_CELERY_QUEUE). Default certmgr.
 	Queue string
 	// VisibilityTimeout is kombu's visibility_timeout
@@ -76,6 +88,7 @@ func (c Config) withDefaults() Config {
 	c.ResultBackendURL = cmp.Or(c.ResultBackendURL, c.BrokerURL)
 	c.Queue = cmp.Or(c.Queue, "certmgr")
 	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.Concurrency = cmp.Or(c.Concurrency, 4)
 	c.Prefetch = cmp.Or(c.Prefetch, 4*c.Concurrency)
 	if c.Hostname == "" {

@@ -13,6 +13,7 @@ import (
 // them on the run queue. Decoding happens in the executor, in parallel.
 type fetcher struct {
 	src    fetchSource
+	size   *sizeGuard
 	fl     *inflight
 	poll   time.Duration
 	log    zerolog.Logger
@@ -80,6 +81,11 @@ func (f *fetcher) loop(ctx context.Context) {
 // accept queues a fetched message for the executor, or logs one the broker
 // put away as undecodable. The caller holds a slot for it.
 func (f *fetcher) accept(fd celery.Delivery) {
+	if fd.TooLarge > 0 {
+		f.fl.release()
+		f.size.reject(fd)
+		return
+	}
 	if fd.Tag == "" {
 		f.fl.release()
 		f.log.Error().Str("queue", fd.Queue).Str("dead_list", f.src.DeadQueue()).Int("bytes", len(fd.Raw)).

@@ -48,6 +48,13 @@ type Server struct {
 
 // NewServer checks cfg and prepares a server; it does not connect.
 func NewServer(cfg Config, h Handler) (*Server, error) {
+	opts, err := redisbroker.ParseOptions("CELERY_BROKER_TRANSPORT_OPTIONS", cfg.BrokerTransportOptions)
+	if err != nil {
+		return nil, fmt.Errorf("worker broker: %w", err)
+	}
+	if opts.VisibilityTimeout > 0 {
+		cfg.VisibilityTimeout = opts.VisibilityTimeout // kombu reads it from here
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -57,6 +64,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	}
 	broker, err := redisbroker.New(redisbroker.Config{
 		URL: cfg.BrokerURL, Queue: cfg.Queue, VisibilityTimeout: cfg.VisibilityTimeout, MutexTTL: cfg.RestoreMutexTTL,
+		Options: opts, MaxMessageBytes: max(cfg.MaxMessageBytes, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("worker broker: %w", err)
@@ -93,7 +101,8 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		fl: s.fl, settler: s.settle, ev: s.ev, persist: persist,
 	}
 	s.ev.stats = func() (int64, int64) { return s.exec.active.Load(), s.exec.processed.Load() }
-	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs}
+	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs,
+		size: &sizeGuard{limit: cfg.MaxMessageBytes, deadQ: broker.DeadQueue(), results: results, persist: persist, log: log}}
 	s.maint = &maintenance{
 		keeper: broker, fl: s.fl, ev: s.ev, refreshInterval: cfg.RefreshInterval,
 		restoreInterval: cfg.RestoreInterval, heartbeatInterval: cfg.HeartbeatInterval,

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/midsummer/certmgr/worker"
 )
 
 // The environment variables certmgr reads. CONTRACT.md fixes the names the
@@ -65,6 +67,8 @@ const (
 	EnvStoreKey             = "CERTMGR_STORE_KEY"
 	EnvAgentResync          = "CERTMGR_AGENT_RESYNC"
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
+	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
+	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
 )
 
 // Variable documents one environment variable.
@@ -76,11 +80,13 @@ type Variable struct {
 
 // Variables is every environment variable certmgr reads, in README order.
 var Variables = []Variable{
-	{EnvBrokerURL, "redis://localhost:6379/0", "the Redis broker the Django app sends tasks to"},
+	{EnvBrokerURL, "redis://localhost:6379/0", "the Redis broker the Django app sends tasks to: redis://, rediss:// (with Celery's ssl_* parameters), redis+socket:// or unix://"},
+	{EnvBrokerOptions, "", "kombu's broker_transport_options as JSON, e.g. {\"global_keyprefix\": \"midsummer:\"}; an option certmgr does not implement stops it at start"},
 	{EnvResultBackend, "", "Redis result backend (default: the broker URL)"},
 	{EnvQueue, "certmgr", "queue to consume (worker -Q overrides)"},
 	{EnvVisibilityTimeout, "3600", "seconds before an unacknowledged message of a dead worker is redelivered; must match the Django side"},
 	{EnvResultExpires, "86400", "seconds task results are kept (Celery's result_expires)"},
+	{EnvMaxMessageBytes, "1048576", "largest task message taken; a bigger one goes to the dead list, unread, with a FAILURE result naming the limit (0: no limit)"},
 	{EnvDBURL, "", "Django's PostgreSQL (required)"},
 	{EnvCNAMETarget, "", "hostname tenants CNAME to, e.g. custom.midsummer.cloud (required)"},
 	{EnvReservedZones, "", "comma-separated zones no tenant may claim, nor any name under them (the CNAME target's registrable domain always is)"},
@@ -253,6 +259,16 @@ func redactURL(v string) string {
 		rest += "#REDACTED"
 	}
 	return scheme + rest
+}
+
+// brokerURL checks a Celery broker or result backend URL; the error shows
+// the URL with its password replaced.
+func (e *env) brokerURL(name string) string {
+	v := e.str(name)
+	if err := worker.CheckURL(v); err != nil {
+		e.errs = append(e.errs, &ConfigError{Name: name, Value: redactURL(v), Expect: err.Error()})
+	}
+	return v
 }
 
 func (e *env) oneOf(name string, allowed ...string) string {

@@ -85,6 +85,9 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 		{"missing target", with(EnvCNAMETarget, ""), []string{"renew"}, "CUSTOM_DOMAIN_CNAME_TARGET is required"},
 		{"db not a url", with(EnvDBURL, "db.internal"), []string{"worker"}, `MIDSUMMER_DB_URL="db.internal" is invalid`},
 		{"broker scheme", with(EnvBrokerURL, "amqp://guest@rabbit//"), []string{"worker"}, "CELERY_BROKER_URL"},
+		{"broker password hidden", with(EnvBrokerURL, "redis://:hunter2@h:99999/0"), []string{"worker"}, `CELERY_BROKER_URL="redis://REDACTED@h:99999/0" is invalid: expected redis url redis://:***@h:99999/0: the port is not a number`},
+		{"transport option", with(EnvBrokerOptions, `{"fanout_patterns": false}`), []string{"worker"}, `CELERY_BROKER_TRANSPORT_OPTIONS: option "fanout_patterns": not supported`},
+		{"max message bytes", with(EnvMaxMessageBytes, "-1"), []string{"worker"}, "CERTMGR_MAX_MESSAGE_BYTES"},
 		{"visibility", with(EnvVisibilityTimeout, "soon"), []string{"worker"}, "CELERY_VISIBILITY_TIMEOUT"},
 		{"key type", with(EnvACMEKeyType, "dsa"), []string{"worker"}, "ACME_KEY_TYPE=\"dsa\" is invalid: expected one of ec256"},
 		{"staging bool", with(EnvACMEStaging, "maybe"), []string{"worker"}, "ACME_STAGING"},
@@ -112,6 +115,9 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 			}
 			if !strings.Contains(stderr, tc.want) {
 				t.Fatalf("stderr does not name the problem %q:\n%s", tc.want, stderr)
+			}
+			if strings.Contains(stderr, "hunter2") {
+				t.Fatalf("stderr shows the password:\n%s", stderr)
 			}
 		})
 	}

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/midsummer/certmgr/acme"
@@ -51,7 +50,10 @@ func runWorker(a *app) error {
 	if err != nil {
 		return &ConfigError{Name: EnvHTTPAddr, Value: a.settings.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
 	}
-	broker := newBrokerPinger(a.settings.BrokerURL)
+	broker, err := worker.NewBrokerPinger(workerConfig(a))
+	if err != nil {
+		return err
+	}
 	defer broker.Close()
 	// Draining starts with the signal: /readyz fails from then on, while
 	// in-flight tasks finish their grace period.
@@ -87,7 +89,7 @@ func runWorker(a *app) error {
 // broker and database answer) and /metrics. /readyz names the failing
 // component only: the probe's body is readable by anyone who reaches the
 // port, and driver errors name users, databases and hosts.
-func opsHandler(c *components, broker *brokerPinger, draining func() bool) http.Handler {
+func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pathHealthz, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc(pathReadyz, func(w http.ResponseWriter, r *http.Request) {
@@ -113,27 +115,6 @@ func opsHandler(c *components, broker *brokerPinger, draining func() bool) http.
 	mux.Handle(pathMetrics, promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
 	return mux
 }
-
-// brokerPinger checks that the Redis broker answers, for /readyz.
-type brokerPinger struct{ pool *redis.Pool }
-
-func newBrokerPinger(url string) *brokerPinger {
-	return &brokerPinger{pool: &redis.Pool{MaxIdle: 1, IdleTimeout: time.Minute, Dial: func() (redis.Conn, error) {
-		return redis.DialURL(url, redis.DialConnectTimeout(2*time.Second), redis.DialReadTimeout(2*time.Second), redis.DialWriteTimeout(2*time.Second))
-	}}}
-}
-
-func (b *brokerPinger) Ping(ctx context.Context) error {
-	conn, err := b.pool.GetContext(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_, err = conn.Do("PING")
-	return err
-}
-
-func (b *brokerPinger) Close() { b.pool.Close() }
 
 func runIssue(a *app, d string, force, asJSON bool) error {
 	c, err := build(a.ctx, a)

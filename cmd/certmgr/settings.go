@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/midsummer/certmgr/worker"
 )
 
 // Letsencrypt's directories, chosen by ACME_STAGING.
@@ -17,6 +19,8 @@ const (
 type Settings struct {
 	BrokerURL         string
 	ResultBackendURL  string
+	BrokerOptions     string // JSON
+	MaxMessageBytes   int    // 0: no limit
 	Queue             string
 	VisibilityTimeout time.Duration
 	ResultExpires     time.Duration
@@ -82,11 +86,16 @@ type needs struct {
 func loadSettings(get func(string) string, n needs) (Settings, error) {
 	e := &env{get: get}
 	var s Settings
-	s.BrokerURL = e.url(EnvBrokerURL, "redis", "rediss")
+	s.BrokerURL = e.brokerURL(EnvBrokerURL)
 	s.ResultBackendURL = s.BrokerURL
 	if get(EnvResultBackend) != "" {
-		s.ResultBackendURL = e.url(EnvResultBackend, "redis", "rediss")
+		s.ResultBackendURL = e.brokerURL(EnvResultBackend)
 	}
+	s.BrokerOptions = e.str(EnvBrokerOptions)
+	if err := worker.CheckTransportOptions(EnvBrokerOptions, s.BrokerOptions); err != nil {
+		e.fail(err)
+	}
+	s.MaxMessageBytes = e.int(EnvMaxMessageBytes, 0, 1<<30)
 	s.Queue = e.str(EnvQueue)
 	s.VisibilityTimeout = e.seconds(EnvVisibilityTimeout)
 	s.ResultExpires = e.seconds(EnvResultExpires)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -156,11 +157,14 @@ func build(ctx context.Context, a *app) (*components, error) {
 func workerConfig(a *app) worker.Config {
 	s := a.settings
 	return worker.Config{
-		BrokerURL:         s.BrokerURL,
-		ResultBackendURL:  s.ResultBackendURL,
-		Queue:             s.Queue,
-		VisibilityTimeout: s.VisibilityTimeout,
-		Concurrency:       s.Concurrency,
+		BrokerURL:        s.BrokerURL,
+		ResultBackendURL: s.ResultBackendURL,
+		Queue:            s.Queue,
+		// CELERY_BROKER_TRANSPORT_OPTIONS and CERTMGR_MAX_MESSAGE_BYTES (0 there: no limit).
+		BrokerTransportOptions: s.BrokerOptions,
+		MaxMessageBytes:        cmp.Or(s.MaxMessageBytes, -1),
+		VisibilityTimeout:      s.VisibilityTimeout,
+		Concurrency:            s.Concurrency,
 		// Issue tasks take seconds (an ACME order); a replica holding many
 		// waiting messages would starve its siblings. Celery's default is 4×.
 		Prefetch:      s.Concurrency,

@@ -10,8 +10,14 @@ import (
 // redelivery.
 type Delivery struct {
 	Tag   string // properties.delivery_tag; empty for a message that went to the dead list
-	Raw   []byte // the message exactly as it was stored
+	Raw   []byte // the message exactly as it was stored (for TooLarge: with an empty body)
 	Queue string // the queue it came from
+	// TooLarge is the size of a message over the broker's size limit. The
+	// broker has put it away whole (dead list) without handing over its
+	// body; Raw is its envelope with the body emptied (nil when even that
+	// was over the limit or unreadable), so the task's id can be read for
+	// a FAILURE result.
+	TooLarge int
 }
 
 // EncodedResult is a result document (ResultMeta.Encode) ready to store.

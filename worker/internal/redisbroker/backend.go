@@ -15,7 +15,7 @@ import (
 
 // BackendConfig configures a Backend.
 type BackendConfig struct {
-	// URL is the result backend, redis://host:port/db. Required.
+	// URL is the result backend, in any form ParseURL takes. Required.
 	URL string
 	// Expires is how long results are kept (SETEX). Default 24h, Celery's
 	// result_expires; negative keeps them forever.
@@ -37,11 +37,11 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 		return nil, errors.New("redisbroker: backend URL is required")
 	}
 	cfg.Expires = cmp.Or(cfg.Expires, 24*time.Hour)
-	pool, _, err := NewPool(cfg.URL, cmp.Or(cfg.DialTimeout, 5*time.Second), cmp.Or(cfg.CommandTimeout, 10*time.Second))
+	d, err := newDialer(cfg.URL, Options{}, cmp.Or(cfg.DialTimeout, 5*time.Second), cmp.Or(cfg.CommandTimeout, 10*time.Second))
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, pool: pool}, nil
+	return &Backend{cfg: cfg, pool: d.pool(16)}, nil
 }
 
 // Close releases the backend's connections.
@@ -200,7 +200,7 @@ func (b *Broker) StoreAndAck(ctx context.Context, results []Result, expires time
 		exp = max(int64(expires/time.Second), 1)
 	}
 	keys := make([]any, 0, 2+len(results))
-	keys = append(keys, UnackedKey, UnackedIndexKey)
+	keys = append(keys, b.k.unacked, b.k.unackedIndex)
 	args := make([]any, 0, 2+len(results)+len(tags))
 	args = append(args, exp, len(results))
 	for _, r := range results {

@@ -8,9 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -18,19 +18,27 @@ import (
 	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
-// kombu's key names.
+// kombu's default key names (before any global_keyprefix).
 const (
 	UnackedKey      = "unacked"
 	UnackedIndexKey = "unacked_index"
 	UnackedMutexKey = "unacked_mutex"
 	bindingPrefix   = "_kombu.binding."
-	bindingSep      = "\x06\x16"
 )
 
 // Config configures a Broker.
 type Config struct {
-	// URL is the broker, redis://[:password@]host:port/db. Required.
+	// URL is the broker: redis://[[user]:password@]host:port/db, rediss://
+	// with Celery's ssl_* parameters, redis+socket:///path or unix:///path
+	// (see ParseURL). Required.
 	URL string
+	// Options are kombu's transport options (broker_transport_options).
+	// Options.VisibilityTimeout, when set, wins over VisibilityTimeout.
+	Options Options
+	// MaxMessageBytes is the largest message taken off the queue; a bigger
+	// one is moved, whole and inside Redis, to the dead list, and only its
+	// headers reach the worker (Delivery.TooLarge). 0: no limit.
+	MaxMessageBytes int
 	// Queue is the queue to consume. Required.
 	Queue string
 	// VisibilityTimeout is how long a message may sit in `unacked` without its
@@ -46,10 +54,11 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
-	c.MutexTTL = cmp.Or(c.MutexTTL, 300*time.Second)
-	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
-	c.CommandTimeout = cmp.Or(c.CommandTimeout, 10*time.Second)
+	c.Options = c.Options.withDefaults()
+	c.VisibilityTimeout = cmp.Or(c.Options.VisibilityTimeout, c.VisibilityTimeout, time.Hour)
+	c.MutexTTL = cmp.Or(c.Options.UnackedMutexExpire, c.MutexTTL, 300*time.Second)
+	c.DialTimeout = cmp.Or(c.Options.SocketConnectTimeout, c.DialTimeout, 5*time.Second)
+	c.CommandTimeout = cmp.Or(c.Options.SocketTimeout, c.CommandTimeout, 10*time.Second)
 	return c
 }
 
@@ -63,16 +72,24 @@ func (c Config) validate() error {
 	if c.VisibilityTimeout < time.Second {
 		return fmt.Errorf("redisbroker: VisibilityTimeout %s is shorter than 1s", c.VisibilityTimeout)
 	}
+	if c.MaxMessageBytes < 0 {
+		return fmt.Errorf("redisbroker: MaxMessageBytes %d is negative", c.MaxMessageBytes)
+	}
 	return nil
 }
 
 // Broker is a worker's connection to a kombu Redis broker.
 type Broker struct {
 	cfg    Config
+	dialer *dialer
 	pool   *redis.Pool
 	db     int
-	queues []string // served in order: priority 0 first
-	dead   string
+	k      keys
+	queues []string // list keys, served in order: priority 0 first
+	dead   string   // list key of the dead list
+
+	waitMu sync.Mutex
+	waiter *rawConn // the blocking peek's connection, reused
 }
 
 // Delivery is a message taken off the queue and now held in `unacked`.
@@ -85,57 +102,32 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	pool, db, err := NewPool(cfg.URL, cfg.DialTimeout, cfg.CommandTimeout)
+	d, err := newDialer(cfg.URL, cfg.Options, cfg.DialTimeout, cfg.CommandTimeout)
 	if err != nil {
 		return nil, err
 	}
+	k := newKeys(cfg.Options)
 	return &Broker{
 		cfg:    cfg,
-		pool:   pool,
-		db:     db,
-		queues: celery.PriorityQueues(cfg.Queue),
-		dead:   cfg.Queue + ".dead",
+		dialer: d,
+		pool:   d.pool(cfg.Options.MaxConnections),
+		db:     d.ep.DB,
+		k:      k,
+		queues: k.lists(cfg.Queue),
+		dead:   k.prefix + cfg.Queue + ".dead",
 	}, nil
 }
 
-// NewPool builds a redigo pool for a redis:// URL and returns its database index.
-func NewPool(rawURL string, dialTimeout, cmdTimeout time.Duration) (*redis.Pool, int, error) {
-	// Parser errors quote the URL, password and all: none of them is printed.
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, 0, errors.New("parse redis url: not a valid URL (percent-encode special characters in the password)")
-	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, 0, fmt.Errorf("redis url scheme %q: want redis or rediss", u.Scheme)
-	}
-	db := 0
-	if p := strings.Trim(u.Path, "/"); p != "" {
-		if db, err = strconv.Atoi(p); err != nil {
-			return nil, 0, errors.New("redis url database: the path must be a database number (percent-encode / in the password)")
-		}
-	}
-	pool := &redis.Pool{
-		MaxIdle:     16,
-		IdleTimeout: 4 * time.Minute,
-		DialContext: func(ctx context.Context) (redis.Conn, error) {
-			return redis.DialURLContext(ctx, rawURL,
-				redis.DialConnectTimeout(dialTimeout),
-				redis.DialReadTimeout(cmdTimeout),
-				redis.DialWriteTimeout(cmdTimeout))
-		},
-		TestOnBorrow: func(c redis.Conn, idle time.Time) error {
-			if time.Since(idle) < time.Minute {
-				return nil
-			}
-			_, err := c.Do("PING")
-			return err
-		},
-	}
-	return pool, db, nil
-}
-
 // Close releases the broker's connections.
-func (b *Broker) Close() error { return b.pool.Close() }
+func (b *Broker) Close() error {
+	b.waitMu.Lock()
+	if b.waiter != nil {
+		b.waiter.Close()
+		b.waiter = nil
+	}
+	b.waitMu.Unlock()
+	return b.pool.Close()
+}
 
 // DB is the broker's database index (it prefixes fanout channels).
 func (b *Broker) DB() int { return b.db }
@@ -143,7 +135,7 @@ func (b *Broker) DB() int { return b.db }
 // Queue is the consumed queue's name.
 func (b *Broker) Queue() string { return b.cfg.Queue }
 
-// DeadQueue is the list undecodable messages are moved to.
+// DeadQueue is the list (its Redis key) undecodable messages are moved to.
 func (b *Broker) DeadQueue() string { return b.dead }
 
 // VisibilityTimeout is the configured visibility timeout.
@@ -159,36 +151,61 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 
 // fetchScript moves up to ARGV[1] messages from the queue lists (in priority
 // order) to `unacked`, as kombu's QoS.append writes them. An entry that is not
-// a kombu envelope with a delivery tag goes to the dead list instead.
+// a kombu envelope with a delivery tag goes to the dead list instead, and so
+// does one longer than ARGV[4] bytes (when ARGV[4] > 0): for that one only
+// its envelope with the body emptied is returned, so a large message never
+// leaves Redis. Each reply row is {tag, raw, list, size-if-too-large}.
 var fetchScript = redis.NewScript(-1, `
 local max = tonumber(ARGV[1])
+local maxBytes = tonumber(ARGV[4])
 local out = {}
 for i = 4, #KEYS do
   while #out < max do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    -- Fast path for what kombu (Python's json.dumps) writes; anything else
-    -- is decoded properly.
-    local tag = string.match(raw, '"delivery_tag": "([^"\\]+)"}}$')
-    local ex, rk = string.match(raw, '"delivery_info": {"exchange": "([^"\\]*)", "routing_key": "([^"\\]*)"}')
-    if not tag or not ex then
-      tag, ex, rk = nil, nil, nil
-      local ok, msg = pcall(cjson.decode, raw)
-      if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
-        tag = msg.properties.delivery_tag
-        local di = msg.properties.delivery_info
-        if type(di) == 'table' then ex = di.exchange; rk = di.routing_key end
-      end
-    end
-    if type(tag) ~= 'string' or tag == '' then
+    if maxBytes > 0 and #raw > maxBytes then
       redis.call('LPUSH', KEYS[3], raw)
-      out[#out+1] = {'', raw, KEYS[i]}
+      -- kombu writes the (base64, quote-free) body first: cut it out.
+      local head = ''
+      if string.sub(raw, 1, 10) == '{"body": "' then
+        local j = string.find(raw, '"', 11, true)
+        if j then head = '{"body": "' .. string.sub(raw, j) end
+      end
+      if head == '' or #head > maxBytes then
+        local ok, msg = pcall(cjson.decode, raw)
+        head = ''
+        if ok and type(msg) == 'table' then
+          msg.body = ''
+          local ok2, enc = pcall(cjson.encode, msg)
+          if ok2 then head = enc end
+        end
+      end
+      if #head > maxBytes then head = '' end
+      out[#out+1] = {'', head, KEYS[i], #raw}
     else
-      if type(ex) ~= 'string' then ex = '' end
-      if type(rk) ~= 'string' then rk = ARGV[3] end
-      redis.call('ZADD', KEYS[2], ARGV[2], tag)
-      redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-      out[#out+1] = {tag, raw, KEYS[i]}
+      -- Fast path for what kombu (Python's json.dumps) writes; anything else
+      -- is decoded properly.
+      local tag = string.match(raw, '"delivery_tag": "([^"\\]+)"}}$')
+      local ex, rk = string.match(raw, '"delivery_info": {"exchange": "([^"\\]*)", "routing_key": "([^"\\]*)"}')
+      if not tag or not ex then
+        tag, ex, rk = nil, nil, nil
+        local ok, msg = pcall(cjson.decode, raw)
+        if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+          tag = msg.properties.delivery_tag
+          local di = msg.properties.delivery_info
+          if type(di) == 'table' then ex = di.exchange; rk = di.routing_key end
+        end
+      end
+      if type(tag) ~= 'string' or tag == '' then
+        redis.call('LPUSH', KEYS[3], raw)
+        out[#out+1] = {'', raw, KEYS[i], 0}
+      else
+        if type(ex) ~= 'string' then ex = '' end
+        if type(rk) ~= 'string' then rk = ARGV[3] end
+        redis.call('ZADD', KEYS[2], ARGV[2], tag)
+        redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+        out[#out+1] = {tag, raw, KEYS[i], 0}
+      end
     end
   end
 end
@@ -207,22 +224,43 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 	if err != nil || len(ds) > 0 || wait <= 0 {
 		return ds, err
 	}
-	// Blocking peek on the main list: pop the oldest entry and push it back
-	// to the same end, atomically. Nothing is taken.
-	c, err := b.conn(ctx)
-	if err != nil {
+	if err := b.wait(ctx, wait); err != nil {
 		return nil, err
 	}
-	secs := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
-	_, err = redis.DoContext(c, ctx, "BLMOVE", b.queues[0], b.queues[0], "RIGHT", "RIGHT", secs)
-	c.Close()
-	if err != nil && !errors.Is(err, redis.ErrNil) {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("wait on %s: %w", b.queues[0], err)
-	}
 	return b.take(ctx, max)
+}
+
+// wait is a blocking peek on the main list: BLMOVE pops the oldest entry and
+// pushes it back to the same end, atomically; nothing is taken. The entry it
+// returns is skipped on the socket, never read into memory, since it may be
+// any size.
+func (b *Broker) wait(ctx context.Context, wait time.Duration) error {
+	b.waitMu.Lock()
+	defer b.waitMu.Unlock()
+	if b.waiter == nil {
+		rc, err := b.dialer.dialRaw(ctx)
+		if err != nil {
+			return fmt.Errorf("wait on %s: %w", b.cfg.Queue, err)
+		}
+		b.waiter = rc
+	}
+	rc := b.waiter
+	stop := context.AfterFunc(ctx, func() { rc.nc.SetDeadline(time.Now()) })
+	defer stop()
+	secs := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
+	_, err := rc.do(time.Now().Add(wait+b.cfg.CommandTimeout), "BLMOVE", b.queues[0], b.queues[0], "RIGHT", "RIGHT", secs)
+	if err != nil {
+		var re redis.Error
+		if !errors.As(err, &re) {
+			rc.Close() // the stream may be mid-reply: start afresh next time
+			b.waiter = nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("wait on %s: %w", b.cfg.Queue, err)
+	}
+	return nil
 }
 
 func (b *Broker) take(ctx context.Context, max int) ([]Delivery, error) {
@@ -231,19 +269,27 @@ func (b *Broker) take(ctx context.Context, max int) ([]Delivery, error) {
 		return nil, err
 	}
 	defer c.Close()
-	keys := append([]any{UnackedKey, UnackedIndexKey, b.dead}, toAny(b.queues)...)
-	args := append(keys, max, epoch(time.Now()), b.cfg.Queue)
+	keys := append([]any{b.k.unacked, b.k.unackedIndex, b.dead}, toAny(b.queues)...)
+	args := append(keys, max, epoch(time.Now()), b.cfg.Queue, b.cfg.MaxMessageBytes)
 	reply, err := redis.Values(fetchScript.Do(c, append([]any{len(keys)}, args...)...))
 	if err != nil {
 		return nil, fmt.Errorf("take from %s: %w", b.cfg.Queue, err)
 	}
 	out := make([]Delivery, 0, len(reply))
 	for _, r := range reply {
-		parts, err := redis.ByteSlices(r, nil)
-		if err != nil || len(parts) != 3 {
+		parts, err := redis.Values(r, nil)
+		if err != nil || len(parts) != 4 {
 			return out, fmt.Errorf("take from %s: unexpected reply %v", b.cfg.Queue, r)
 		}
-		out = append(out, Delivery{Tag: string(parts[0]), Raw: parts[1], Queue: string(parts[2])})
+		tag, _ := redis.String(parts[0], nil)
+		raw, _ := redis.Bytes(parts[1], nil)
+		queue, _ := redis.String(parts[2], nil)
+		size, _ := redis.Int(parts[3], nil)
+		d := Delivery{Tag: tag, Raw: raw, Queue: queue, TooLarge: size}
+		if d.TooLarge > 0 && len(d.Raw) == 0 {
+			d.Raw = nil
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }
@@ -259,8 +305,8 @@ func (b *Broker) Ack(ctx context.Context, tags ...string) error {
 	}
 	defer c.Close()
 	_ = c.Send("MULTI")
-	_ = c.Send("ZREM", append([]any{UnackedIndexKey}, toAny(tags)...)...)
-	_ = c.Send("HDEL", append([]any{UnackedKey}, toAny(tags)...)...)
+	_ = c.Send("ZREM", append([]any{b.k.unackedIndex}, toAny(tags)...)...)
+	_ = c.Send("HDEL", append([]any{b.k.unacked}, toAny(tags)...)...)
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("ack %d messages: %w", len(tags), err)
 	}
@@ -279,7 +325,7 @@ func (b *Broker) Refresh(ctx context.Context, tags []string) error {
 	}
 	defer c.Close()
 	now := epoch(time.Now())
-	args := []any{UnackedIndexKey, "XX", "CH"}
+	args := []any{b.k.unackedIndex, "XX", "CH"}
 	for _, t := range tags {
 		args = append(args, now, t)
 	}
@@ -299,9 +345,9 @@ func (b *Broker) Republish(ctx context.Context, tag string, raw []byte, priority
 	}
 	defer c.Close()
 	_ = c.Send("MULTI")
-	_ = c.Send("LPUSH", celery.QueueForPriority(b.cfg.Queue, priority), raw)
-	_ = c.Send("ZREM", UnackedIndexKey, tag)
-	_ = c.Send("HDEL", UnackedKey, tag)
+	_ = c.Send("LPUSH", b.k.list(b.cfg.Queue, priority), raw)
+	_ = c.Send("ZREM", b.k.unackedIndex, tag)
+	_ = c.Send("HDEL", b.k.unacked, tag)
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("republish %s: %w", tag, err)
 	}
@@ -317,8 +363,8 @@ func (b *Broker) DeadLetter(ctx context.Context, tag string, raw []byte) error {
 	defer c.Close()
 	_ = c.Send("MULTI")
 	_ = c.Send("LPUSH", b.dead, raw)
-	_ = c.Send("ZREM", UnackedIndexKey, tag)
-	_ = c.Send("HDEL", UnackedKey, tag)
+	_ = c.Send("ZREM", b.k.unackedIndex, tag)
+	_ = c.Send("HDEL", b.k.unacked, tag)
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("dead-letter %s: %w", tag, err)
 	}
@@ -341,10 +387,10 @@ func (b *Broker) Requeue(ctx context.Context, tag string) error {
 // redelivered) to the list its exchange and routing key lead to.
 func (b *Broker) restoreByTag(c redis.Conn, tag string) error {
 	for range 10 {
-		if _, err := c.Do("WATCH", UnackedKey); err != nil {
+		if _, err := c.Do("WATCH", b.k.unacked); err != nil {
 			return fmt.Errorf("restore %s: %w", tag, err)
 		}
-		p, err := redis.Bytes(c.Do("HGET", UnackedKey, tag))
+		p, err := redis.Bytes(c.Do("HGET", b.k.unacked, tag))
 		if err != nil && !errors.Is(err, redis.ErrNil) {
 			_, _ = c.Do("UNWATCH")
 			return fmt.Errorf("restore %s: %w", tag, err)
@@ -359,8 +405,8 @@ func (b *Broker) restoreByTag(c redis.Conn, tag string) error {
 			}
 		}
 		_ = c.Send("MULTI")
-		_ = c.Send("ZREM", UnackedIndexKey, tag)
-		_ = c.Send("HDEL", UnackedKey, tag)
+		_ = c.Send("ZREM", b.k.unackedIndex, tag)
+		_ = c.Send("HDEL", b.k.unacked, tag)
 		if target != "" {
 			_ = c.Send("RPUSH", target, msg)
 		}
@@ -407,19 +453,19 @@ func (b *Broker) restoreTarget(c redis.Conn, entry []byte) (string, []byte, erro
 	if queue == "" {
 		return "", nil, errors.New("unacked entry names no queue")
 	}
-	return celery.QueueForPriority(queue, min(max(env.Properties.Priority, 0), 9)), msg, nil
+	return b.k.list(queue, env.Properties.Priority), msg, nil
 }
 
 // lookup finds the queues bound to a direct exchange for a routing key, from
 // kombu's `_kombu.binding.<exchange>` sets ("rk\x06\x16pattern\x06\x16queue").
 func (b *Broker) lookup(c redis.Conn, exchange, rk string) ([]string, error) {
-	members, err := redis.Strings(c.Do("SMEMBERS", bindingPrefix+exchange))
+	members, err := redis.Strings(c.Do("SMEMBERS", b.k.binding(exchange)))
 	if err != nil {
 		return nil, err
 	}
 	var qs []string
 	for _, m := range members {
-		parts := strings.Split(m, bindingSep)
+		parts := strings.Split(m, b.k.sep)
 		if len(parts) == 3 && parts[0] == rk {
 			qs = append(qs, parts[2])
 		}
@@ -447,18 +493,18 @@ func (b *Broker) RestoreVisible(ctx context.Context) (int, error) {
 	}
 	defer c.Close()
 	token := randomHex(16)
-	ok, err := redis.String(c.Do("SET", UnackedMutexKey, token, "PX", b.cfg.MutexTTL.Milliseconds(), "NX"))
+	ok, err := redis.String(c.Do("SET", b.k.mutex, token, "PX", b.cfg.MutexTTL.Milliseconds(), "NX"))
 	if errors.Is(err, redis.ErrNil) {
 		return 0, nil // held by another worker
 	}
 	if err != nil || ok != "OK" {
-		return 0, fmt.Errorf("take %s: %w", UnackedMutexKey, err)
+		return 0, fmt.Errorf("take %s: %w", b.k.mutex, err)
 	}
-	defer func() { _, _ = releaseMutexScript.Do(c, UnackedMutexKey, token) }()
+	defer func() { _, _ = releaseMutexScript.Do(c, b.k.mutex, token) }()
 	ceil := epoch(time.Now().Add(-b.cfg.VisibilityTimeout))
 	n := 0
 	for ctx.Err() == nil {
-		tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", UnackedIndexKey, ceil, 0, "LIMIT", 0, 100))
+		tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", b.k.unackedIndex, ceil, 0, "LIMIT", 0, 100))
 		if err != nil {
 			return n, fmt.Errorf("list expired unacked messages: %w", err)
 		}
@@ -483,7 +529,7 @@ func (b *Broker) PublishFanout(ctx context.Context, exchange, routingKey string,
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Do("PUBLISH", celery.FanoutChannel(b.db, exchange, routingKey), raw); err != nil {
+	if _, err := c.Do("PUBLISH", b.k.fanout(b.db, exchange, routingKey), raw); err != nil {
 		return fmt.Errorf("publish on %s: %w", exchange, err)
 	}
 	return nil
@@ -505,7 +551,7 @@ func (b *Broker) PublishDirect(ctx context.Context, exchange, routingKey string,
 		}
 	}
 	for _, q := range qs {
-		if _, err := c.Do("LPUSH", q, raw); err != nil {
+		if _, err := c.Do("LPUSH", b.k.list(q, 0), raw); err != nil {
 			return fmt.Errorf("publish to %s: %w", q, err)
 		}
 	}
@@ -524,7 +570,7 @@ func (b *Broker) Subscribe(ctx context.Context, exchange string, fn func([]byte)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	psc := redis.PubSubConn{Conn: c}
-	if err := psc.Subscribe(celery.FanoutChannel(b.db, exchange, "")); err != nil {
+	if err := psc.Subscribe(b.k.fanout(b.db, exchange, "")); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", exchange, err)
 	}
 	for {
