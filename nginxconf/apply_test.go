@@ -345,14 +345,70 @@ func TestLocalReloaderSignalChecksTheProcess(t *testing.T) {
 	writeFile(t, pidFile, fmt.Sprintf("%d\n", os.Getpid()))
 	main := filepath.Join(dir, "nginx.conf")
 	writeFile(t, main, "pid "+pidFile+";\nevents {}\nhttp {}\n")
-	r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: main, ReloadMethod: ReloadSignal})
-	if err != nil {
-		t.Fatal(err)
+	// auto must refuse too, not fall back to nginx -s reload, which would
+	// signal the process named by the pid file without looking.
+	for _, m := range []ReloadMethod{ReloadSignal, ReloadAuto} {
+		r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: main, ReloadMethod: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Reload(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "not an nginx master") {
+			t.Errorf("%s: Reload = %v; want a refusal to signal a process that is not nginx", m, err)
+		}
+		if r.commands != 0 {
+			t.Errorf("%s: ran nginx -s reload", m)
+		}
 	}
-	err = r.Reload(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "not an nginx master") {
-		t.Errorf("Reload = %v; want a refusal to signal a process that is not nginx", err)
-	}
+}
+
+// TestLocalReloaderAuto: with the master's pid file where the main
+// configuration says, auto reloads by signal (no nginx -s reload, which
+// parses everything again); with the pid directive in an included file,
+// which certmgr does not follow, it falls back to nginx -s reload, and nginx
+// still reloads.
+func TestLocalReloaderAuto(t *testing.T) {
+	t.Parallel()
+	t.Run("signal", func(t *testing.T) {
+		t.Parallel()
+		f := setup(t, CertModeVariable) // ReloadMethod left to its default
+		writeLineage(t, f.le, "a.example.com", leafOpts{})
+		writeLineage(t, f.le, "b.example.com", leafOpts{})
+		f.regenerate(t, "a.example.com")
+		f.regenerate(t, "a.example.com", "b.example.com")
+		if f.reloader.signals != 2 || f.reloader.commands != 0 {
+			t.Errorf("reloads by signal %d, by command %d; want 2 and 0", f.reloader.signals, f.reloader.commands)
+		}
+	})
+	t.Run("pid in an include", func(t *testing.T) {
+		t.Parallel()
+		peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+		main, err := os.ReadFile(peer.MainConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pidLine := "pid " + peer.Prefix + "/nginx.pid;\n"
+		if !strings.Contains(string(main), pidLine) {
+			t.Fatalf("test nginx.conf has no %q", pidLine)
+		}
+		inc := filepath.Join(peer.Prefix, "pid.inc")
+		writeFile(t, inc, pidLine)
+		writeFile(t, peer.MainConf, strings.Replace(string(main), pidLine, "include "+inc+";\n", 1))
+		stopNginxOnCleanup(t, peer)
+		peer.Start(t)
+		r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: peer.MainConf, Prefix: peer.Prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := waitWorkers(t, peer)
+		if err := r.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitReplaced(t, peer, before, 30*time.Second)
+		if r.signals != 0 || r.commands != 1 {
+			t.Errorf("reloads by signal %d, by command %d; want 0 and 1", r.signals, r.commands)
+		}
+	})
 }
 
 // TestApplyThroughMirror: when the main configuration's directory cannot be

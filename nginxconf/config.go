@@ -85,17 +85,23 @@ const (
 	// --pid-path), after checking that the process is an nginx master. This is
 	// what `nginx -s reload` ends with, without its parse.
 	ReloadSignal ReloadMethod = "signal"
+	// ReloadAuto signals the master when its pid is reachable (pid file
+	// readable, the process visible and an nginx master, the signal
+	// permitted) and runs `nginx -s reload` otherwise, saying why once.
+	ReloadAuto ReloadMethod = "auto"
 )
 
-// ParseReloadMethod reads NGINX_RELOAD_METHOD; "" means command.
+// ParseReloadMethod reads NGINX_RELOAD_METHOD; "" means auto.
 func ParseReloadMethod(s string) (ReloadMethod, error) {
 	switch ReloadMethod(strings.ToLower(strings.TrimSpace(s))) {
-	case "", ReloadCommand:
+	case "", ReloadAuto:
+		return ReloadAuto, nil
+	case ReloadCommand:
 		return ReloadCommand, nil
 	case ReloadSignal:
 		return ReloadSignal, nil
 	}
-	return "", fmt.Errorf("unknown NGINX_RELOAD_METHOD %q: want command or signal", s)
+	return "", fmt.Errorf("unknown NGINX_RELOAD_METHOD %q: want auto, command or signal", s)
 }
 
 // Defaults of the Config fields, as documented in the contract.
@@ -161,7 +167,7 @@ type Config struct {
 	LetsEncryptDir string
 	// HashMode (NGINX_SERVER_NAMES_HASH) default auto.
 	HashMode HashMode
-	// ReloadMethod (NGINX_RELOAD_METHOD) default command.
+	// ReloadMethod (NGINX_RELOAD_METHOD) default auto.
 	ReloadMethod ReloadMethod
 	// Timeout bounds each nginx command (NGINX_COMMAND_TIMEOUT), default 2m.
 	Timeout time.Duration
@@ -186,7 +192,7 @@ func (c Config) WithDefaults() Config {
 	c.LetsEncryptDir = cmp.Or(c.LetsEncryptDir, DefaultLetsEncryptDir)
 	c.HashMode = cmp.Or(c.HashMode, HashAuto)
 	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
-	c.ReloadMethod = cmp.Or(c.ReloadMethod, ReloadCommand)
+	c.ReloadMethod = cmp.Or(c.ReloadMethod, ReloadAuto)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -2,12 +2,15 @@ package nginxconf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/rs/zerolog"
 )
 
 // Reloader makes running nginx load the live configuration. LocalReloader
@@ -16,14 +19,20 @@ type Reloader interface {
 	Reload(ctx context.Context) error
 }
 
-// LocalReloader reloads this pod's nginx: by default `nginx -s reload` with
-// the configured -c and -p under Config.Timeout, or with
-// ReloadMethod=signal a SIGHUP straight to the master (see ReloadSignal).
+// LocalReloader reloads this pod's nginx: by default (ReloadAuto) a SIGHUP
+// straight to the master when its pid is reachable (see ReloadSignal), else
+// `nginx -s reload` with the configured -c and -p under Config.Timeout.
 // Either way it returns once the master has the signal; the master then
 // reloads in the background and keeps the old configuration if the new one
 // fails to load (Apply has proven it with nginx -t before).
 type LocalReloader struct {
 	cfg Config
+	log zerolog.Logger
+
+	mu       sync.Mutex
+	lastWay  string // "signal" or "command": how the last auto reload went, logged when it changes
+	signals  int    // reloads done by signal (tests)
+	commands int    // reloads done by nginx -s reload (tests)
 }
 
 var _ Reloader = (*LocalReloader)(nil)
@@ -34,15 +43,60 @@ func NewLocalReloader(cfg Config) (*LocalReloader, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("nginxconf config: %w", err)
 	}
-	return &LocalReloader{cfg: cfg}, nil
+	return &LocalReloader{cfg: cfg, log: cfg.Logger.With().Str("component", "nginxconf").Logger()}, nil
 }
 
 // Reload sends the reload signal. A timeout matches
 // errors.Is(err, context.DeadlineExceeded) and says "timed out".
 func (r *LocalReloader) Reload(ctx context.Context) error {
-	if r.cfg.ReloadMethod == ReloadSignal {
-		return r.signal(ctx)
+	switch r.cfg.ReloadMethod {
+	case ReloadSignal:
+		return r.count(&r.signals, r.signal(ctx))
+	case ReloadAuto:
+		err := r.signal(ctx)
+		if err == nil {
+			r.way("signal", nil)
+			return r.count(&r.signals, nil)
+		}
+		// Only a pid file certmgr cannot find or read sends it to the
+		// command, whose own parse finds the pid file wherever the
+		// configuration names it. A pid file naming a process that is not an
+		// nginx master is refused: the command would signal it blindly.
+		if !errors.Is(err, errNoPidFile) {
+			return err
+		}
+		r.way("command", err)
 	}
+	return r.count(&r.commands, r.command(ctx))
+}
+
+func (r *LocalReloader) count(n *int, err error) error {
+	if err == nil {
+		r.mu.Lock()
+		*n++
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// way logs how auto reloads nginx when that changes: by signal, or by
+// command and why the master could not be signalled.
+func (r *LocalReloader) way(way string, why error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if way == r.lastWay {
+		return
+	}
+	r.lastWay = way
+	if why != nil {
+		r.log.Warn().Str("reload_method", way).Err(why).Msg("nginx master not reachable by signal; reloading with nginx -s reload, which parses the whole configuration once more")
+		return
+	}
+	r.log.Info().Str("reload_method", way).Msg("reloading nginx by SIGHUP to its master")
+}
+
+// command runs `nginx -s reload`.
+func (r *LocalReloader) command(ctx context.Context) error {
 	var args []string
 	if r.cfg.Prefix != "" {
 		args = append(args, "-p", r.cfg.Prefix)
@@ -133,15 +187,18 @@ func (c *coalescer) run(ctx context.Context, rd *round) {
 	}
 }
 
+// errNoPidFile: the master's pid file could not be found or read.
+var errNoPidFile = errors.New("no readable nginx pid file")
+
 // signal sends SIGHUP to the master named by the pid file.
 func (r *LocalReloader) signal(ctx context.Context) error {
 	pidFile, err := r.pidFile(ctx)
 	if err != nil {
-		return fmt.Errorf("reload nginx: %w", err)
+		return fmt.Errorf("reload nginx: %w: %w", errNoPidFile, err)
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return fmt.Errorf("reload nginx: is nginx running? %w", err)
+		return fmt.Errorf("reload nginx: %w: is nginx running? %w", errNoPidFile, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {

@@ -111,7 +111,7 @@ var Variables = []Variable{
 	{EnvNginxDefaultCert, "/etc/ssl/certs/ssl-cert-snakeoil.pem", "certificate of the 421 default server"},
 	{EnvNginxDefaultKey, "/etc/ssl/private/ssl-cert-snakeoil.key", "key of the 421 default server"},
 	{EnvNginxNamesHash, "auto", "auto: the generated file sizes server_names_hash for its names; off: the main configuration does"},
-	{EnvNginxReloadMethod, "command", "command (nginx -s reload) or signal (SIGHUP to the master after nginx -t passed: skips re-reading every certificate)"},
+	{EnvNginxReloadMethod, "auto", "auto (signal when the master's pid file is readable, else command), command (nginx -s reload, which parses the whole configuration again) or signal (SIGHUP to the master after nginx -t passed: skips re-reading every certificate)"},
 	{EnvNginxTimeout, "120", "seconds an nginx -t or reload may take"},
 	{EnvReloadAllPods, "false", "true: reload nginx on every sibling pod through the Kubernetes API"},
 	{EnvReloadMode, "", "exec or rollout when RELOAD_ALL_PODS=true (default exec); local otherwise"},

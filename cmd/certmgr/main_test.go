@@ -147,6 +147,7 @@ func TestSettingsDefaultsFollowTheContract(t *testing.T) {
 		{"upstream", s.NginxUpstream, "127.0.0.1:8082"},
 		{"ports", [2]int{s.NginxHTTPSPort, s.NginxHTTPPort}, [2]int{8443, 8080}},
 		{"cert mode", s.NginxCertMode, "auto"},
+		{"nginx reload method", s.NginxReload, "auto"},
 		{"reload", s.ReloadMode, "local"},
 		{"namespace falls back to rancher's", s.PodNamespace, "tenant-prod"},
 		{"container", s.NginxContainer, "proxy"},

@@ -152,7 +152,7 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.NginxDefaultCert = e.str(EnvNginxDefaultCert)
 	s.NginxDefaultKey = e.str(EnvNginxDefaultKey)
 	s.NginxNamesHash = e.oneOf(EnvNginxNamesHash, "auto", "off")
-	s.NginxReload = e.oneOf(EnvNginxReloadMethod, "command", "signal")
+	s.NginxReload = e.oneOf(EnvNginxReloadMethod, "auto", "command", "signal")
 	s.NginxTimeout = e.seconds(EnvNginxTimeout)
 
 	s.ReloadMode = "local"
