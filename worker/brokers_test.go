@@ -152,3 +152,26 @@ func TestTooLargeMessageFailsNamingLimit(t *testing.T) {
 		t.Errorf("dead list: %d entries", len(dead))
 	}
 }
+
+// Python Celery and certmgr on the same rediss:// URL, CA, client
+// certificate and CERT_REQUIRED, as a managed Redis with a private CA is used.
+func TestRedissWithPythonCelery(t *testing.T) {
+	t.Parallel()
+	s := testpeers.StartRedisTLS(t)
+	testpeers.Celery(t, s.URL(0))
+	py := pyOptions{broker: s.URL(0), options: "{}"}
+	runServer(t, worker.Config{BrokerURL: s.URL(0), MaxMessageBytes: 1 << 10})
+	id := py.run(t, time.Minute, "send", "--task", "certmgr.ping")
+	if res := py.get(t, id); res.State != "SUCCESS" || string(res.Result) != `"pong"` {
+		t.Errorf("ping over TLS: %+v", res)
+	}
+	// The size limit holds over TLS too (the blocking peek skips on a TLS stream).
+	big := py.run(t, time.Minute, "send", "--task", "certmgr.ping", "--arg-bytes", "4096")
+	if res := py.get(t, big); res.State != "FAILURE" || res.ExcType != "LimitExceeded" {
+		t.Errorf("big task over TLS: %+v", res)
+	}
+	id = py.run(t, time.Minute, "send", "--task", "certmgr.ping")
+	if res := py.get(t, id); res.State != "SUCCESS" {
+		t.Errorf("ping after it: %+v", res)
+	}
+}

@@ -14,8 +14,8 @@ type Delivery struct {
 	Queue string // the queue it came from
 	// TooLarge is the size of a message over the broker's size limit. The
 	// broker has put it away whole (dead list) without handing over its
-	// body; Raw is its envelope with the body emptied (nil when even that
-	// was over the limit or unreadable), so the task's id can be read for
+	// body; Raw is its envelope with the body emptied (nil when that is over
+	// 64 KiB or unreadable), so the task's id can be read for
 	// a FAILURE result.
 	TooLarge int
 }

@@ -149,15 +149,21 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 	return c, nil
 }
 
+// maxHeadBytes bounds the envelope (without its body) returned for a message
+// over the size limit: enough for any headers Celery writes (argsrepr and
+// kwargsrepr are cut at 1024 characters).
+const maxHeadBytes = 64 << 10
+
 // fetchScript moves up to ARGV[1] messages from the queue lists (in priority
 // order) to `unacked`, as kombu's QoS.append writes them. An entry that is not
 // a kombu envelope with a delivery tag goes to the dead list instead, and so
 // does one longer than ARGV[4] bytes (when ARGV[4] > 0): for that one only
-// its envelope with the body emptied is returned, so a large message never
-// leaves Redis. Each reply row is {tag, raw, list, size-if-too-large}.
+// its envelope with the body emptied is returned (if that is at most ARGV[5]
+// bytes), so a large message never leaves Redis. Each reply row is {tag, raw, list, size-if-too-large}.
 var fetchScript = redis.NewScript(-1, `
 local max = tonumber(ARGV[1])
 local maxBytes = tonumber(ARGV[4])
+local headCap = tonumber(ARGV[5])
 local out = {}
 for i = 4, #KEYS do
   while #out < max do
@@ -171,7 +177,7 @@ for i = 4, #KEYS do
         local j = string.find(raw, '"', 11, true)
         if j then head = '{"body": "' .. string.sub(raw, j) end
       end
-      if head == '' or #head > maxBytes then
+      if head == '' or #head > headCap then
         local ok, msg = pcall(cjson.decode, raw)
         head = ''
         if ok and type(msg) == 'table' then
@@ -180,7 +186,7 @@ for i = 4, #KEYS do
           if ok2 then head = enc end
         end
       end
-      if #head > maxBytes then head = '' end
+      if #head > headCap then head = '' end
       out[#out+1] = {'', head, KEYS[i], #raw}
     else
       -- Fast path for what kombu (Python's json.dumps) writes; anything else
@@ -270,7 +276,7 @@ func (b *Broker) take(ctx context.Context, max int) ([]Delivery, error) {
 	}
 	defer c.Close()
 	keys := append([]any{b.k.unacked, b.k.unackedIndex, b.dead}, toAny(b.queues)...)
-	args := append(keys, max, epoch(time.Now()), b.cfg.Queue, b.cfg.MaxMessageBytes)
+	args := append(keys, max, epoch(time.Now()), b.cfg.Queue, b.cfg.MaxMessageBytes, maxHeadBytes)
 	reply, err := redis.Values(fetchScript.Do(c, append([]any{len(keys)}, args...)...))
 	if err != nil {
 		return nil, fmt.Errorf("take from %s: %w", b.cfg.Queue, err)
