@@ -59,7 +59,8 @@ type Vetter struct {
 	now func() time.Time
 
 	mu    sync.Mutex
-	cache map[Domain]vetEntry
+	cache map[Domain]*vetEntry
+	gen   uint64 // of the current Vet call; entries not seen in it are dropped
 }
 
 type fileID struct {
@@ -73,78 +74,116 @@ type vetEntry struct {
 	site     Site
 	notAfter time.Time
 	skip     *Skipped // a failure that depends only on the files
+	gen      uint64
 }
 
 // NewVetter returns a Vetter for cfg's LetsEncryptDir and clock.
 func NewVetter(cfg Config) *Vetter {
 	cfg = cfg.WithDefaults()
-	return &Vetter{dir: cfg.LetsEncryptDir, now: cfg.Now, cache: map[Domain]vetEntry{}}
+	return &Vetter{dir: cfg.LetsEncryptDir, now: cfg.Now, cache: map[Domain]*vetEntry{}}
 }
+
+// vetChunk is how many domains Vet checks in parallel before it merges their
+// results: its working memory is one chunk, whatever the number of domains.
+const vetChunk = 4096
 
 // Vet splits ds into sites to serve and skipped domains, both sorted by
 // name. A name listed twice is served from its first lineage in sorted order.
+// Besides the two results, its memory does not grow with len(ds): domains are
+// checked a chunk at a time, and cache entries are updated in place.
 func (v *Vetter) Vet(ds []Domain) (sites []Site, skipped []Skipped) {
-	ds = slices.Clone(ds)
-	slices.SortFunc(ds, func(a, b Domain) int {
+	cmpDomain := func(a, b Domain) int {
 		return cmp.Or(strings.Compare(string(a.Name), string(b.Name)), strings.Compare(a.lineage(), b.lineage()))
-	})
-	ds = slices.CompactFunc(ds, func(a, b Domain) bool { return a.Name == b.Name })
+	}
+	if !slices.IsSortedFunc(ds, cmpDomain) { // callers usually pass rows sorted by name
+		ds = slices.Clone(ds)
+		slices.SortFunc(ds, cmpDomain)
+	}
 	now := v.now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.gen++
+	sites = make([]Site, 0, len(ds))
 
 	type job struct {
 		d      Domain
 		skip   *Skipped
 		dirErr error
-		e      vetEntry
+		hit    *vetEntry // cached entry still valid
+		fresh  vetEntry  // else the files, vetted now
 	}
-	jobs := make([]job, len(ds))
-	for i, d := range ds {
-		jobs[i] = job{d: d, skip: checkDomain(d)}
+	var jobs [vetChunk]job
+	var prev domain.Name
+	for start := 0; start < len(ds); {
+		// The next chunk, each name once (the first lineage of a name wins).
+		n := 0
+		for ; start < len(ds) && n < vetChunk; start++ {
+			d := ds[start]
+			if (n > 0 || start > 0) && d.Name == prev {
+				continue
+			}
+			prev = d.Name
+			jobs[n] = job{d: d, skip: checkDomain(d)}
+			n++
+		}
+		// In parallel (stat is a syscall, parsing is CPU): one stat of each
+		// lineage directory, and on a cache miss reading and parsing its
+		// files. The cache is only read here.
+		parallel(n, func(i int) {
+			j := &jobs[i]
+			if j.skip != nil {
+				return
+			}
+			dir := filepath.Join(v.dir, "live", j.d.lineage())
+			id, err := statDir(dir)
+			if err != nil {
+				j.dirErr = err
+				return
+			}
+			if e, ok := v.cache[j.d]; ok && e.dir == id {
+				j.hit = e
+				return
+			}
+			j.fresh = vetFiles(j.d, filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"))
+			j.fresh.dir = id
+		})
+		for i := range n {
+			j := &jobs[i]
+			name := j.d.Name
+			e := j.hit
+			switch {
+			case j.skip != nil:
+				skipped = append(skipped, *j.skip)
+				continue
+			case j.dirErr != nil:
+				skipped = append(skipped, *fileSkip(name, "certificate", filepath.Join(v.dir, "live", j.d.lineage(), "fullchain.pem"), j.dirErr))
+				continue
+			case e == nil:
+				e = v.cache[j.d]
+				if e == nil {
+					e = new(vetEntry)
+					v.cache[j.d] = e
+				}
+				*e = j.fresh
+			}
+			e.gen = v.gen
+			switch {
+			case e.skip != nil:
+				skipped = append(skipped, *e.skip)
+			case !now.Before(e.notAfter):
+				skipped = append(skipped, Skipped{Name: name, Kind: SkipExpired,
+					Reason: fmt.Sprintf("certificate expired on %s; it must be renewed", e.notAfter.UTC().Format(time.RFC3339))})
+			default:
+				sites = append(sites, e.site)
+			}
+			*j = job{}
+		}
 	}
-	// In parallel (stat is a syscall, parsing is CPU): one stat of each
-	// lineage directory, and on a cache miss reading and parsing its files.
-	// The cache is only read here.
-	parallel(len(jobs), func(i int) {
-		j := &jobs[i]
-		if j.skip != nil {
-			return
-		}
-		dir := filepath.Join(v.dir, "live", j.d.lineage())
-		id, err := statDir(dir)
-		if err != nil {
-			j.dirErr = err
-			return
-		}
-		if e, ok := v.cache[j.d]; ok && e.dir == id {
-			j.e = e
-			return
-		}
-		j.e = vetFiles(j.d, filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem"))
-		j.e.dir = id
-	})
-	cache := make(map[Domain]vetEntry, len(jobs))
-	for _, j := range jobs {
-		n := j.d.Name
-		switch {
-		case j.skip != nil:
-			skipped = append(skipped, *j.skip)
-		case j.dirErr != nil:
-			skipped = append(skipped, *fileSkip(n, "certificate", filepath.Join(v.dir, "live", j.d.lineage(), "fullchain.pem"), j.dirErr))
-		case j.e.skip != nil:
-			cache[j.d] = j.e
-			skipped = append(skipped, *j.e.skip)
-		case !now.Before(j.e.notAfter):
-			cache[j.d] = j.e
-			skipped = append(skipped, Skipped{Name: n, Kind: SkipExpired,
-				Reason: fmt.Sprintf("certificate expired on %s; it must be renewed", j.e.notAfter.UTC().Format(time.RFC3339))})
-		default:
-			cache[j.d] = j.e
-			sites = append(sites, j.e.site)
+	for d, e := range v.cache {
+		if e.gen != v.gen {
+			delete(v.cache, d)
 		}
 	}
-	v.cache = cache
 	return sites, skipped
 }
 
