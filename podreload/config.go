@@ -49,6 +49,10 @@ type Config struct {
 	Concurrency int
 	// PodTimeout bounds one pod's reload, all attempts included. Default 20s.
 	PodTimeout time.Duration
+	// APITimeout bounds every other Kubernetes API call (get the Deployment,
+	// list its pods, patch it), so that an API server that accepts connections
+	// and never answers cannot hang a reload. Default 10s.
+	APITimeout time.Duration
 	// Retries is how many more times a failed pod is tried. Default 2;
 	// negative means no retry. Timed-out pods are not retried.
 	Retries int
@@ -72,6 +76,7 @@ func (c Config) withDefaults() Config {
 	c.Container = cmp.Or(c.Container, "proxy")
 	c.Concurrency = cmp.Or(c.Concurrency, 50)
 	c.PodTimeout = cmp.Or(c.PodTimeout, 20*time.Second)
+	c.APITimeout = cmp.Or(c.APITimeout, 10*time.Second)
 	c.Retries = cmp.Or(c.Retries, 2)
 	if c.Retries < 0 {
 		c.Retries = 0
@@ -104,8 +109,8 @@ func (c Config) validate() error {
 	if c.Concurrency < 1 {
 		return fmt.Errorf("podreload: Concurrency %d must be at least 1", c.Concurrency)
 	}
-	if c.PodTimeout < 0 {
-		return fmt.Errorf("podreload: PodTimeout %s must be positive", c.PodTimeout)
+	if c.PodTimeout < 0 || c.APITimeout < 0 {
+		return fmt.Errorf("podreload: PodTimeout %s and APITimeout %s must be positive", c.PodTimeout, c.APITimeout)
 	}
 	return nil
 }

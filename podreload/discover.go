@@ -2,6 +2,7 @@ package podreload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -13,7 +14,10 @@ import (
 // siblings lists the Deployment's pods through its own spec.selector and
 // splits them into pods to reload (running, ready, not terminating) and pods
 // reported as skipped. It returns the selector for messages.
-func (r *Reloader) siblings(ctx context.Context) (targets []string, skipped []PodResult, selector labels.Selector, err error) {
+func (r *Reloader) siblings(parent context.Context) (targets []string, skipped []PodResult, selector labels.Selector, err error) {
+	ctx, cancel := r.apiContext(parent)
+	defer cancel()
+	defer func() { err = r.apiTimedOut(parent, ctx, err) }()
 	dep, err := r.client.AppsV1().Deployments(r.namespace).Get(ctx, r.cfg.DeploymentName, metav1.GetOptions{})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("get deployment %s/%s: %w", r.namespace, r.cfg.DeploymentName,
@@ -72,4 +76,17 @@ func skipReason(p *corev1.Pod) string {
 		}
 	}
 	return "not ready"
+}
+
+// apiContext bounds one API call (or a short sequence of them) by APITimeout.
+func (r *Reloader) apiContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.APITimeout)
+}
+
+// apiTimedOut says so when err is ctx's own deadline (not the caller's).
+func (r *Reloader) apiTimedOut(parent, ctx context.Context, err error) error {
+	if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("the Kubernetes API server did not answer within %s: %w", r.cfg.APITimeout, err)
+	}
+	return err
 }

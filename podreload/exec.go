@@ -34,7 +34,6 @@ func (r *Reloader) reloadAll(ctx context.Context) (Result, error) {
 			r.namespace, r.cfg.DeploymentName, selector)
 	}
 
-	f := &fanout{}
 	results := make([]PodResult, len(targets))
 	errs := make([]error, len(targets))
 	sem := make(chan struct{}, r.cfg.Concurrency)
@@ -48,7 +47,7 @@ func (r *Reloader) reloadAll(ctx context.Context) (Result, error) {
 				return
 			}
 			defer func() { <-sem }()
-			results[i], errs[i] = r.reloadPod(ctx, f, pod)
+			results[i], errs[i] = r.reloadPod(ctx, pod)
 		})
 	}
 	wg.Wait()
@@ -105,10 +104,16 @@ func mergeSorted(a, b []PodResult) []PodResult {
 	return out
 }
 
-// reloadPod runs the test and reload commands in one pod, retrying failures,
-// all within PodTimeout. The error is the last attempt's, for callers that
-// look for a *PermissionError.
-func (r *Reloader) reloadPod(ctx context.Context, f *fanout, pod string) (PodResult, error) {
+// reloadPod runs the test and reload commands in one pod, retrying transient
+// failures, all within PodTimeout. A deterministic failure (nginx -t refusing
+// the configuration, a pod or container the API server does not know, a
+// missing permission) is not retried: the next attempt would fail the same
+// way. The error is the last attempt's, for callers that look for a
+// *PermissionError.
+func (r *Reloader) reloadPod(ctx context.Context, pod string) (PodResult, error) {
+	// What this pod's execs learn (a refused WebSocket upgrade) stays with
+	// this pod: one bad pod must not change how the others are reached.
+	f := &fanout{}
 	start := time.Now()
 	res := PodResult{Pod: pod, Self: pod == r.cfg.PodName}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PodTimeout)
@@ -131,7 +136,7 @@ func (r *Reloader) reloadPod(ctx context.Context, f *fanout, pod string) (PodRes
 		}
 		res.Outcome, res.Detail, lastErr = OutcomeFailed, truncate(err.Error()), err
 		var pe *PermissionError
-		if errors.As(err, &pe) || attempt > r.cfg.Retries {
+		if errors.As(err, &pe) || deterministic(err) || attempt > r.cfg.Retries {
 			break
 		}
 		t := time.NewTimer(delay)
@@ -164,20 +169,62 @@ func timeoutDetail(parent context.Context, timeout time.Duration, err, earlier e
 	return truncate(d)
 }
 
-// reloadOnce runs `nginx -t` then `nginx -s reload` in the pod.
+// reloadOnce runs `nginx -t` then `nginx -s reload` in the pod. nginx -t
+// exiting non-zero is deterministic (the configuration on disk is refused);
+// the reload's own failure may be a race with a restarting master.
 func (r *Reloader) reloadOnce(ctx context.Context, f *fanout, pod string) error {
 	if err := r.exec(ctx, f, pod, r.cfg.TestCommand); err != nil {
+		var exit *commandExitError
+		if errors.As(err, &exit) {
+			return &deterministicError{err: err}
+		}
 		return err
 	}
 	return r.exec(ctx, f, pod, r.cfg.ReloadCommand)
 }
 
-// fanout is what one Reload learns as it goes.
+// deterministicError is a failure that retrying cannot change.
+type deterministicError struct{ err error }
+
+func (e *deterministicError) Error() string { return e.err.Error() }
+func (e *deterministicError) Unwrap() error { return e.err }
+
+// deterministic reports a failure not worth retrying: one marked so, or an
+// API server answer about the request itself (400 bad request such as an
+// unknown container, 404 no such pod, 422), as opposed to overload (429) or
+// server errors (5xx).
+func deterministic(err error) bool {
+	if errors.As(err, new(*deterministicError)) {
+		return true
+	}
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Status().Code {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusUnprocessableEntity, http.StatusMethodNotAllowed:
+		return true
+	}
+	return false
+}
+
+// commandExitError is a command that ran in the pod and exited non-zero.
+type commandExitError struct {
+	cmd    string
+	status int
+	output string
+}
+
+func (e *commandExitError) Error() string {
+	return fmt.Sprintf("%s: exit status %d: %s", e.cmd, e.status, e.output)
+}
+
+// fanout is what one pod's reload learns as it goes.
 type fanout struct {
 	// wsRefused is set once the API server refused a WebSocket upgrade for
 	// a reason other than permission (an older server or kubelet): the
-	// remaining execs of this Reload go straight to SPDY instead of paying a
-	// refused handshake each.
+	// pod's remaining execs go straight to SPDY instead of paying a refused
+	// handshake each.
 	wsRefused atomic.Bool
 }
 
@@ -235,12 +282,31 @@ func (r *Reloader) exec(ctx context.Context, f *fanout, pod string, cmd []string
 	}
 	var exitErr utilexec.ExitError
 	if errors.As(err, &exitErr) {
-		return fmt.Errorf("%s: exit status %d: %s", name, exitErr.ExitStatus(), outputDetail(&stderr, &stdout))
+		return &commandExitError{cmd: name, status: exitErr.ExitStatus(), output: outputDetail(&stderr, &stdout)}
+	}
+	if se := statusOf(wsErr); se != nil && deterministic(se) {
+		// SPDY's error only says "unable to upgrade connection"; the
+		// WebSocket attempt kept the API server's Status (unknown container,
+		// no such pod).
+		return fmt.Errorf("%s: %w", name, se)
 	}
 	if out := outputDetail(&stderr, &stdout); out != "" {
 		return fmt.Errorf("%s: %w: %s", name, err, out)
 	}
 	return fmt.Errorf("%s: %w", name, err)
+}
+
+// statusOf returns the API server's Status from a failed WebSocket upgrade.
+func statusOf(err error) *apierrors.StatusError {
+	var up *httpstream.UpgradeFailureError
+	if !errors.As(err, &up) {
+		return nil
+	}
+	var se *apierrors.StatusError
+	if errors.As(up.Cause, &se) {
+		return se
+	}
+	return nil
 }
 
 // forbiddenUpgrade returns the API server's 403 Status from a failed

@@ -10,7 +10,8 @@ import (
 // files the deploy manifests ship.
 const (
 	// ManifestExecRBAC grants exec mode: get deployments, list pods,
-	// get and create pods/exec.
+	// create pods/exec (get pods/exec is optional: it saves the refused
+	// WebSocket upgrade before the SPDY fallback).
 	ManifestExecRBAC = "deploy/components/reload-exec/rbac.yaml"
 	// ManifestRolloutRBAC grants rollout mode: get and patch deployments.
 	ManifestRolloutRBAC = "deploy/components/reload-rollout/rbac.yaml"

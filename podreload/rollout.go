@@ -24,7 +24,11 @@ func (r *Reloader) restart(ctx context.Context) (Result, error) {
 	start := time.Now()
 	res := Result{Mode: ModeRollout}
 	deps := r.client.AppsV1().Deployments(r.namespace)
+	parent := ctx
+	ctx, cancel := r.apiContext(ctx)
+	defer cancel()
 	dep, err := deps.Get(ctx, r.cfg.DeploymentName, metav1.GetOptions{})
+	err = r.apiTimedOut(parent, ctx, err)
 	if err != nil {
 		return res, fmt.Errorf("get deployment %s/%s: %w", r.namespace, r.cfg.DeploymentName,
 			forbidden(err, "get", "deployments", r.namespace, ManifestRolloutRBAC))
@@ -35,6 +39,7 @@ func (r *Reloader) restart(ctx context.Context) (Result, error) {
 	}
 	_, err = deps.Patch(ctx, r.cfg.DeploymentName, types.StrategicMergePatchType, patch,
 		metav1.PatchOptions{FieldManager: r.cfg.FieldManager})
+	err = r.apiTimedOut(parent, ctx, err)
 	if err != nil {
 		return res, fmt.Errorf("patch deployment %s/%s: %w", r.namespace, r.cfg.DeploymentName,
 			forbidden(err, "patch", "deployments", r.namespace, ManifestRolloutRBAC))

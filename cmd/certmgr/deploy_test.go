@@ -33,6 +33,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -313,7 +314,147 @@ func (c *manifestCheck) run() {
 	c.checkSharedStorage()
 	c.checkServices()
 	c.checkRBAC()
+	c.checkTokens()
+	c.checkNetworkPolicies()
 	c.checkCustomResources()
+}
+
+// saTokenPath is where client-go's in-cluster configuration reads the token.
+const saTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// tokenVolumes are the pod's volumes that carry a service account token.
+func tokenVolumes(spec *corev1.PodSpec) map[string]bool {
+	out := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken != nil {
+				out[v.Name] = true
+			}
+		}
+	}
+	return out
+}
+
+// checkTokens: the service account's token (exec into every pod, or restart
+// the Deployment) reaches the certmgr worker only. In a pod shared with other
+// containers (the sidecar layout) the pod mounts no token and a projected one
+// is mounted into the worker alone; in local mode no container gets one.
+func (c *manifestCheck) checkTokens() {
+	needsAPI := c.settings.ReloadMode != "local"
+	for _, p := range c.pods {
+		tokens := tokenVolumes(p.spec)
+		var worker *corev1.Container
+		shared := false
+		for _, ct := range allContainers(p.spec) {
+			args, ok := certmgrArgs(ct)
+			if ok && len(args) > 0 && args[0] == "worker" {
+				worker = ct
+			} else if !ok {
+				shared = true
+			}
+			for _, m := range ct.VolumeMounts {
+				if !tokens[m.Name] {
+					continue
+				}
+				switch {
+				case !needsAPI:
+					c.errorf("%s: reload mode local calls no API, but container %s mounts the token volume %s", p.owner, ct.Name, m.Name)
+				case !ok || ct != worker:
+					c.errorf("%s: container %s mounts the service account token (volume %s); only the certmgr worker may", p.owner, ct.Name, m.Name)
+				}
+			}
+		}
+		if worker == nil || !shared {
+			continue
+		}
+		if p.spec.AutomountServiceAccountToken == nil || *p.spec.AutomountServiceAccountToken {
+			c.errorf("%s: certmgr shares the pod with other containers, but the pod mounts the service account token into all of them: set automountServiceAccountToken: false", p.owner)
+		}
+		if m := mountAt(worker, saTokenPath); needsAPI && (m == nil || !tokens[m.Name] || !m.ReadOnly) {
+			c.errorf("%s: reload mode %s calls the API, but the worker has no read-only projected token at %s", p.owner, c.settings.ReloadMode, saTokenPath)
+		}
+	}
+}
+
+// checkNetworkPolicies: a policy covering certmgr's pods lets only selected
+// sources reach the HTTP port (no rule opens it to everyone), keeps nginx's
+// Service ports open, and is not an allow-all.
+func (c *manifestCheck) checkNetworkPolicies() {
+	httpPort := portOf(c.t, c.settings.HTTPAddr)
+	for _, o := range c.b.objects {
+		np, ok := o.(*networkingv1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || sel.Empty() {
+			c.errorf("NetworkPolicy %s: selector %v selects every pod of the namespace (%v)", np.Name, np.Spec.PodSelector, err)
+			continue
+		}
+		if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			c.errorf("NetworkPolicy %s does not restrict ingress", np.Name)
+		}
+		covered := false
+		for _, p := range c.pods {
+			if !sel.Matches(labels.Set(p.labels)) {
+				continue
+			}
+			var worker *corev1.Container
+			for _, ct := range allContainers(p.spec) {
+				if args, ok := certmgrArgs(ct); ok && len(args) > 0 && args[0] == "worker" {
+					worker = ct
+				}
+			}
+			if worker == nil {
+				continue
+			}
+			covered = true
+			// What each rule admits, resolved against this pod's ports.
+			open := map[int]bool{}
+			restricted := map[int]bool{}
+			for _, r := range np.Spec.Ingress {
+				if len(r.Ports) == 0 && len(r.From) == 0 {
+					c.errorf("NetworkPolicy %s has an allow-all ingress rule", np.Name)
+				}
+				for _, pp := range r.Ports {
+					if pp.Port == nil {
+						c.errorf("NetworkPolicy %s: a rule opens every port", np.Name)
+						continue
+					}
+					for _, ct := range p.spec.Containers {
+						if n := resolvePort(&ct, *pp.Port); n != 0 {
+							if len(r.From) == 0 {
+								open[n] = true
+							} else {
+								restricted[n] = true
+							}
+						}
+					}
+				}
+			}
+			if open[httpPort] || !restricted[httpPort] {
+				c.errorf("NetworkPolicy %s: %s's port %d must be reachable from selected sources only (open %v, restricted %v)", np.Name, p.owner, httpPort, open[httpPort], restricted[httpPort])
+			}
+			for _, svc := range c.services {
+				if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(p.labels)) || svc.Name == "certmgr-metrics" {
+					continue
+				}
+				for _, sp := range svc.Spec.Ports {
+					for _, n := range c.targets(svc, sp) {
+						if !open[n] {
+							c.errorf("NetworkPolicy %s blocks port %d of Service %s on %s", np.Name, n, svc.Name, p.owner)
+						}
+					}
+				}
+			}
+		}
+		if !covered {
+			c.errorf("NetworkPolicy %s selects no pod running the certmgr worker", np.Name)
+		}
+	}
 }
 
 // loadSettings reads the ConfigMap the way the binary reads its environment,

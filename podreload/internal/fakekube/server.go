@@ -61,6 +61,9 @@ type Pod struct {
 	Phase       corev1.PodPhase   // default Running
 	NotReady    bool
 	Terminating bool
+	// RefuseWebSocket answers a WebSocket exec of this pod with 400 (a
+	// non-403 upgrade failure); SPDY still works.
+	RefuseWebSocket bool
 	Exec        ExecFunc // default: exit 0, no output
 }
 
@@ -77,6 +80,10 @@ type Options struct {
 	// "kubelet" by the API server's own StreamTranslatorHandler, as a current
 	// API server does.
 	SPDYOnly bool
+	// NeverAnswer makes the server accept connections and requests (TLS
+	// included) and never send a response, like an API server behind a
+	// stalled load balancer. Requests end only when the client gives up.
+	NeverAnswer bool
 }
 
 // ExecRecord is one pods/exec request that reached a pod.
@@ -114,6 +121,14 @@ type Server struct {
 	execs     []ExecRecord
 	upgrades  map[string]int // exec requests by method, upgraded or not
 	patches   []PatchRecord
+	stalled   int // requests left unanswered (NeverAnswer)
+}
+
+// Stalled is how many requests the server left unanswered (NeverAnswer).
+func (s *Server) Stalled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stalled
 }
 
 var quietKlog sync.Once
@@ -180,7 +195,19 @@ func Start(t testing.TB, opts Options) *Server {
 	kubelet := httptest.NewServer(kmux)
 	s.kubelet, _ = url.Parse(kubelet.URL)
 
-	srv := httptest.NewUnstartedServer(mux)
+	var handler http.Handler = mux
+	if opts.NeverAnswer {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.mu.Lock()
+			s.stalled++
+			s.mu.Unlock()
+			select {
+			case <-r.Context().Done():
+			case <-ctx.Done():
+			}
+		})
+	}
+	srv := httptest.NewUnstartedServer(handler)
 	cert, err := ecdsaCert()
 	if err != nil {
 		t.Fatalf("fakekube certificate: %v", err)
@@ -476,12 +503,24 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.upgrades[r.Method]++
 	s.mu.Unlock()
-	if s.wrongNamespace(w, r) || s.deny(w, "create", "pods/exec", "", name) {
+	if s.wrongNamespace(w, r) {
+		return
+	}
+	// A WebSocket exec is a GET: RBAC checks "get pods/exec" for it, and
+	// since Kubernetes 1.35 "create pods/exec" as well
+	// (AuthorizePodWebsocketUpgradeCreatePermission); an SPDY exec is a
+	// POST and needs create only.
+	if r.Method == http.MethodGet && s.deny(w, "get", "pods/exec", "", name) || s.deny(w, "create", "pods/exec", "", name) {
 		return
 	}
 	pod, ok := s.pods[name]
 	if !ok {
 		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("pods %q not found", name))
+		return
+	}
+	if pod.RefuseWebSocket && wsstream.IsWebSocketRequest(r) {
+		writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest,
+			fmt.Sprintf("pod %s: the kubelet does not support WebSocket exec", name))
 		return
 	}
 	q := r.URL.Query()
