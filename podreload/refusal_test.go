@@ -51,7 +51,10 @@ func TestExecUpgradeFailureAffectsOnlyItsPod(t *testing.T) {
 	// show on their second command.
 	oddRan := make(chan struct{})
 	var once sync.Once
-	odd := func(context.Context, []string, io.Writer, io.Writer) error { once.Do(func() { close(oddRan) }); return nil }
+	odd := func(context.Context, []string, io.Writer, io.Writer) error {
+		once.Do(func() { close(oddRan) })
+		return nil
+	}
 	other := func(ctx context.Context, cmd []string, _, _ io.Writer) error {
 		select {
 		case <-oddRan:

@@ -64,7 +64,7 @@ type Pod struct {
 	// RefuseWebSocket answers a WebSocket exec of this pod with 400 (a
 	// non-403 upgrade failure); SPDY still works.
 	RefuseWebSocket bool
-	Exec        ExecFunc // default: exit 0, no output
+	Exec            ExecFunc // default: exit 0, no output
 }
 
 // Options describe the cluster.
