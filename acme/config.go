@@ -39,6 +39,10 @@ type Config struct {
 	// Webroot is the HTTP-01 webroot nginx serves on :8080 (ACME_WEBROOT).
 	// Default /var/www/letsencrypt.
 	Webroot string
+	// HTTP01, when set, solves HTTP-01 challenges instead of the Webroot
+	// (fleet mode: the key authorization goes into the PostgreSQL store, which
+	// every pod's agent answers from). Default: the Webroot.
+	HTTP01 ChallengeSolver
 	// Dir is the certbot-layout store (LETSENCRYPT_DIR). Default /etc/letsencrypt.
 	Dir string
 	// Now is the clock the renewal policy reads. Default time.Now.

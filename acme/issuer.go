@@ -20,6 +20,7 @@ import (
 	legoacme "github.com/go-acme/lego/v5/acme"
 	"github.com/go-acme/lego/v5/acme/api"
 	"github.com/go-acme/lego/v5/certificate"
+	"github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/lego"
 	"github.com/go-acme/lego/v5/registration"
 	"github.com/rs/zerolog"
@@ -151,7 +152,11 @@ func (m *Manager) connect(ctx context.Context, register bool) (*lego.Client, err
 		if err != nil {
 			return nil, classify("connect to "+m.cfg.DirectoryURL, err)
 		}
-		if err := client.Challenge.SetHTTP01Provider(webroot{root: m.cfg.Webroot}); err != nil {
+		var solver challenge.Provider = webroot{root: m.cfg.Webroot}
+		if m.cfg.HTTP01 != nil {
+			solver = m.cfg.HTTP01
+		}
+		if err := client.Challenge.SetHTTP01Provider(solver); err != nil {
 			return nil, fmt.Errorf("set http-01 provider: %w", err)
 		}
 		m.client, m.acct, m.dir = client, acct, dir

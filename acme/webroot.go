@@ -12,6 +12,16 @@ import (
 	"github.com/go-acme/lego/v5/challenge"
 )
 
+// ChallengeSolver publishes an HTTP-01 key authorization where the CA will
+// fetch it (http://<domain>/.well-known/acme-challenge/<token>) and removes it
+// afterwards. It is lego's challenge.Provider.
+type ChallengeSolver interface {
+	Present(ctx context.Context, domain, token, keyAuth string) error
+	CleanUp(ctx context.Context, domain, token, keyAuth string) error
+}
+
+var _ ChallengeSolver = challenge.Provider(nil)
+
 // webroot solves HTTP-01 by writing the key authorization to
 // <root>/.well-known/acme-challenge/<token>, which nginx serves on :8080, and
 // removing it afterwards. certmgr itself never listens on port 80.

@@ -297,7 +297,7 @@ func (a *Agent) sync(ctx context.Context, full bool) (err error) {
 		return fmt.Errorf("sync: %w", err)
 	}
 	if res.ReloadPending || written > 0 {
-		if err := a.cfg.Reloader.Reload(ctx); err != nil {
+		if err := a.reload(ctx); err != nil {
 			return fmt.Errorf("sync: %w", err)
 		}
 		if err := a.cfg.Nginx.Reloaded(); err != nil {
@@ -340,6 +340,28 @@ func (a *Agent) sync(ctx context.Context, full bool) (err error) {
 	ev.Int64("version", snap.Version).Int("domains", len(res.Served)).Int("lineages_written", written).
 		Bool("config_changed", res.Changed).Dur("took", a.cfg.Now().Sub(start)).Msg("synced")
 	return nil
+}
+
+// reload reloads nginx and, when the Reloader can name the pid file, waits
+// until the new workers serve (see PIDFiler).
+func (a *Agent) reload(ctx context.Context) error {
+	pf, ok := a.cfg.Reloader.(PIDFiler)
+	if !ok {
+		return a.cfg.Reloader.Reload(ctx)
+	}
+	pidFile, err := pf.PIDFile(ctx)
+	var before []int
+	if err == nil {
+		before, err = workers(pidFile)
+	}
+	if err := a.cfg.Reloader.Reload(ctx); err != nil {
+		return err
+	}
+	if err != nil {
+		a.log.Debug().Err(err).Msg("nginx workers not visible: the reload is not confirmed")
+		return nil
+	}
+	return waitReplaced(ctx, pidFile, before, a.cfg.ReloadTimeout)
 }
 
 // errNotReady is /readyz's answer before the first complete sync.

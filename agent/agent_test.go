@@ -49,10 +49,11 @@ func TestAgentServesTheStoreAndFollowsIt(t *testing.T) {
 	p := startPod(t, pg, key, uniquePod(t, 1), podOptions{})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 	p.waitServes(t, "b.example.com", b1, 5*time.Second)
+	// Ready once the first sync (which includes the reload) has finished.
+	waitApplied(t, pg, p.name, v)
 	if code, _ := p.get(t, "/readyz"); code != 200 {
 		t.Fatalf("/readyz %d after the first sync", code)
 	}
-	waitApplied(t, pg, p.name, v)
 
 	// A renewal (version 2) is served within a second or so of the commit.
 	a2 := ca.put(t, st, "a.example.com", 2)

@@ -62,6 +62,9 @@ type Config struct {
 	// RetryMin and RetryMax bound the wait before a failed sync or a lost
 	// LISTEN connection is retried (doubling). Defaults 250ms and 10s.
 	RetryMin, RetryMax time.Duration
+	// ReloadTimeout bounds the wait for nginx's new workers after a reload
+	// (see PIDFiler). Default 30s.
+	ReloadTimeout time.Duration
 	// FetchBatch is how many lineages one query reads. Default 500.
 	FetchBatch int
 	// Logger receives the agent's logs (component=agent). Default: none.
@@ -78,6 +81,7 @@ func (c Config) withDefaults() Config {
 	c.RetryMin = cmp.Or(c.RetryMin, 250*time.Millisecond)
 	c.RetryMax = cmp.Or(c.RetryMax, 10*time.Second)
 	c.FetchBatch = cmp.Or(c.FetchBatch, 500)
+	c.ReloadTimeout = cmp.Or(c.ReloadTimeout, 30*time.Second)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -138,6 +138,7 @@ type pod struct {
 	cancel   context.CancelFunc
 	done     chan error
 	srv      *http.Server
+	cut      *tcpProxy // cut after the store is opened, before the agent runs
 }
 
 type podOptions struct {
@@ -147,6 +148,13 @@ type podOptions struct {
 
 // startPod starts nginx and an agent on storeURL.
 func startPod(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions) *pod {
+	t.Helper()
+	return startPodCut(t, pg, key, name, o, nil)
+}
+
+// startPodCut is startPod, cutting proxy (when not nil) after the agent's
+// store is opened and before the agent runs.
+func startPodCut(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions, proxy *tcpProxy) *pod {
 	t.Helper()
 	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
 	stopNginxOnCleanup(t, peer)
@@ -161,7 +169,9 @@ func startPod(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podO
 		t.Fatal(err)
 	}
 	p.http = ln.Addr().String()
+	p.cut = proxy
 	p.start(t, pg, key, o, ln, defaults)
+	p.cut = nil
 	return p
 }
 
@@ -220,6 +230,9 @@ func (p *pod) start(t *testing.T, pg *testpeers.PostgresPeer, key string, o podO
 		url = pg.URL
 	}
 	st := openStore(t, url, key)
+	if p.cut != nil {
+		p.cut.Cut()
+	}
 	reg := prometheus.NewRegistry()
 	a, err := New(Config{Store: st, Nginx: gen, Reloader: rl, Dir: p.dir, Pod: p.name, Resync: o.resync,
 		HeartbeatEvery: 500 * time.Millisecond, RetryMax: time.Second, Metrics: reg})

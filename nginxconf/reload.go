@@ -214,6 +214,9 @@ func (r *LocalReloader) signal(ctx context.Context) error {
 	return nil
 }
 
+// PIDFile is the running master's pid file, found as `nginx -s` finds it.
+func (r *LocalReloader) PIDFile(ctx context.Context) (string, error) { return r.pidFile(ctx) }
+
 // pidFile finds the master's pid file as nginx -s does: the main
 // configuration's `pid` directive, else the compiled-in --pid-path, relative
 // to the prefix.

@@ -67,6 +67,13 @@ type Certificates interface {
 	Remove(n acme.LineageName) error
 }
 
+// Syncer brings a local copy of the certificate store up to date (fleet
+// mode: certstore's mirror of the PostgreSQL store, which Certificates and
+// Issuer then read).
+type Syncer interface {
+	Pull(ctx context.Context) error
+}
+
 // NginxConfig regenerates custom-domains.conf (nginxconf.Generator).
 type NginxConfig interface {
 	Regenerate(ctx context.Context, ds []nginxconf.Domain) (nginxconf.Result, error)
@@ -96,6 +103,10 @@ type Config struct {
 	Certificates Certificates
 	Nginx        NginxConfig
 	Reloader     Reloader
+	// Sync, when set, is pulled before the pipeline reads the certificate
+	// store: after a domain's lock is taken, at the start of a sweep and
+	// before a purge. Default: none (files mode reads the directory itself).
+	Sync Syncer
 	// Names validates names that arrive in task arguments and flags.
 	Names domain.Policy
 	// Logger receives the pipeline's logs (component=tasks). Default: none.

@@ -61,6 +61,9 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 	if row, err = s.cfg.Domains.Get(ctx, row.ID); err != nil {
 		return res, err
 	}
+	if err := s.pull(ctx); err != nil {
+		return res, err
+	}
 
 	if _, err := s.cfg.DNS.Verify(ctx, s.cfg.Domains, row); err != nil {
 		s.metrics.failures.WithLabelValues(classify(row.Domain, err).excType).Inc()

@@ -55,6 +55,18 @@ func (s *Service) linkRow(ctx context.Context, row domaindb.CustomDomain, l acme
 	}
 }
 
+// pull brings the local copy of the certificate store up to date, when there
+// is one (fleet mode).
+func (s *Service) pull(ctx context.Context) error {
+	if s.cfg.Sync == nil {
+		return nil
+	}
+	if err := s.cfg.Sync.Pull(ctx); err != nil {
+		return fmt.Errorf("read the certificate store: %w", err)
+	}
+	return nil
+}
+
 // publish regenerates custom-domains.conf from the database and, when it
 // changed (or o.reload), reloads nginx everywhere. Domains the generator left
 // out get the reason in their row's last_error.

@@ -72,6 +72,9 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		s.metrics.expiry.DeleteLabelValues(string(name))
 	}
 	if purge {
+		if err := s.pull(ctx); err != nil {
+			return res, err
+		}
 		l, found, err := s.cfg.Certificates.Find(name)
 		if err != nil {
 			return res, fmt.Errorf("find certificate of %s: %w", name, err)

@@ -49,6 +49,9 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 		}
 		defer unlock()
 	}
+	if err := s.pull(ctx); err != nil {
+		return res, err
+	}
 	statuses, err := s.cfg.Issuer.Statuses(ctx, true)
 	if err != nil {
 		return res, fmt.Errorf("list certificates: %w", err)

@@ -15,9 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/agent"
 	"github.com/midsummer/certmgr/certstore"
+	"github.com/midsummer/certmgr/fleet"
 	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/tasks"
 )
 
 // Fleet mode (CERTMGR_STORE=postgres): the store in PostgreSQL, an agent
@@ -237,4 +240,61 @@ func runAgent(a *app) error {
 		return nil
 	}
 	return err
+}
+
+// buildFleet makes the fleet-mode components after c.db and c.dns: the
+// store, its mirror in LETSENCRYPT_DIR, acme on the mirror with HTTP-01
+// through the store, and the tasks publishing to the store and waiting for
+// the agents instead of rendering and reloading nginx.
+func (c *components) buildFleet(ctx context.Context, a *app, acfg acme.Config) error {
+	s := a.settings
+	st, err := openStore(a)
+	if err != nil {
+		return err
+	}
+	c.store = st
+	mirror := fleet.NewMirror(st, s.LetsEncryptDir)
+	acfg.HTTP01 = fleet.Challenges{Store: st}
+	if c.acme, err = acme.New(acfg); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := mirror.Pull(pctx); err != nil {
+		return err
+	}
+	c.tasks, err = tasks.New(tasks.Config{
+		Domains: c.db, DNS: c.dns,
+		Issuer:       fleet.Issuer{Manager: c.acme, Mirror: mirror},
+		Certificates: fleet.Certificates{Store: c.acme.Store(), DB: st},
+		Nginx:        fleet.NewPublisher(st, mirror, nginxConfig(a), a.log),
+		Reloader:     fleet.Waiter{Store: st, Wait: s.AgentWait, Log: a.log},
+		Sync:         mirror,
+		Names:        c.names, Logger: a.log, Metrics: c.registry,
+		RetryBase: s.RetryBase, RetryMax: s.RetryMax,
+	})
+	return err
+}
+
+// mirrorForListing copies the postgres store's live versions into a
+// temporary directory, for `certmgr certificates`.
+func mirrorForListing(a *app) (dir string, cleanup func(), err error) {
+	if a.settings.DBURL == "" {
+		return "", nil, &ConfigError{Name: EnvDBURL, Expect: "the database of the postgres store (CERTMGR_STORE=postgres)"}
+	}
+	st, err := openStore(a)
+	if err != nil {
+		return "", nil, err
+	}
+	defer st.Close()
+	dir, err = os.MkdirTemp("", "certmgr-certificates-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	if err := fleet.NewMirror(st, dir).Pull(a.ctx); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return dir, cleanup, nil
 }

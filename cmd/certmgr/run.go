@@ -203,6 +203,15 @@ func runCertificates(a *app, asJSON bool) error {
 	if err != nil {
 		return err
 	}
+	if a.settings.Store == "postgres" {
+		// The listing reads a copy of the postgres store.
+		dir, cleanup, err := mirrorForListing(a)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		cfg.Dir = dir
+	}
 	m, err := acme.New(cfg)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/certstore"
 	"github.com/midsummer/certmgr/dnscheck"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
@@ -29,9 +30,13 @@ type components struct {
 	reloader *podreload.Reloader
 	tasks    *tasks.Service
 	registry *prometheus.Registry
+	store    *certstore.Store // fleet mode
 }
 
 func (c *components) close() {
+	if c.store != nil {
+		c.store.Close()
+	}
 	if c.db != nil {
 		c.db.Close()
 	}
@@ -82,9 +87,6 @@ func nginxConfig(a *app) nginxconf.Config {
 // database that is down fails tasks (which retry), not the start.
 func build(ctx context.Context, a *app) (*components, error) {
 	s := a.settings
-	if s.Store == "postgres" {
-		return nil, &ConfigError{Name: EnvStore, Value: s.Store, Expect: "files: certmgr worker, issue, renew, regen-nginx and verify-dns do not run on the postgres store yet (only agent, migrate and store do)"}
-	}
 	c := &components{names: domain.Policy{CNAMETarget: s.CNAMETarget, ReservedZones: s.ReservedZones,
 		AllowPrivateSuffixes: s.AllowPrivateSuffixes}, registry: prometheus.NewRegistry()}
 	c.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,6 +115,13 @@ func build(ctx context.Context, a *app) (*components, error) {
 		return nil, err
 	}
 	acme.SetLegoLogger(a.log)
+	if s.Store == "postgres" {
+		if err := c.buildFleet(ctx, a, acfg); err != nil {
+			c.close()
+			return nil, err
+		}
+		return c, nil
+	}
 	if c.acme, err = acme.New(acfg); err != nil {
 		c.close()
 		return nil, err

@@ -1,0 +1,18 @@
+// Package fleet is the worker's side of fleet mode (CERTMGR_STORE=postgres):
+// the pieces that let the unchanged task pipeline (package tasks) run with no
+// nginx, no shared volume and no Kubernetes permission.
+//
+//   - Mirror keeps a worker-local certbot-layout copy of the PostgreSQL store
+//     (package certstore) for package acme to read and write, pulls before the
+//     pipeline reads it, and pushes what acme stored.
+//   - Issuer wraps acme.Manager: a certificate issued or renewed is pushed to
+//     the store before the task goes on.
+//   - Challenges is acme's HTTP-01 solver: the key authorization goes into the
+//     store, where every pod's agent answers it.
+//   - Publisher stands where nginxconf.Generator stands: it vets the
+//     certificates as the generator does and writes the served set, which
+//     every agent renders (NOTIFY tells them).
+//   - Waiter stands where podreload.Reloader stands: it waits up to
+//     CERTMGR_AGENT_WAIT for every live agent's heartbeat to reach the store
+//     version, and reports per pod whether it serves it.
+package fleet
