@@ -10,7 +10,7 @@
 set -euo pipefail
 
 PEBBLE_VERSION="${PEBBLE_VERSION:-v2.10.3}"
-DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time)
+DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time python3-django-celery-results python3-psycopg2)
 
 log() { printf 'setup-peers: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -52,11 +52,17 @@ func (p pyOptions) get(t *testing.T, id string) pyResult {
 	return r
 }
 
-// runServer runs a worker until the test ends.
+// runServer runs a worker with the builtins until the test ends.
 func runServer(t *testing.T, cfg worker.Config) {
 	t.Helper()
 	mux := worker.NewServeMux()
 	worker.RegisterBuiltins(mux)
+	runServerMux(t, cfg, mux)
+}
+
+// runServerMux runs a worker until the test ends.
+func runServerMux(t *testing.T, cfg worker.Config, mux *worker.ServeMux) {
+	t.Helper()
 	cfg.Hostname = "certmgr@" + strings.ReplaceAll(t.Name(), "/", "_")
 	cfg.PollInterval = 100 * time.Millisecond
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)

@@ -15,9 +15,14 @@ type Config struct {
 	// BrokerURL is the Redis broker Django sends to (CELERY_BROKER_URL).
 	// Default redis://localhost:6379/0.
 	BrokerURL string
-	// ResultBackendURL is Celery's Redis result backend
-	// (CELERY_RESULT_BACKEND). Default: BrokerURL.
+	// ResultBackendURL is CELERY_RESULT_BACKEND: a Redis URL in any form
+	// BrokerURL takes (Celery's Redis result backend), "django-db"
+	// (django-celery-results' table in DatabaseURL) or "disabled" (no
+	// results). Default: BrokerURL.
 	ResultBackendURL string
+	// DatabaseURL is the Django app's PostgreSQL (MIDSUMMER_DB_URL), where
+	// the django-db result backend writes. Required with django-db only.
+	DatabaseURL string
 	// BrokerTransportOptions are kombu's Redis transport options as JSON
 	// (CELERY_BROKER_TRANSPORT_OPTIONS): global_keyprefix, sep,
 	// priority_steps, queue_order_strategy, visibility_timeout (which wins

@@ -69,8 +69,9 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker broker: %w", err)
 	}
-	results, err := redisbroker.NewBackend(redisbroker.BackendConfig{URL: cfg.ResultBackendURL, Expires: cfg.ResultExpires})
+	results, err := newResultBackend(cfg)
 	if err != nil {
+		broker.Close()
 		return nil, fmt.Errorf("worker result backend: %w", err)
 	}
 	var atomic storeAcker

@@ -82,7 +82,7 @@ type Variable struct {
 var Variables = []Variable{
 	{EnvBrokerURL, "redis://localhost:6379/0", "the Redis broker the Django app sends tasks to: redis://, rediss:// (with Celery's ssl_* parameters), redis+socket:// or unix://"},
 	{EnvBrokerOptions, "", "kombu's broker_transport_options as JSON, e.g. {\"global_keyprefix\": \"midsummer:\"}; an option certmgr does not implement stops it at start"},
-	{EnvResultBackend, "", "Redis result backend (default: the broker URL)"},
+	{EnvResultBackend, "", "result backend: a Redis URL (default: the broker URL), django-db (django-celery-results' table in MIDSUMMER_DB_URL) or disabled"},
 	{EnvQueue, "certmgr", "queue to consume (worker -Q overrides)"},
 	{EnvVisibilityTimeout, "3600", "seconds before an unacknowledged message of a dead worker is redelivered; must match the Django side"},
 	{EnvResultExpires, "86400", "seconds task results are kept (Celery's result_expires)"},

@@ -86,6 +86,7 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 		{"db not a url", with(EnvDBURL, "db.internal"), []string{"worker"}, `MIDSUMMER_DB_URL="db.internal" is invalid`},
 		{"broker scheme", with(EnvBrokerURL, "amqp://guest@rabbit//"), []string{"worker"}, "CELERY_BROKER_URL"},
 		{"broker password hidden", with(EnvBrokerURL, "redis://:hunter2@h:99999/0"), []string{"worker"}, `CELERY_BROKER_URL="redis://REDACTED@h:99999/0" is invalid: expected redis url redis://:***@h:99999/0: the port is not a number`},
+		{"rpc backend on redis", with(EnvResultBackend, "rpc://"), []string{"worker"}, "CELERY_RESULT_BACKEND=\"rpc://\" is invalid: expected result backend rpc:// replies over AMQP"},
 		{"transport option", with(EnvBrokerOptions, `{"fanout_patterns": false}`), []string{"worker"}, `CELERY_BROKER_TRANSPORT_OPTIONS: option "fanout_patterns": not supported`},
 		{"max message bytes", with(EnvMaxMessageBytes, "-1"), []string{"worker"}, "CERTMGR_MAX_MESSAGE_BYTES"},
 		{"visibility", with(EnvVisibilityTimeout, "soon"), []string{"worker"}, "CELERY_VISIBILITY_TIMEOUT"},

@@ -89,7 +89,10 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.BrokerURL = e.brokerURL(EnvBrokerURL)
 	s.ResultBackendURL = s.BrokerURL
 	if get(EnvResultBackend) != "" {
-		s.ResultBackendURL = e.brokerURL(EnvResultBackend)
+		s.ResultBackendURL = e.str(EnvResultBackend)
+		if err := worker.CheckResultBackend(s.ResultBackendURL); err != nil {
+			e.fail(&ConfigError{Name: EnvResultBackend, Value: redactURL(s.ResultBackendURL), Expect: err.Error()})
+		}
 	}
 	s.BrokerOptions = e.str(EnvBrokerOptions)
 	if err := worker.CheckTransportOptions(EnvBrokerOptions, s.BrokerOptions); err != nil {

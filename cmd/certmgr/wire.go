@@ -168,6 +168,7 @@ func workerConfig(a *app) worker.Config {
 	return worker.Config{
 		BrokerURL:        s.BrokerURL,
 		ResultBackendURL: s.ResultBackendURL,
+		DatabaseURL:      s.DBURL,
 		Queue:            s.Queue,
 		// CELERY_BROKER_TRANSPORT_OPTIONS and CERTMGR_MAX_MESSAGE_BYTES (0 there: no limit).
 		BrokerTransportOptions: s.BrokerOptions,
