@@ -192,6 +192,16 @@ func contactFor(email string) []string {
 	return []string{"mailto:" + email}
 }
 
+// CheckDirectory proves the ACME directory answers over TLS with the
+// configured trust (system roots plus ACME_CA_BUNDLE) and is an ACME
+// directory. It registers nothing.
+func (m *Manager) CheckDirectory(ctx context.Context) error {
+	if _, err := m.fetchDirectory(ctx); err != nil {
+		return fmt.Errorf("get ACME directory %s: %w", m.cfg.DirectoryURL, err)
+	}
+	return nil
+}
+
 func (m *Manager) fetchDirectory(ctx context.Context) (directory, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.cfg.DirectoryURL, nil)
 	if err != nil {

@@ -251,6 +251,9 @@ func (s *Store) step(name string) {
 // certificates` does, sorted by name. Broken lineages are included with Err set;
 // the error return is for a store that cannot be read at all.
 func (s *Store) List() ([]Lineage, error) {
+	if err := s.checkRoot(); err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(filepath.Join(s.dir, "renewal"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -274,6 +277,20 @@ func (s *Store) List() ([]Lineage, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// checkRoot refuses a store whose root is missing or not a directory: a
+// mistyped LETSENCRYPT_DIR is an error, not an empty store. A root without
+// renewal/ is an empty store (nothing issued yet).
+func (s *Store) checkRoot() error {
+	info, err := os.Stat(s.dir)
+	if err != nil {
+		return fmt.Errorf("certificate store %s (LETSENCRYPT_DIR): %w", s.dir, err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("certificate store %s (LETSENCRYPT_DIR) is not a directory", s.dir)
+	}
+	return nil
 }
 
 // Load reads lineage n. A lineage that exists but is broken is returned with

@@ -140,6 +140,24 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Check proves the database is usable as configured: it answers, the user
+// can log in, and tenant_customdomain has every column certmgr reads and can
+// be read by that user. The error says which of these failed.
+func (s *Store) Check(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect to the database: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM tenant_customdomain LIMIT 0`)
+	if err != nil {
+		return fmt.Errorf("read tenant_customdomain: %w", err)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read tenant_customdomain: %w", err)
+	}
+	return nil
+}
+
 const columns = `id, domain, mode, tenant_id, event_id, status, last_error,
 	dns_verified_at, cert_issued_at, cert_expires_at, created_at, updated_at`
 

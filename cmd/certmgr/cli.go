@@ -49,7 +49,7 @@ type command struct {
 
 func commands() []*command {
 	return []*command{workerCommand(), issueCommand(), renewCommand(), regenCommand(), certificatesCommand(), verifyDNSCommand(),
-		agentCommand(), migrateCommand(), storeCommand()}
+		checkCommand(), agentCommand(), migrateCommand(), storeCommand()}
 }
 
 // notBuilt is what a subcommand returns until its issue lands: it must not

@@ -114,3 +114,19 @@ func verifyDNSCommand() *command {
 		},
 	}
 }
+
+func checkCommand() *command {
+	return &command{
+		name:  "check",
+		args:  "[--json]",
+		short: "prove every dependency is usable: database, broker, CA, nginx, certificate dir, webroot",
+		long: `One line per check, exit 1 if any fails. Run it first when installing or
+migrating; the worker runs the same checks at start, logs failures at error
+level and keeps /readyz failing until they pass.`,
+		needs: needs{db: true, target: true},
+		flags: func(fs *flag.FlagSet, a *app) func(*app) error {
+			asJSON := fs.Bool("json", false, "print the result as JSON")
+			return func(a *app) error { return runCheck(a, *asJSON) }
+		},
+	}
+}

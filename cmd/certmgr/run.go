@@ -58,7 +58,11 @@ func runWorker(a *app) error {
 	// Draining starts with the signal: /readyz fails from then on, while
 	// in-flight tasks finish their grace period.
 	draining := func() bool { return a.ctx.Err() != nil }
-	httpSrv := &http.Server{Handler: opsHandler(c, broker, draining), ReadHeaderTimeout: 5 * time.Second}
+	// The pre-flight (at most probeTimeout): failures are logged at error
+	// level, and /readyz fails while any check fails.
+	pre := newPreflight(probes(a, c, broker), a.log.With().Str("component", "preflight").Logger())
+	pre.run(a.ctx)
+	httpSrv := &http.Server{Handler: opsHandler(c, broker, draining, pre), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = httpSrv.Serve(ln) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -89,7 +93,7 @@ func runWorker(a *app) error {
 // broker and database answer) and /metrics. /readyz names the failing
 // component only: the probe's body is readable by anyone who reaches the
 // port, and driver errors name users, databases and hosts.
-func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool) http.Handler {
+func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool, pre *preflight) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pathHealthz, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc(pathReadyz, func(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +109,9 @@ func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool
 		}
 		if err := c.db.Ping(ctx); err != nil {
 			problems = append(problems, "database: not answering")
+		}
+		for _, n := range pre.problems(ctx) {
+			problems = append(problems, "pre-flight: "+string(n)+" failing")
 		}
 		if len(problems) > 0 {
 			http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
