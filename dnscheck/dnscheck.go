@@ -34,6 +34,15 @@ type Config struct {
 	// the CAA walk up every label, over every server (CUSTOM_DOMAIN_DNS_TIMEOUT).
 	// A check past it fails as a timeout (*TransientError). Default 10s.
 	CheckTimeout time.Duration
+	// Ownership is what a check requires besides pointing at Target
+	// (CUSTOM_DOMAIN_OWNERSHIP). Default cname.
+	Ownership Ownership
+	// VerifySecret keys the ownership tokens (CUSTOM_DOMAIN_VERIFY_SECRET).
+	// Required in txt mode, at least 16 bytes.
+	VerifySecret string
+	// TXTLabel is the label of the ownership record, prepended to the name
+	// (CUSTOM_DOMAIN_TXT_LABEL). Default "_certmgr".
+	TXTLabel string
 	// MaxCNAMEHops bounds the CNAME chain followed. Default 8.
 	MaxCNAMEHops int
 	// CAIdentifier is the issuer domain a CAA "issue" record must name for the
@@ -49,6 +58,8 @@ func (c Config) withDefaults() (Config, error) {
 	c.ResolvConf = cmp.Or(c.ResolvConf, "/etc/resolv.conf")
 	c.Timeout = cmp.Or(c.Timeout, 5*time.Second)
 	c.CheckTimeout = cmp.Or(c.CheckTimeout, 10*time.Second)
+	c.Ownership = cmp.Or(c.Ownership, OwnershipCNAME)
+	c.TXTLabel = cmp.Or(c.TXTLabel, "_certmgr")
 	c.MaxCNAMEHops = cmp.Or(c.MaxCNAMEHops, 8)
 	c.CAIdentifier = cmp.Or(c.CAIdentifier, "letsencrypt.org")
 	if c.Now == nil {
@@ -88,6 +99,15 @@ func (c Config) validate() error {
 		if err != nil {
 			return fmt.Errorf("dnscheck: DNS server %q (CUSTOM_DOMAIN_DNS_SERVERS) is not host:port: %w", s, err)
 		}
+	}
+	if _, err := ParseOwnership(string(c.Ownership)); err != nil {
+		return fmt.Errorf("dnscheck: Ownership (CUSTOM_DOMAIN_OWNERSHIP): %w", err)
+	}
+	if c.Ownership == OwnershipTXT && len(c.VerifySecret) < 16 {
+		return errors.New("dnscheck: VerifySecret (CUSTOM_DOMAIN_VERIFY_SECRET) of at least 16 bytes is required with CUSTOM_DOMAIN_OWNERSHIP=txt")
+	}
+	if l := c.TXTLabel; len(l) > 63 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" || strings.HasPrefix(l, "-") {
+		return fmt.Errorf("dnscheck: TXTLabel (CUSTOM_DOMAIN_TXT_LABEL) %q is not one DNS label", l)
 	}
 	if c.Timeout < 0 || c.CheckTimeout < 0 || c.MaxCNAMEHops < 1 {
 		return fmt.Errorf("dnscheck: Timeout %s and MaxCNAMEHops %d must be positive", c.Timeout, c.MaxCNAMEHops)

@@ -39,7 +39,7 @@ type Verification struct {
 // wrapped and leave it as far as it got.
 func (c *Checker) Verify(ctx context.Context, store Store, row domaindb.CustomDomain) (Verification, error) {
 	v := Verification{Domain: string(row.Domain), Status: string(row.Status)}
-	res, err := c.Check(ctx, row.Domain)
+	res, err := c.CheckOwner(ctx, row.Domain, row.Owner())
 	var te *TransientError
 	switch {
 	case errors.As(err, &te):

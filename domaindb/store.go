@@ -82,6 +82,17 @@ type CustomDomain struct {
 	UpdatedAt     time.Time
 }
 
+// Owner names who the row's domain belongs to: "event-<event_id>" for an
+// event's domain, else "tenant-<tenant_id>". The ownership token and the
+// certificate owner records are keyed by it; the prefix keeps tenant 5 and
+// event 5 apart.
+func (d CustomDomain) Owner() string {
+	if d.Mode == ModeEvent && d.EventID != 0 {
+		return fmt.Sprintf("event-%d", d.EventID)
+	}
+	return fmt.Sprintf("tenant-%d", d.TenantID)
+}
+
 // CertLive reports whether the row records a certificate still valid at now.
 func (d CustomDomain) CertLive(now time.Time) bool {
 	return d.Status == StatusIssued && d.CertExpiresAt.After(now)
@@ -93,6 +104,7 @@ type Store struct {
 	ownPool bool
 	cfg     Config
 	log     zerolog.Logger
+	tables  tables
 }
 
 // New opens the store. It does not contact the database; use Ping for readiness.

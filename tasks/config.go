@@ -37,6 +37,10 @@ type Domains interface {
 	Lock(ctx context.Context, name domain.Name) (domaindb.Unlock, error)
 	TryLock(ctx context.Context, name string) (domaindb.Unlock, bool, error)
 	MarkIssued(ctx context.Context, id int64, issuedAt, notAfter time.Time) error
+	// RecordOwner and CertOwners keep which row each stored certificate
+	// serves, so that it never serves another row without a fresh check.
+	RecordOwner(ctx context.Context, name domain.Name, row domaindb.CustomDomain) error
+	CertOwners(ctx context.Context) (map[domain.Name]domaindb.CertOwner, error)
 	LinkCertificate(ctx context.Context, id int64, issuedAt, notAfter time.Time) (bool, error)
 	ListAll(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
 }
@@ -45,8 +49,9 @@ type Domains interface {
 // outcome on the row (dnscheck.Checker).
 type DNS interface {
 	Verify(ctx context.Context, store dnscheck.Store, row domaindb.CustomDomain) (dnscheck.Verification, error)
-	// Check only looks: the renewal sweep re-checks a name before renewing it.
-	Check(ctx context.Context, name domain.Name) (dnscheck.Result, error)
+	// CheckOwner only looks: the renewal sweep re-checks a name (and, with
+	// CUSTOM_DOMAIN_OWNERSHIP=txt, its owner's record) before renewing it.
+	CheckOwner(ctx context.Context, name domain.Name, owner string) (dnscheck.Result, error)
 }
 
 // Issuer orders and renews certificates (acme.Manager).

@@ -104,6 +104,11 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		log.Info().Str("lineage", string(lineage.Name)).Time("not_after", lineage.NotAfter).
 			Dur("took", time.Since(start)).Msg("certificate issued")
 	}
+	// This row passed the check just now: the certificate is its own from
+	// here on (publish serves a certificate only to the row it records).
+	if err := s.cfg.Domains.RecordOwner(ctx, row.Domain, row); err != nil {
+		return res, err
+	}
 	if err := s.cfg.Domains.MarkIssued(ctx, row.ID, lineage.NotBefore, lineage.NotAfter); err != nil {
 		return res, fmt.Errorf("record certificate of %s: %w", row.Domain, err)
 	}

@@ -88,10 +88,25 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	if err != nil {
 		return p, fmt.Errorf("read certificate store: %w", err)
 	}
+	owners, err := s.cfg.Domains.CertOwners(ctx)
+	if err != nil {
+		return p, fmt.Errorf("read certificate owners: %w", err)
+	}
 	byName := make(map[domain.Name]domaindb.CustomDomain, len(rows))
 	sites := make([]nginxconf.Domain, 0, len(rows))
 	for _, r := range rows {
 		if r.Domain == o.exclude {
+			continue
+		}
+		if own, ok := owners[r.Domain]; ok && own.RowID != r.ID {
+			// The stored certificate was issued for another row (a tenant
+			// who deleted the name): this row gets it only after passing
+			// the check itself, in an issue task.
+			if r.LastError != notOwnerReason {
+				if werr := s.cfg.Domains.SetLastError(ctx, r.ID, notOwnerReason); werr != nil {
+					s.log.Warn().Err(werr).Str("domain", string(r.Domain)).Msg("could not record why the domain is not served")
+				}
+			}
 			continue
 		}
 		byName[r.Domain] = r
@@ -172,3 +187,7 @@ func tenantSkipReason(sk nginxconf.Skipped) string {
 	}
 	return "This domain is not served: its certificate files are damaged and must be issued again."
 }
+
+// notOwnerReason is the last_error of a row whose name's certificate was
+// issued for another row.
+const notOwnerReason = "This domain is not served yet: its DNS must be verified for this account; issue SSL again."

@@ -145,7 +145,7 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	// renewed. Every name of the lineage is checked: the order names them all.
 	var lefts []string
 	for _, row := range rows {
-		check, err := s.cfg.DNS.Check(ctx, row.Domain)
+		check, err := s.cfg.DNS.CheckOwner(ctx, row.Domain, row.Owner())
 		if err != nil {
 			s.recordFailure(ctx, row, err)
 			return fmt.Errorf("re-check dns of %s before renewal: %w", row.Domain, err)
@@ -178,6 +178,9 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	s.log.Info().Str("lineage", string(l.Name)).Strs("domains", renewed.Domains).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
 	var errs []error
 	for _, r := range rows {
+		if err := s.cfg.Domains.RecordOwner(ctx, r.Domain, r); err != nil {
+			errs = append(errs, err)
+		}
 		if err := s.cfg.Domains.MarkIssued(ctx, r.ID, renewed.NotBefore, renewed.NotAfter); err != nil {
 			errs = append(errs, err)
 		}

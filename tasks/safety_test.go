@@ -2,8 +2,10 @@ package tasks_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/tasks"
 )
@@ -152,4 +156,85 @@ func TestSweepDoesNotRenewANameThatLeftThePlatform(t *testing.T) {
 	if row.LastError != want || row.Status != "ssl_issued" {
 		t.Fatalf("row = %s %q; want ssl_issued with %q", row.Status, row.LastError, want)
 	}
+}
+
+const verifySecret = "tasks-test-verify-secret-0123"
+
+func txtOwnership(c *dnscheck.Config) {
+	c.Ownership, c.VerifySecret = dnscheck.OwnershipTXT, verifySecret
+}
+
+// insertOwned adds a row for tenant as Django would.
+func (b *bundle) insertOwned(name domain.Name, tenant int64) int64 {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var id int64
+	err := b.pg.Conn(b.t).QueryRow(ctx, `INSERT INTO tenant_customdomain (domain, mode, tenant_id, status)
+		VALUES ($1, 'tenant', $2, 'pending') RETURNING id`, string(name), tenant).Scan(&id)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return id
+}
+
+// The dangling-CNAME takeover: tenant A proved ownership with its TXT record,
+// got a certificate, then deleted the name, leaving its CNAME and TXT behind.
+// Tenant B adds the same name: its issue task fails with the record B must
+// create, no order is made, and nginx does not serve B A's certificate, not
+// even when B's row is marked ssl_issued behind certmgr's back. Once B's own
+// record is published, B passes and is served.
+func TestDanglingCNAMETakeoverNeedsAFreshOwnershipProof(t *testing.T) {
+	t.Parallel()
+	b := setup(t, txtOwnership)
+	ctx := context.Background()
+	d := b.domain("takeover")
+	record := "_certmgr." + string(d)
+	b.pebble.DNS.SetTXT(t, record, dnscheck.Token(verifySecret, "tenant-1", d))
+	idA := b.insertOwned(d, 1)
+	if _, err := b.svc.Issue(ctx, string(d), false); err != nil {
+		t.Fatalf("tenant A's issue: %v", err)
+	}
+	first := b.waitServed(d, func(*x509.Certificate) bool { return true })
+
+	// A deletes the name (files kept: no purge); the CNAME and TXT stay.
+	b.pg.Exec(t, `DELETE FROM tenant_customdomain WHERE id = $1`, idA)
+	if _, err := b.svc.Remove(ctx, string(d), false); err != nil {
+		t.Fatal(err)
+	}
+	idB := b.insertOwned(d, 2)
+	b.startWorker("w1")
+	taskID := b.celery.Send(t, testpeers.SendOptions{Task: tasks.IssueTask, Args: []any{idB}})
+	_, cerr := b.celery.Get(t, taskID, 60*time.Second)
+	if cerr == nil || cerr.ExcType != tasks.ExcDNSNotVerified {
+		t.Fatalf("tenant B's issue = %+v; want DNSNotVerified", cerr)
+	}
+	wantB := dnscheck.Token(verifySecret, "tenant-2", d)
+	row := b.row(d)
+	if !strings.Contains(row.LastError, record) || !strings.Contains(row.LastError, wantB) {
+		t.Fatalf("B's last_error %q does not name the record %s and value %s", row.LastError, record, wantB)
+	}
+	if n := b.issuer.orders(d); n != 1 {
+		t.Fatalf("%d orders; want only A's", n)
+	}
+	// B's row marked ssl_issued without a check (a script, an admin): still
+	// not served A's certificate.
+	b.pg.Exec(t, `UPDATE tenant_customdomain SET status = 'ssl_issued', cert_expires_at = $2 WHERE id = $1`, idB, first.NotAfter)
+	if _, err := b.svc.Regenerate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if code := httpsStatus(t, b, d); code != http.StatusMisdirectedRequest && code != -1 {
+		t.Fatalf("B's name answered %d with A's certificate; want 421 or a refused handshake", code)
+	}
+	if row := b.row(d); !strings.Contains(row.LastError, "must be verified for this account") {
+		t.Fatalf("B's last_error %q does not say why it is not served", row.LastError)
+	}
+
+	// B publishes its own record: the check passes, the certificate (still
+	// valid) is B's from now on, and nginx serves it.
+	b.pebble.DNS.SetTXT(t, record, wantB)
+	if _, err := b.svc.Issue(ctx, string(d), false); err != nil {
+		t.Fatalf("tenant B's issue with its record: %v", err)
+	}
+	b.waitServed(d, func(*x509.Certificate) bool { return true })
 }

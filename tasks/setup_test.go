@@ -105,7 +105,9 @@ func (c *countingReloader) Reload(ctx context.Context) (podreload.Result, error)
 	return c.Reloader.Reload(ctx)
 }
 
-func setup(t *testing.T) *bundle {
+// setup builds the bundle; dnsOpts adjust the DNS checker's Config
+// (ownership mode, for instance).
+func setup(t *testing.T, dnsOpts ...func(*dnscheck.Config)) *bundle {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -129,7 +131,11 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(bd.db.Close)
-	checker, err := dnscheck.New(dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second})
+	dcfg := dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second}
+	for _, o := range dnsOpts {
+		o(&dcfg)
+	}
+	checker, err := dnscheck.New(dcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

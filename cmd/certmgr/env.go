@@ -60,6 +60,9 @@ const (
 	EnvRetryMax             = "CERTMGR_RETRY_MAX"
 	EnvTaskTimeLimit        = "CERTMGR_TASK_TIME_LIMIT"
 	EnvDNSTimeout           = "CUSTOM_DOMAIN_DNS_TIMEOUT"
+	EnvOwnership            = "CUSTOM_DOMAIN_OWNERSHIP"
+	EnvVerifySecret         = "CUSTOM_DOMAIN_VERIFY_SECRET"
+	EnvTXTLabel             = "CUSTOM_DOMAIN_TXT_LABEL"
 	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
 	EnvKubeconfig           = "KUBECONFIG"
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
@@ -132,6 +135,9 @@ var Variables = []Variable{
 	{EnvRetryMax, "600", "longest retry delay in seconds"},
 	{EnvTaskTimeLimit, "300", "seconds a task sent without its own time limit may run; past it the task fails with TimeLimitExceeded and releases its lock"},
 	{EnvDNSTimeout, "10", "seconds one whole DNS check may take, CAA walk and every resolver included"},
+	{EnvOwnership, "cname", "cname (the name points at the CNAME target) or txt (also a TXT record <label>.<domain> holding the owner's token)"},
+	{EnvVerifySecret, "", "key of the ownership tokens, at least 16 bytes (required with CUSTOM_DOMAIN_OWNERSHIP=txt; keep it in the Secret)"},
+	{EnvTXTLabel, "_certmgr", "label of the ownership TXT record"},
 	{EnvLogLevel, "info", "debug, info, warning, error, critical (--loglevel)"},
 	{EnvLogFormat, "", "json or console (default: console on a terminal, json otherwise)"},
 }

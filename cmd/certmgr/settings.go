@@ -28,6 +28,9 @@ type Settings struct {
 	ShutdownGrace     time.Duration
 	RetryBase         time.Duration
 	TaskTimeLimit     time.Duration
+	Ownership         string
+	VerifySecret      string
+	TXTLabel          string
 	DNSTimeout        time.Duration
 	RetryMax          time.Duration
 
@@ -107,6 +110,13 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	s.RetryBase = e.seconds(EnvRetryBase)
 	s.TaskTimeLimit = e.seconds(EnvTaskTimeLimit)
 	s.DNSTimeout = e.seconds(EnvDNSTimeout)
+	s.Ownership = e.oneOf(EnvOwnership, "cname", "txt")
+	s.VerifySecret = e.get(EnvVerifySecret)
+	if s.Ownership == "txt" && len(s.VerifySecret) < 16 {
+		// Never echo the value: it is a secret.
+		e.fail(&ConfigError{Name: EnvVerifySecret, Expect: "at least 16 random bytes when CUSTOM_DOMAIN_OWNERSHIP=txt"})
+	}
+	s.TXTLabel = e.str(EnvTXTLabel)
 	s.RetryMax = e.seconds(EnvRetryMax)
 	if s.RetryMax > 0 && s.RetryMax < s.RetryBase {
 		e.fail(&ConfigError{Name: EnvRetryMax, Value: e.str(EnvRetryMax), Expect: "at least " + EnvRetryBase})

@@ -104,7 +104,8 @@ func build(ctx context.Context, a *app) (*components, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, CheckTimeout: s.DNSTimeout, Logger: a.log})
+	c.dns, err = dnscheck.New(dnscheck.Config{Servers: s.DNSServers, Target: s.CNAMETarget, CheckTimeout: s.DNSTimeout,
+		Ownership: dnscheck.Ownership(s.Ownership), VerifySecret: s.VerifySecret, TXTLabel: s.TXTLabel, Logger: a.log})
 	if err != nil {
 		c.close()
 		return nil, &ConfigError{Name: EnvDNSServers, Value: fmt.Sprint(s.DNSServers), Expect: err.Error()}

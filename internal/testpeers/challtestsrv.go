@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
@@ -128,4 +129,17 @@ func (p *ChallTestSrvPeer) SetServfail(t testing.TB, host string) {
 func (p *ChallTestSrvPeer) ClearServfail(t testing.TB, host string) {
 	t.Helper()
 	p.post(t, "/clear-servfail", map[string]any{"host": host})
+}
+
+// SetTXT makes host answer TXT queries with value (challtestsrv's /set-txt,
+// meant for DNS-01 challenges, serves any name).
+func (p *ChallTestSrvPeer) SetTXT(t testing.TB, host, value string) {
+	t.Helper()
+	p.post(t, "/set-txt", map[string]any{"host": strings.TrimSuffix(host, ".") + ".", "value": value})
+}
+
+// ClearTXT removes host's TXT answers.
+func (p *ChallTestSrvPeer) ClearTXT(t testing.TB, host string) {
+	t.Helper()
+	p.post(t, "/clear-txt", map[string]any{"host": strings.TrimSuffix(host, ".") + "."})
 }
