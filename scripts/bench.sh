@@ -25,7 +25,7 @@ tmp=$(mktemp)
   echo
   echo '```'
   # The benchmarks the scripts above already ran are skipped here.
-  go test -run '^$' -bench . -skip 'BenchmarkNginx|BenchmarkFanout|BenchmarkIssue50' -benchmem ./... 2>&1 \
+  go test -run '^$' -bench . -skip 'BenchmarkNginx|BenchmarkScale|BenchmarkFanout|BenchmarkIssue50' -benchmem ./... 2>&1 \
     | grep -E '^(Benchmark|FAIL|pkg:)' || true
   echo '```'
 } | tee "$tmp"

@@ -45,3 +45,10 @@ END {
 	print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for (i = 1; i <= k; i++) print rows[i]
 }'
+# Issue 17: 1,000 / 10,000 / 100,000 domains, per mode and nginx version.
+if [ -z "${FROM:-}" ] && [ -z "${BENCH:-}" ]; then
+	echo
+	echo "### 1,000 / 10,000 / 100,000 domains, per mode and nginx version (\`bench/nginx/scale.sh\`)"
+	echo
+	bench/nginx/scale.sh
+fi
