@@ -46,7 +46,19 @@ func newResultBackend(cfg Config) (backend, error) {
 	if err := CheckResultBackend(cfg.ResultBackendURL); err != nil {
 		return nil, err
 	}
-	return redisbroker.NewBackend(redisbroker.BackendConfig{URL: cfg.ResultBackendURL, Expires: cfg.ResultExpires})
+	opts, err := redisbroker.ParseBackendOptions("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", cfg.ResultBackendTransportOptions)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ResultBackendURL == cfg.BrokerURL && cfg.ResultBackendTransportOptions == "" {
+		// The broker's own database: reach it the way the broker does.
+		bo, err := redisbroker.ParseOptions("CELERY_BROKER_TRANSPORT_OPTIONS", cfg.BrokerTransportOptions)
+		if err != nil {
+			return nil, err
+		}
+		opts.MasterName, opts.SentinelUsername, opts.SentinelPassword = bo.MasterName, bo.SentinelUsername, bo.SentinelPassword
+	}
+	return redisbroker.NewBackend(redisbroker.BackendConfig{URL: cfg.ResultBackendURL, Options: opts, Expires: cfg.ResultExpires})
 }
 
 // disabledBackend is CELERY_RESULT_BACKEND = 'disabled': results are dropped.

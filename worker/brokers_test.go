@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"os/exec"
@@ -18,13 +19,14 @@ import (
 
 // pyOptions runs testdata/celery_options.py: Python Celery configured with
 // broker_transport_options as a Django app would be.
-type pyOptions struct{ broker, options string }
+type pyOptions struct{ broker, options, backendOptions string }
 
 func (p pyOptions) run(t *testing.T, timeout time.Duration, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args = append([]string{"testdata/celery_options.py", args[0], "--broker", p.broker, "--options", p.options}, args[1:]...)
+	args = append([]string{"testdata/celery_options.py", args[0], "--broker", p.broker, "--options", p.options,
+		"--backend-options", cmp.Or(p.backendOptions, "{}")}, args[1:]...)
 	out, err := exec.CommandContext(ctx, testpeers.Python, args...).Output()
 	if err != nil {
 		var stderr []byte

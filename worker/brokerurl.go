@@ -24,6 +24,13 @@ func CheckTransportOptions(setting, raw string) error {
 	return err
 }
 
+// CheckBackendTransportOptions parses CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS
+// the way NewServer will.
+func CheckBackendTransportOptions(setting, raw string) error {
+	_, err := redisbroker.ParseBackendOptions(setting, raw)
+	return err
+}
+
 // BrokerPinger checks that the broker answers, for readiness probes.
 type BrokerPinger struct{ b *redisbroker.Broker }
 

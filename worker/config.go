@@ -20,6 +20,13 @@ type Config struct {
 	// (django-celery-results' table in DatabaseURL) or "disabled" (no
 	// results). Default: BrokerURL.
 	ResultBackendURL string
+	// ResultBackendTransportOptions are Celery's
+	// result_backend_transport_options as JSON
+	// (CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS): master_name and
+	// sentinel_kwargs for a sentinel:// backend. When the backend is the
+	// broker's URL and these are empty, the broker's master_name and
+	// sentinel_kwargs are used. Anything else fails NewServer.
+	ResultBackendTransportOptions string
 	// DatabaseURL is the Django app's PostgreSQL (MIDSUMMER_DB_URL), where
 	// the django-db result backend writes. Required with django-db only.
 	DatabaseURL string

@@ -71,6 +71,7 @@ const (
 	EnvAgentResync          = "CERTMGR_AGENT_RESYNC"
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
 	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
+	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
 	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
 )
 
@@ -85,6 +86,7 @@ type Variable struct {
 var Variables = []Variable{
 	{EnvBrokerURL, "redis://localhost:6379/0", "the Redis broker the Django app sends tasks to: redis://, rediss:// (with Celery's ssl_* parameters), redis+socket:// or unix://"},
 	{EnvBrokerOptions, "", "kombu's broker_transport_options as JSON, e.g. {\"global_keyprefix\": \"midsummer:\"}; an option certmgr does not implement stops it at start"},
+	{EnvBackendOptions, "", "Celery's result_backend_transport_options as JSON: master_name and sentinel_kwargs for a sentinel:// result backend"},
 	{EnvResultBackend, "", "result backend: a Redis URL (default: the broker URL), django-db (django-celery-results' table in MIDSUMMER_DB_URL) or disabled"},
 	{EnvQueue, "certmgr", "queue to consume (worker -Q overrides)"},
 	{EnvVisibilityTimeout, "3600", "seconds before an unacknowledged message of a dead worker is redelivered; must match the Django side"},

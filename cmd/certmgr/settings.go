@@ -20,6 +20,7 @@ type Settings struct {
 	BrokerURL         string
 	ResultBackendURL  string
 	BrokerOptions     string // JSON
+	BackendOptions    string // JSON
 	MaxMessageBytes   int    // 0: no limit
 	Queue             string
 	VisibilityTimeout time.Duration
@@ -99,6 +100,10 @@ func loadSettings(get func(string) string, n needs) (Settings, error) {
 	}
 	s.BrokerOptions = e.str(EnvBrokerOptions)
 	if err := worker.CheckTransportOptions(EnvBrokerOptions, s.BrokerOptions); err != nil {
+		e.fail(err)
+	}
+	s.BackendOptions = e.str(EnvBackendOptions)
+	if err := worker.CheckBackendTransportOptions(EnvBackendOptions, s.BackendOptions); err != nil {
 		e.fail(err)
 	}
 	s.MaxMessageBytes = e.int(EnvMaxMessageBytes, 0, 1<<30)

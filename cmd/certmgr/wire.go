@@ -172,10 +172,11 @@ func workerConfig(a *app) worker.Config {
 		DatabaseURL:      s.DBURL,
 		Queue:            s.Queue,
 		// CELERY_BROKER_TRANSPORT_OPTIONS and CERTMGR_MAX_MESSAGE_BYTES (0 there: no limit).
-		BrokerTransportOptions: s.BrokerOptions,
-		MaxMessageBytes:        cmp.Or(s.MaxMessageBytes, -1),
-		VisibilityTimeout:      s.VisibilityTimeout,
-		Concurrency:            s.Concurrency,
+		BrokerTransportOptions:        s.BrokerOptions,
+		ResultBackendTransportOptions: s.BackendOptions,
+		MaxMessageBytes:               cmp.Or(s.MaxMessageBytes, -1),
+		VisibilityTimeout:             s.VisibilityTimeout,
+		Concurrency:                   s.Concurrency,
 		// Issue tasks take seconds (an ACME order); a replica holding many
 		// waiting messages would starve its siblings. Celery's default is 4×.
 		Prefetch:      s.Concurrency,

@@ -8,8 +8,10 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,3 +119,115 @@ func StartRedisSocket(t testing.TB) *RedisSocket {
 
 // Pool is a connection pool on the socket's database 0.
 func (s *RedisSocket) Pool() *redis.Pool { return s.pool }
+
+// RedisSentinels is a master, a replica and three sentinels (redis-server
+// --sentinel, what Debian's redis-sentinel runs) watching them as
+// "mymaster", all of the test's own. Failover happens one second after the
+// master stops answering.
+type RedisSentinels struct {
+	MasterName    string
+	SentinelPorts []int
+	ports         map[int]*Process // data servers by port
+}
+
+// StartRedisSentinels starts the five servers and waits until every sentinel
+// knows the replica (so that a failover can happen).
+func StartRedisSentinels(t testing.TB) *RedisSentinels {
+	t.Helper()
+	bin := lookBinary(t, "redis-server")
+	dir := t.TempDir()
+	s := &RedisSentinels{MasterName: "mymaster", ports: map[int]*Process{}}
+	master, replica := FreePort(t), FreePort(t)
+	for _, p := range []int{master, replica} {
+		args := []string{"--port", strconv.Itoa(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", t.TempDir()}
+		if p == replica {
+			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(master))
+		}
+		s.ports[p] = startProcess(t, filepath.Join(dir, fmt.Sprintf("redis-%d.log", p)), nil, bin, args...)
+		if err := waitTCP(fmt.Sprintf("127.0.0.1:%d", p), 20*time.Second); err != nil {
+			t.Fatalf("redis-server on %d: %v", p, err)
+		}
+	}
+	for i := range 3 {
+		port := FreePort(t)
+		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
+		body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s 127.0.0.1 %d 2\n"+
+			"sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n",
+			port, dir, s.MasterName, master, s.MasterName, s.MasterName, s.MasterName)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		startProcess(t, filepath.Join(dir, fmt.Sprintf("sentinel-%d.log", i)), nil, bin, conf, "--sentinel")
+		s.SentinelPorts = append(s.SentinelPorts, port)
+	}
+	if err := waitFor(60*time.Second, func() error {
+		for _, p := range s.SentinelPorts {
+			c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p), redis.DialConnectTimeout(time.Second))
+			if err != nil {
+				return err
+			}
+			reps, err := redis.Values(c.Do("SENTINEL", "REPLICAS", s.MasterName))
+			others, err2 := redis.Values(c.Do("SENTINEL", "SENTINELS", s.MasterName))
+			c.Close()
+			if err != nil || err2 != nil || len(reps) == 0 || len(others) < 2 {
+				return fmt.Errorf("sentinel %d does not know the replica and the other sentinels yet", p)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("sentinels: %v", err)
+	}
+	return s
+}
+
+// URL is the sentinel:// URL of the three sentinels, for database db.
+func (s *RedisSentinels) URL(db int) string {
+	var parts []string
+	for _, p := range s.SentinelPorts {
+		parts = append(parts, fmt.Sprintf("sentinel://127.0.0.1:%d/%d", p, db))
+	}
+	return strings.Join(parts, ";")
+}
+
+// Master is the port of the current master, as the first sentinel answering sees it.
+func (s *RedisSentinels) Master(t testing.TB) int {
+	t.Helper()
+	for _, p := range s.SentinelPorts {
+		c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p), redis.DialConnectTimeout(time.Second))
+		if err != nil {
+			continue
+		}
+		hp, err := redis.Strings(c.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.MasterName))
+		c.Close()
+		if err == nil && len(hp) == 2 {
+			n, _ := strconv.Atoi(hp[1])
+			return n
+		}
+	}
+	t.Fatal("no sentinel names a master")
+	return 0
+}
+
+// Conn connects to the data server on port (database db).
+func (s *RedisSentinels) Conn(t testing.TB, port, db int) redis.Conn {
+	t.Helper()
+	c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), redis.DialDatabase(db), redis.DialConnectTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Kill stops the data server on port at once, as a crash would.
+func (s *RedisSentinels) Kill(port int) { s.ports[port].Kill() }
+
+// Other is the port of the data server that is not port.
+func (s *RedisSentinels) Other(port int) int {
+	for p := range s.ports {
+		if p != port {
+			return p
+		}
+	}
+	return 0
+}

@@ -17,6 +17,9 @@ import (
 type BackendConfig struct {
 	// URL is the result backend, in any form ParseURL takes. Required.
 	URL string
+	// Options are the connection options of result_backend_transport_options
+	// (master_name and sentinel_kwargs for sentinel:// URLs).
+	Options Options
 	// Expires is how long results are kept (SETEX). Default 24h, Celery's
 	// result_expires; negative keeps them forever.
 	Expires time.Duration
@@ -37,7 +40,7 @@ func NewBackend(cfg BackendConfig) (*Backend, error) {
 		return nil, errors.New("redisbroker: backend URL is required")
 	}
 	cfg.Expires = cmp.Or(cfg.Expires, 24*time.Hour)
-	d, err := newDialer(cfg.URL, Options{}, cmp.Or(cfg.DialTimeout, 5*time.Second), cmp.Or(cfg.CommandTimeout, 10*time.Second))
+	d, err := newDialer(cfg.URL, cfg.Options, cmp.Or(cfg.DialTimeout, 5*time.Second), cmp.Or(cfg.CommandTimeout, 10*time.Second))
 	if err != nil {
 		return nil, err
 	}

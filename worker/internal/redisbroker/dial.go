@@ -26,7 +26,10 @@ type Endpoint struct {
 	Password string      // empty: no AUTH
 	DB       int         // SELECTed after connecting
 	TLS      *tls.Config // nil: plain TCP
-	display  string      // the URL with the password replaced
+	// Sentinels are the host:port of the sentinels of a sentinel:// URL;
+	// the master is asked of them (master_name in the transport options).
+	Sentinels []string
+	display   string // the URL with the password replaced
 }
 
 // String is the URL with its password replaced by "***".
@@ -78,6 +81,9 @@ func Redact(raw string) string {
 // not checked at all. Unlike redis-py, the host name is checked unless
 // ssl_check_hostname=false. Unknown query parameters are errors.
 func ParseURL(raw string) (*Endpoint, error) {
+	if strings.HasPrefix(raw, "sentinel://") {
+		return parseSentinelURL(raw)
+	}
 	shown := Redact(raw)
 	fail := func(format string, args ...any) (*Endpoint, error) {
 		return nil, &URLError{URL: shown, Problem: fmt.Sprintf(format, args...)}
@@ -263,6 +269,9 @@ type dialer struct {
 	commandTimeout time.Duration
 	// resolve, when set, finds the address to dial (Sentinel); it overrides ep.Addr.
 	resolve func(ctx context.Context) (string, error)
+	// mustBeMaster checks ROLE after connecting: during a failover a
+	// sentinel may still name a server that is now a replica.
+	mustBeMaster bool
 }
 
 // dialNet opens the transport (TCP, TLS or a Unix socket), without the Redis
@@ -319,6 +328,15 @@ func (d *dialer) handshake(c redis.Conn) error {
 	if d.ep.DB != 0 {
 		if _, err := c.Do("SELECT", d.ep.DB); err != nil {
 			return fmt.Errorf("select database %d on %s: %w", d.ep.DB, d.ep, err)
+		}
+	}
+	if d.mustBeMaster {
+		role, err := redis.Values(c.Do("ROLE"))
+		if err != nil || len(role) == 0 {
+			return fmt.Errorf("ask the role of the master of %s: %w", d.ep, err)
+		}
+		if r, _ := redis.String(role[0], nil); r != "master" {
+			return fmt.Errorf("the server sentinel named is a %s, not the master (failover in progress)", r)
 		}
 	}
 	return nil
@@ -428,5 +446,100 @@ func newDialer(rawURL string, o Options, dialTimeout, cmdTimeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	return &dialer{ep: ep, dialTimeout: dialTimeout, commandTimeout: cmdTimeout}, nil
+	d := &dialer{ep: ep, dialTimeout: dialTimeout, commandTimeout: cmdTimeout}
+	if len(ep.Sentinels) > 0 {
+		if o.MasterName == "" {
+			return nil, &URLError{URL: ep.String(), Problem: "a sentinel:// URL needs master_name in the transport options"}
+		}
+		d.resolve = sentinelResolver(ep, o, dialTimeout)
+		d.mustBeMaster = true
+	} else if o.MasterName != "" {
+		return nil, &URLError{URL: ep.String(), Problem: "master_name is for sentinel:// URLs only"}
+	}
+	return d, nil
+}
+
+// parseSentinelURL parses kombu's and Celery's Sentinel form,
+// sentinel://[[user]:password@]host[:port][/db];sentinel://host2[:port]...:
+// the database and the Redis password come from the first URL (as kombu
+// takes them); every URL names one sentinel (default port 26379).
+func parseSentinelURL(raw string) (*Endpoint, error) {
+	parts := strings.Split(raw, ";")
+	shown := make([]string, len(parts))
+	for i, p := range parts {
+		shown[i] = Redact(strings.TrimSpace(p))
+	}
+	display := strings.Join(shown, ";")
+	e := &Endpoint{Network: "tcp", display: display}
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if !strings.HasPrefix(p, "sentinel://") {
+			return nil, &URLError{URL: display, Problem: fmt.Sprintf("part %d is not a sentinel:// URL", i+1)}
+		}
+		one, err := ParseURL("redis://" + strings.TrimPrefix(p, "sentinel://"))
+		if err != nil {
+			var ue *URLError
+			if errors.As(err, &ue) {
+				return nil, &URLError{URL: display, Problem: fmt.Sprintf("sentinel %d: %s", i+1, ue.Problem)}
+			}
+			return nil, err
+		}
+		host, port, _ := net.SplitHostPort(one.Addr)
+		if u, err := url.Parse("redis://" + strings.TrimPrefix(p, "sentinel://")); err == nil && u.Port() == "" {
+			port = "26379" // the sentinels' default, not Redis's
+		}
+		e.Sentinels = append(e.Sentinels, net.JoinHostPort(host, port))
+		if len(e.Sentinels) == 1 {
+			e.DB, e.Username, e.Password = one.DB, one.Username, one.Password
+		}
+	}
+	if len(e.Sentinels) == 0 {
+		return nil, &URLError{URL: display, Problem: "no sentinel"}
+	}
+	return e, nil
+}
+
+// sentinelResolver asks the sentinels, in turn, where master is.
+func sentinelResolver(ep *Endpoint, o Options, timeout time.Duration) func(ctx context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		var errs []error
+		for _, s := range ep.Sentinels {
+			addr, err := askSentinel(ctx, s, o, timeout)
+			if err == nil {
+				return addr, nil
+			}
+			errs = append(errs, fmt.Errorf("sentinel %s: %w", s, err))
+		}
+		return "", fmt.Errorf("no sentinel of %s names master %q: %w", ep, o.MasterName, errors.Join(errs...))
+	}
+}
+
+func askSentinel(ctx context.Context, addr string, o Options, timeout time.Duration) (string, error) {
+	nd := &net.Dialer{Timeout: timeout}
+	nc, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	c := redis.NewConn(nc, timeout, timeout)
+	defer c.Close()
+	if o.SentinelPassword != "" {
+		args := []any{o.SentinelPassword}
+		if o.SentinelUsername != "" {
+			args = []any{o.SentinelUsername, o.SentinelPassword}
+		}
+		if _, err := c.Do("AUTH", args...); err != nil {
+			return "", fmt.Errorf("authenticate: %w", err)
+		}
+	}
+	hp, err := redis.Strings(c.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", o.MasterName))
+	if err != nil {
+		return "", err
+	}
+	if len(hp) != 2 {
+		return "", fmt.Errorf("master %q unknown", o.MasterName)
+	}
+	return net.JoinHostPort(hp[0], hp[1]), nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseURLForms(t *testing.T) {
@@ -73,5 +74,28 @@ func TestParseURLErrorsNameProblemNotPassword(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: error %q shows the password", tc.url, err)
 		}
+	}
+}
+
+func TestParseSentinelURL(t *testing.T) {
+	t.Parallel()
+	ep, err := ParseURL("sentinel://:pw@h1:26380/2;sentinel://h2;sentinel://h3:5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ep.Sentinels, ","); got != "h1:26380,h2:26379,h3:5000" || ep.DB != 2 || ep.Password != "pw" {
+		t.Errorf("got %+v", ep)
+	}
+	if strings.Contains(ep.String(), "pw") {
+		t.Errorf("String() %q shows the password", ep)
+	}
+	if _, err := newDialer("sentinel://h1", Options{}, time.Second, time.Second); err == nil || !strings.Contains(err.Error(), "master_name") {
+		t.Errorf("no master_name: %v", err)
+	}
+	if _, err := newDialer("redis://h1", Options{MasterName: "m"}, time.Second, time.Second); err == nil {
+		t.Error("master_name on a redis:// URL accepted")
+	}
+	if _, err := ParseURL("sentinel://:hunter2@h1;redis://h2"); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("mixed schemes: %v", err)
 	}
 }

@@ -230,6 +230,30 @@ func strictlyAscending(s []int) bool {
 	return true
 }
 
+// ParseBackendOptions reads Celery's result_backend_transport_options for a
+// Redis result backend (CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS): only
+// master_name and sentinel_kwargs, for sentinel:// backends; anything else
+// is an error naming it.
+func ParseBackendOptions(setting, raw string) (Options, error) {
+	if strings.TrimSpace(raw) == "" {
+		return Options{}, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return Options{}, fmt.Errorf("%s: not a JSON object: %w", setting, err)
+	}
+	var errs []error
+	for k := range m {
+		if k != "master_name" && k != "sentinel_kwargs" {
+			errs = append(errs, &OptionError{Setting: setting, Option: k, Problem: "not supported by certmgr (supported: master_name, sentinel_kwargs)"})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Options{}, err
+	}
+	return ParseOptions(setting, raw)
+}
+
 // seconds reads a positive number of seconds.
 func seconds(v json.RawMessage, bad func(string)) time.Duration {
 	f, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
