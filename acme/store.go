@@ -470,6 +470,9 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 		}
 	}
+	if err := realDirs(filepath.Join(s.dir, "archive"), filepath.Join(s.dir, "live"), filepath.Join(s.dir, "renewal")); err != nil {
+		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+	}
 	if err := writeIfMissing(filepath.Join(s.dir, "live", "README"), []byte(liveReadme("[cert name]/")), 0o644); err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
@@ -549,9 +552,15 @@ func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, er
 	if err != nil {
 		return 0, err
 	}
-	archive := s.archiveDir(n)
+	// archive/<name> is opened confined to the store: a symlink planted
+	// there that leads out of the store is refused, not written through.
+	archive, err := openConfined(s.dir, filepath.Join("archive", string(n)))
+	if err != nil {
+		return 0, err
+	}
+	defer archive.Close()
 	for ; ; version++ {
-		created, err := writeExclusive(filepath.Join(archive, fmt.Sprintf("cert%d.pem", version)), contents["cert"], 0o644)
+		created, err := rootWriteExclusive(archive, fmt.Sprintf("cert%d.pem", version), contents["cert"], 0o644)
 		if err != nil {
 			return 0, err
 		}
@@ -565,8 +574,8 @@ func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, er
 		if kind == "privkey" {
 			mode = 0o600
 		}
-		final := filepath.Join(archive, fmt.Sprintf("%s%d.pem", kind, version))
-		if err := writeAtomic(final, contents[kind], mode); err != nil {
+		final := fmt.Sprintf("%s%d.pem", kind, version)
+		if err := rootWriteAtomic(archive, final, contents[kind], mode); err != nil {
 			return 0, err
 		}
 		s.step("archive:" + kind)

@@ -42,27 +42,45 @@ func (w webroot) path(token string) (string, error) {
 
 // Present writes the token file atomically (nginx never serves half of it),
 // world-readable as nginx's workers need.
+// The webroot is opened as an os.Root: a .well-known or acme-challenge
+// planted as a symlink leading out of it is refused, not written through.
 func (w webroot) Present(_ context.Context, _, token, keyAuth string) error {
-	p, err := w.path(token)
-	if err != nil {
+	if _, err := w.path(token); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	root, err := os.OpenRoot(w.root)
+	if err != nil {
+		return fmt.Errorf("open webroot: %w", err)
+	}
+	defer root.Close()
+	if err := root.MkdirAll(challengeDir, 0o755); err != nil {
 		return fmt.Errorf("create webroot challenge directory: %w", err)
 	}
-	if err := writeAtomic(p, []byte(keyAuth), 0o644); err != nil {
+	dir, err := root.OpenRoot(challengeDir)
+	if err != nil {
+		return fmt.Errorf("open webroot challenge directory: %w", err)
+	}
+	defer dir.Close()
+	if err := rootWriteAtomic(dir, token, []byte(keyAuth), 0o644); err != nil {
 		return fmt.Errorf("write http-01 token to the webroot: %w", err)
 	}
 	return nil
 }
 
+// challengeDir is where HTTP-01 tokens live under the webroot.
+var challengeDir = filepath.Join(".well-known", "acme-challenge")
+
 // CleanUp removes the token file.
 func (w webroot) CleanUp(_ context.Context, _, token, _ string) error {
-	p, err := w.path(token)
-	if err != nil {
+	if _, err := w.path(token); err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	root, err := os.OpenRoot(w.root)
+	if err != nil {
+		return fmt.Errorf("open webroot: %w", err)
+	}
+	defer root.Close()
+	if err := root.Remove(filepath.Join(challengeDir, token)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove http-01 token from the webroot: %w", err)
 	}
 	return nil

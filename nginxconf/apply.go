@@ -152,7 +152,7 @@ func (a *Applier) ApplyFunc(ctx context.Context, render func(w io.Writer) error)
 // writeCandidate streams render into path (fsynced) and returns the
 // SHA-256 and size of what it wrote.
 func writeCandidate(path string, render func(w io.Writer) error) (sum [sha256.Size]byte, size int64, err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := createNew(path, 0o644)
 	if err != nil {
 		return sum, 0, fmt.Errorf("write candidate nginx config: %w", err)
 	}
@@ -283,7 +283,7 @@ func (a *Applier) writeTestMain(dir, text string) (path, mirror string, cleanup 
 	name := ".certmgr-test-" + randHex() + ".conf"
 	if !a.forceMirror {
 		path = filepath.Join(dir, name)
-		err = os.WriteFile(path, []byte(text), 0o644)
+		err = writeNew(path, []byte(text))
 		if err == nil {
 			return path, "", func() { os.Remove(path) }, nil
 		}
@@ -308,7 +308,7 @@ func (a *Applier) writeTestMain(dir, text string) (path, mirror string, cleanup 
 		}
 	}
 	path = filepath.Join(mirror, name)
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+	if err := writeNew(path, []byte(text)); err != nil {
 		cleanup()
 		return "", "", nil, err
 	}
@@ -407,7 +407,7 @@ func (a *Applier) keepLastGood(live string) error {
 
 // flock takes the cross-process lock, giving up when ctx ends.
 func (a *Applier) flock(ctx context.Context) (func(), error) {
-	f, err := os.OpenFile(a.lockPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(a.lockPath(), os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock nginx config: %w", err)
 	}
@@ -461,8 +461,20 @@ func runNginx(ctx context.Context, cfg Config, args ...string) (string, error) {
 	return text, nil
 }
 
+// createNew creates path afresh for writing, refusing to write through a
+// symlink: conf.d is a volume other pods of the namespace may write to, and a
+// link planted at one of certmgr's file names (the candidate, the markers)
+// must not make certmgr overwrite the file it points to. An old file or link
+// at path is removed first; O_EXCL then refuses anything re-planted meanwhile.
+func createNew(path string, mode os.FileMode) (*os.File, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
+}
+
 func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := createNew(path, 0o644)
 	if err != nil {
 		return err
 	}
@@ -488,4 +500,17 @@ func randHex() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// writeNew writes a file that must not exist yet (never through a symlink).
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -72,10 +72,12 @@ func (g *Generator) Regenerate(ctx context.Context, ds []Domain) (Result, error)
 	// The marker is laid before the swap, so that no crash can leave a new
 	// live file that nobody knows still has to be loaded.
 	marker := g.applier.side("reload-pending")
-	_, statErr := os.Stat(marker)
+	// Lstat and writeNew: a symlink planted at the marker's name is neither
+	// followed nor written through.
+	_, statErr := os.Lstat(marker)
 	pendingBefore := statErr == nil
 	if !pendingBefore {
-		if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		if err := writeNew(marker, nil); err != nil {
 			return res, fmt.Errorf("regenerate nginx config: mark reload pending: %w", err)
 		}
 	}
