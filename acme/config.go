@@ -17,6 +17,16 @@ const (
 	LetsEncryptProduction = "https://acme-v02.api.letsencrypt.org/directory"
 )
 
+// ParseDirectoryURL checks an ACME directory URL (ACME_DIRECTORY_URL): https
+// and a host, as RFC 8555 requires and lego enforces.
+func ParseDirectoryURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("directory URL %q: want https://host/...", s)
+	}
+	return s, nil
+}
+
 // Config configures a Manager. The comment of each field names its environment
 // variable and default.
 type Config struct {
@@ -37,13 +47,15 @@ type Config struct {
 	// example classic, tlsserver or shortlived. Default: none (the CA's default).
 	Profile string
 	// Webroot is the HTTP-01 webroot nginx serves on :8080 (ACME_WEBROOT).
-	// Default /var/www/letsencrypt.
+	// Required (certmgr's default, nginxconf.DefaultACMEWebroot, is applied
+	// by cmd/certmgr, which hands the same path to nginxconf).
 	Webroot string
 	// HTTP01, when set, solves HTTP-01 challenges instead of the Webroot
 	// (fleet mode: the key authorization goes into the PostgreSQL store, which
 	// every pod's agent answers from). Default: the Webroot.
 	HTTP01 ChallengeSolver
-	// Dir is the certbot-layout store (LETSENCRYPT_DIR). Default /etc/letsencrypt.
+	// Dir is the certbot-layout store (LETSENCRYPT_DIR). Required (default in
+	// cmd/certmgr: nginxconf.DefaultLetsEncryptDir, the path nginx reads).
 	Dir string
 	// Now is the clock the renewal policy reads. Default time.Now.
 	Now func() time.Time
@@ -65,8 +77,6 @@ func (c Config) withDefaults() Config {
 	}
 	c.DirectoryURL = cmp.Or(c.DirectoryURL, dir)
 	c.KeyType = cmp.Or(c.KeyType, DefaultKeyType)
-	c.Webroot = cmp.Or(c.Webroot, "/var/www/letsencrypt")
-	c.Dir = cmp.Or(c.Dir, "/etc/letsencrypt")
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -77,12 +87,14 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) validate() error {
-	u, err := url.Parse(c.DirectoryURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("acme config: DirectoryURL %q is not an https URL", c.DirectoryURL)
+	if _, err := ParseDirectoryURL(c.DirectoryURL); err != nil {
+		return fmt.Errorf("acme config: DirectoryURL: %w", err)
 	}
 	if _, err := ParseKeyType(string(c.KeyType)); err != nil {
 		return fmt.Errorf("acme config: KeyType: %w", err)
+	}
+	if c.Webroot == "" || c.Dir == "" {
+		return errors.New("acme config: Webroot and Dir are required")
 	}
 	if !filepath.IsAbs(c.Webroot) {
 		return fmt.Errorf("acme config: Webroot %q is not an absolute path", c.Webroot)

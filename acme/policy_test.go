@@ -73,7 +73,7 @@ func TestOfflineDecisionFollowsTheClock(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			m, err := New(Config{Dir: t.TempDir(), Now: func() time.Time { return tc.now }})
+			m, err := New(Config{Dir: t.TempDir(), Webroot: "/var/www/letsencrypt", Now: func() time.Time { return tc.now }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +84,7 @@ func TestOfflineDecisionFollowsTheClock(t *testing.T) {
 		})
 	}
 	broken := Lineage{Name: "b.example.com", Err: errors.New("missing")}
-	m, _ := New(Config{Dir: t.TempDir()})
+	m, _ := New(Config{Dir: t.TempDir(), Webroot: "/var/www/letsencrypt"})
 	if d := m.checkOffline(broken); !d.Due || d.Source != SourceBroken {
 		t.Errorf("broken lineage: %+v", d)
 	}

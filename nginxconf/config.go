@@ -254,6 +254,15 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// ParseUpstream checks an upstream address (NGINX_UPSTREAM): host:port,
+// [v6]:port or unix:/path, with nothing nginx would read as syntax.
+func ParseUpstream(u string) (string, error) {
+	if err := checkUpstream(u); err != nil {
+		return "", err
+	}
+	return u, nil
+}
+
 func checkUpstream(u string) error {
 	bad := fmt.Errorf("Upstream (NGINX_UPSTREAM) %q: want host:port, [v6]:port or unix:/path", u)
 	if !plainWord(u) {

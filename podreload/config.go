@@ -21,6 +21,9 @@ type LocalReloader interface {
 // DefaultNamespaceFile is where Kubernetes mounts the service account's namespace.
 const DefaultNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
+// DefaultContainer is the container of a sibling pod that runs nginx.
+const DefaultContainer = "proxy"
+
 // Config configures a Reloader. Zero values take the defaults in the comments.
 type Config struct {
 	// Mode: local (default), exec or rollout. See ParseMode for RELOAD_ALL_PODS.
@@ -30,15 +33,15 @@ type Config struct {
 	// DeploymentName is the Deployment whose pods are siblings (DEPLOYMENT_NAME).
 	// Required in exec and rollout modes.
 	DeploymentName string
-	// Namespace of the Deployment. Default: $POD_NAMESPACE, then
-	// $CATTLE_K8S_NAMESPACE, then the contents of NamespaceFile.
+	// Namespace of the Deployment (POD_NAMESPACE, else CATTLE_K8S_NAMESPACE).
+	// Default: the contents of NamespaceFile.
 	Namespace string
 	// NamespaceFile is read when no namespace is set. Default DefaultNamespaceFile.
 	NamespaceFile string
 	// PodName is this pod (POD_NAME, from the Downward API); its result is
 	// marked self. Optional.
 	PodName string
-	// Container to exec into (NGINX_CONTAINER). Default "proxy".
+	// Container to exec into (NGINX_CONTAINER). Default DefaultContainer.
 	Container string
 	// Kubeconfig is a kubeconfig path for running outside the cluster.
 	// Default: the in-cluster configuration.
@@ -73,7 +76,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.Mode = cmp.Or(c.Mode, ModeLocal)
 	c.NamespaceFile = cmp.Or(c.NamespaceFile, DefaultNamespaceFile)
-	c.Container = cmp.Or(c.Container, "proxy")
+	c.Container = cmp.Or(c.Container, DefaultContainer)
 	c.Concurrency = cmp.Or(c.Concurrency, 50)
 	c.PodTimeout = cmp.Or(c.PodTimeout, 20*time.Second)
 	c.APITimeout = cmp.Or(c.APITimeout, 10*time.Second)
@@ -115,19 +118,20 @@ func (c Config) validate() error {
 	return nil
 }
 
-// resolveNamespace applies the namespace fallbacks: explicit, POD_NAMESPACE,
-// CATTLE_K8S_NAMESPACE, then the service account's namespace file.
-func resolveNamespace(explicit string, getenv func(string) string, file string) (string, error) {
-	if ns := cmp.Or(explicit, getenv("POD_NAMESPACE"), getenv("CATTLE_K8S_NAMESPACE")); ns != "" {
-		return ns, nil
+// resolveNamespace is the explicit namespace, else the service account's
+// namespace file. (The environment's fallbacks, POD_NAMESPACE then
+// CATTLE_K8S_NAMESPACE, are applied by cmd/certmgr's table into Namespace.)
+func resolveNamespace(explicit string, file string) (string, error) {
+	if explicit != "" {
+		return explicit, nil
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("find namespace: POD_NAMESPACE and CATTLE_K8S_NAMESPACE are empty and %w", err)
+		return "", fmt.Errorf("find namespace: Namespace is empty and %w", err)
 	}
 	ns := strings.TrimSpace(string(b))
 	if ns == "" {
-		return "", fmt.Errorf("find namespace: POD_NAMESPACE and CATTLE_K8S_NAMESPACE are empty and %s is empty", file)
+		return "", fmt.Errorf("find namespace: Namespace is empty and %s is empty", file)
 	}
 	return ns, nil
 }

@@ -203,20 +203,17 @@ func TestResolveNamespace(t *testing.T) {
 	for _, tc := range []struct {
 		desc     string
 		explicit string
-		env      map[string]string
 		file     string
 		want     string
 		wantErr  string
 	}{
-		{desc: "explicit wins", explicit: "cfg", env: map[string]string{"POD_NAMESPACE": "pod"}, file: saFile, want: "cfg"},
-		{desc: "POD_NAMESPACE", env: map[string]string{"POD_NAMESPACE": "pod", "CATTLE_K8S_NAMESPACE": "cattle"}, file: saFile, want: "pod"},
-		{desc: "CATTLE_K8S_NAMESPACE", env: map[string]string{"CATTLE_K8S_NAMESPACE": "cattle"}, file: saFile, want: "cattle"},
+		{desc: "explicit wins", explicit: "cfg", file: saFile, want: "cfg"},
 		{desc: "service account file", file: saFile, want: "from-sa"},
-		{desc: "nothing", file: filepath.Join(dir, "missing"), wantErr: "POD_NAMESPACE and CATTLE_K8S_NAMESPACE are empty"},
+		{desc: "nothing", file: filepath.Join(dir, "missing"), wantErr: "Namespace is empty"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			got, err := resolveNamespace(tc.explicit, func(k string) string { return tc.env[k] }, tc.file)
+			got, err := resolveNamespace(tc.explicit, tc.file)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.file) {
 					t.Fatalf("err = %v, want one naming %q and the file", err, tc.wantErr)

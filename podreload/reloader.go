@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -43,7 +42,7 @@ func New(cfg Config) (*Reloader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	ns, err := resolveNamespace(cfg.Namespace, os.Getenv, cfg.NamespaceFile)
+	ns, err := resolveNamespace(cfg.Namespace, cfg.NamespaceFile)
 	if err != nil {
 		return nil, err
 	}

@@ -121,19 +121,25 @@ type Config struct {
 	// Now is the clock of row timestamps. Default time.Now.
 	Now func() time.Time
 	// RetryBase is the first retry delay of a transient failure; it doubles
-	// per retry up to RetryMax. Defaults 10s and 10m.
+	// per retry up to RetryMax. Defaults DefaultRetryBase and DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
 	// SweepEvery is the period of the worker's own renewal sweep, with up to
 	// SweepJitter added at random. Defaults 12h and 1h.
 	SweepEvery, SweepJitter time.Duration
 }
 
+// Defaults of Config's retry timing.
+const (
+	DefaultRetryBase = 10 * time.Second
+	DefaultRetryMax  = 10 * time.Minute
+)
+
 func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	c.RetryBase = cmp.Or(c.RetryBase, 10*time.Second)
-	c.RetryMax = cmp.Or(c.RetryMax, 10*time.Minute)
+	c.RetryBase = cmp.Or(c.RetryBase, DefaultRetryBase)
+	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 12*time.Hour)
 	c.SweepJitter = cmp.Or(c.SweepJitter, time.Hour)
 	return c

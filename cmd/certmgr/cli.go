@@ -23,13 +23,13 @@ const (
 
 // app is what a subcommand runs with.
 type app struct {
-	ctx      context.Context
-	stdout   io.Writer
-	stderr   io.Writer
-	getenv   func(string) string
-	log      zerolog.Logger
-	settings Settings
-	args     []string // positional arguments, for commands that take them
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	log    zerolog.Logger
+	cfg    Configs
+	args   []string // positional arguments, for commands that take them
 }
 
 // command is one subcommand of certmgr.
@@ -126,12 +126,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	a.log = log
 
-	s, err := loadSettings(getenv, c.needs)
+	cfg, err := loadConfigs(getenv, c.needs)
 	if err != nil {
 		fmt.Fprintf(stderr, "certmgr %s: %s\n", c.name, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return exitUsage
 	}
-	a.settings = s
+	a.cfg = cfg
 	if err := apply(a); err != nil {
 		var ce *ConfigError
 		var ke *certstore.KeyError
@@ -178,11 +178,7 @@ Exit status: 0 done, 1 failed, 2 bad usage or configuration.
 Environment (default in brackets):
 `)
 	for _, v := range Variables {
-		def := v.Default
-		if def == "" {
-			def = "-"
-		}
-		fmt.Fprintf(w, "  %-27s %s [%s]\n", v.Name, v.Help, def)
+		fmt.Fprintf(w, "  %-27s %s [%s]\n", v.Name, strings.ReplaceAll(v.Doc, "`", ""), strings.ReplaceAll(v.defaultText("-"), "`", ""))
 	}
 }
 

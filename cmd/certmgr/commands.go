@@ -20,14 +20,14 @@ SIGTERM stops fetching and gives in-flight tasks CERTMGR_SHUTDOWN_GRACE.`,
 			fs.StringVar(conc, "c", a.getenv(EnvConcurrency), "")
 			return func(a *app) error {
 				if *queue != "" {
-					a.settings.Queue = *queue
+					a.cfg.Worker.Queue = *queue
 				}
 				if *conc != "" {
 					n, err := strconv.Atoi(*conc)
 					if err != nil || n < 1 || n > 1024 {
 						return &ConfigError{Name: "--concurrency", Value: *conc, Expect: "a whole number from 1 to 1024"}
 					}
-					a.settings.Concurrency = n
+					a.cfg.Worker.Concurrency, a.cfg.Worker.Prefetch = n, n
 				}
 				return runWorker(a)
 			}

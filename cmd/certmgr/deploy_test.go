@@ -238,7 +238,7 @@ type manifestCheck struct {
 	b          bundle
 	namespace  string
 	config     map[string]string // the certmgr-env ConfigMap
-	settings   Settings
+	settings   Configs
 	pods       []podTemplate
 	pvcs       map[string]*corev1.PersistentVolumeClaim
 	services   []*corev1.Service
@@ -343,7 +343,7 @@ func tokenVolumes(spec *corev1.PodSpec) map[string]bool {
 // containers (the sidecar layout) the pod mounts no token and a projected one
 // is mounted into the worker alone; in local mode no container gets one.
 func (c *manifestCheck) checkTokens() {
-	needsAPI := c.settings.ReloadMode != "local"
+	needsAPI := c.settings.Reload.Mode != podreload.ModeLocal
 	for _, p := range c.pods {
 		tokens := tokenVolumes(p.spec)
 		var worker *corev1.Container
@@ -374,7 +374,7 @@ func (c *manifestCheck) checkTokens() {
 			c.errorf("%s: certmgr shares the pod with other containers, but the pod mounts the service account token into all of them: set automountServiceAccountToken: false", p.owner)
 		}
 		if m := mountAt(worker, saTokenPath); needsAPI && (m == nil || !tokens[m.Name] || !m.ReadOnly) {
-			c.errorf("%s: reload mode %s calls the API, but the worker has no read-only projected token at %s", p.owner, c.settings.ReloadMode, saTokenPath)
+			c.errorf("%s: reload mode %s calls the API, but the worker has no read-only projected token at %s", p.owner, c.settings.Reload.Mode, saTokenPath)
 		}
 	}
 }
@@ -475,7 +475,7 @@ func (c *manifestCheck) loadSettings() {
 		}
 		return secret[name]
 	}
-	s, err := loadSettings(get, needs{db: true, target: true})
+	s, err := loadConfigs(get, needs{db: true, target: true})
 	if err != nil {
 		c.t.Fatalf("ConfigMap %s is not a configuration certmgr accepts: %v", envConfig, err)
 	}
@@ -643,7 +643,7 @@ func known(name string) bool {
 
 func (c *manifestCheck) checkCertmgrContainers(p podTemplate) {
 	httpPort := portOf(c.t, c.settings.HTTPAddr)
-	grace := c.settings.ShutdownGrace
+	grace := c.settings.Worker.ShutdownGrace
 	for _, ct := range allContainers(p.spec) {
 		args, ok := certmgrArgs(ct)
 		if !ok {
@@ -868,25 +868,25 @@ func (c *manifestCheck) checkMounts(p podTemplate, ct *corev1.Container, sub, wh
 	switch sub {
 	case "worker", "issue", "renew":
 		needs = []need{
-			{EnvLetsEncryptDir, s.LetsEncryptDir, true},
-			{EnvACMEWebroot, s.ACMEWebroot, true},
-			{EnvNginxConfPath, filepath.Dir(s.NginxConfPath), true},
+			{EnvLetsEncryptDir, s.ACME.Dir, true},
+			{EnvACMEWebroot, s.ACME.Webroot, true},
+			{EnvNginxConfPath, filepath.Dir(s.Nginx.ConfPath), true},
 		}
 	case "regen-nginx":
 		needs = []need{
-			{EnvLetsEncryptDir, s.LetsEncryptDir, false},
-			{EnvNginxConfPath, filepath.Dir(s.NginxConfPath), true},
+			{EnvLetsEncryptDir, s.ACME.Dir, false},
+			{EnvNginxConfPath, filepath.Dir(s.Nginx.ConfPath), true},
 		}
 	case "certificates":
-		needs = []need{{EnvLetsEncryptDir, s.LetsEncryptDir, false}}
+		needs = []need{{EnvLetsEncryptDir, s.ACME.Dir, false}}
 	}
 	if sub != "certificates" && sub != "verify-dns" {
 		// nginx -t reads a copy of the main file written beside it, and
 		// the default server's certificate, as certmgr's own user.
-		if s.NginxMainConf != "" {
-			needs = append(needs, need{EnvNginxMainConf, filepath.Dir(s.NginxMainConf), true})
+		if s.Nginx.MainConf != "" {
+			needs = append(needs, need{EnvNginxMainConf, filepath.Dir(s.Nginx.MainConf), true})
 		}
-		needs = append(needs, need{EnvNginxDefaultCert, s.NginxDefaultCert, false}, need{EnvNginxDefaultKey, s.NginxDefaultKey, false})
+		needs = append(needs, need{EnvNginxDefaultCert, s.Nginx.DefaultCert, false}, need{EnvNginxDefaultKey, s.Nginx.DefaultKey, false})
 	}
 	for _, n := range needs {
 		m := mountAt(ct, n.dir)
@@ -934,31 +934,31 @@ func (c *manifestCheck) checkSharedStorage() {
 	var proxy *corev1.Container
 	var app podTemplate
 	for _, p := range c.pods {
-		if p.kind == "Deployment" && p.name == s.DeploymentName {
+		if p.kind == "Deployment" && p.name == s.Reload.DeploymentName {
 			app = p
 			for i := range p.spec.Containers {
-				if p.spec.Containers[i].Name == s.NginxContainer {
+				if p.spec.Containers[i].Name == s.Reload.Container {
 					proxy = &p.spec.Containers[i]
 				}
 			}
 		}
 	}
 	if proxy == nil {
-		c.errorf("no Deployment %s (%s) with a container %s (%s)", s.DeploymentName, EnvDeploymentName, s.NginxContainer, EnvNginxContainer)
+		c.errorf("no Deployment %s (%s) with a container %s (%s)", s.Reload.DeploymentName, EnvDeploymentName, s.Reload.Container, EnvNginxContainer)
 		return
 	}
 	var replicas int32 = 1
 	for _, o := range c.b.objects {
-		if d, ok := o.(*appsv1.Deployment); ok && d.Name == s.DeploymentName && d.Spec.Replicas != nil {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == s.Reload.DeploymentName && d.Spec.Replicas != nil {
 			replicas = *d.Spec.Replicas
 		}
 	}
 	dirs := map[string]string{
-		EnvLetsEncryptDir:   s.LetsEncryptDir,
-		EnvACMEWebroot:      s.ACMEWebroot,
-		EnvNginxConfPath:    filepath.Dir(s.NginxConfPath),
-		EnvNginxDefaultCert: s.NginxDefaultCert,
-		EnvNginxDefaultKey:  s.NginxDefaultKey,
+		EnvLetsEncryptDir:   s.ACME.Dir,
+		EnvACMEWebroot:      s.ACME.Webroot,
+		EnvNginxConfPath:    filepath.Dir(s.Nginx.ConfPath),
+		EnvNginxDefaultCert: s.Nginx.DefaultCert,
+		EnvNginxDefaultKey:  s.Nginx.DefaultKey,
 	}
 	for env, dir := range dirs {
 		want := storage(app, proxy, dir)
@@ -1062,8 +1062,8 @@ func (c *manifestCheck) checkServices() {
 		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
 			continue
 		}
-		if !slices.Contains(byPort[443], s.NginxHTTPSPort) || !slices.Contains(byPort[80], s.NginxHTTPPort) {
-			c.errorf("LoadBalancer %s must forward 443 → %d and 80 → %d, has %v", svc.Name, s.NginxHTTPSPort, s.NginxHTTPPort, byPort)
+		if !slices.Contains(byPort[443], s.Nginx.HTTPSPort) || !slices.Contains(byPort[80], s.Nginx.HTTPPort) {
+			c.errorf("LoadBalancer %s must forward 443 → %d and 80 → %d, has %v", svc.Name, s.Nginx.HTTPSPort, s.Nginx.HTTPPort, byPort)
 		}
 		a := svc.Annotations
 		if strings.Contains(strings.Join(slices.Collect(maps.Keys(a)), " "), "do-loadbalancer") {
@@ -1073,12 +1073,12 @@ func (c *manifestCheck) checkServices() {
 			}
 			hp, _ := strconv.Atoi(a[p+"healthcheck-port"])
 			if a[p+"healthcheck-protocol"] != "http" || a[p+"healthcheck-path"] != "/ping/" ||
-				!slices.Contains(byPort[int32(hp)], s.NginxHTTPPort) {
-				c.errorf("LoadBalancer %s must health-check http /ping/ on the port reaching %d: %v", svc.Name, s.NginxHTTPPort, a)
+				!slices.Contains(byPort[int32(hp)], s.Nginx.HTTPPort) {
+				c.errorf("LoadBalancer %s must health-check http /ping/ on the port reaching %d: %v", svc.Name, s.Nginx.HTTPPort, a)
 			}
 		}
 	}
-	for _, port := range []int{s.NginxHTTPSPort, s.NginxHTTPPort} {
+	for _, port := range []int{s.Nginx.HTTPSPort, s.Nginx.HTTPPort} {
 		if !exposed[port] {
 			c.errorf("no Service exposes nginx's port %d", port)
 		}
@@ -1160,8 +1160,8 @@ func (c *manifestCheck) checkRBAC() {
 							c.errorf("Role %s grants a wildcard: %v", r.Name, pr)
 						}
 						granted[rule{g, res, v}] = true
-						if len(pr.ResourceNames) > 0 && res == "deployments" && !slices.Contains(pr.ResourceNames, s.DeploymentName) {
-							c.errorf("Role %s limits deployments to %v, but %s=%s", r.Name, pr.ResourceNames, EnvDeploymentName, s.DeploymentName)
+						if len(pr.ResourceNames) > 0 && res == "deployments" && !slices.Contains(pr.ResourceNames, s.Reload.DeploymentName) {
+							c.errorf("Role %s limits deployments to %v, but %s=%s", r.Name, pr.ResourceNames, EnvDeploymentName, s.Reload.DeploymentName)
 						}
 					}
 				}
@@ -1174,25 +1174,25 @@ func (c *manifestCheck) checkRBAC() {
 		}
 	}
 
-	want, ok := rbacFor[s.ReloadMode]
+	want, ok := rbacFor[string(s.Reload.Mode)]
 	if !ok {
-		c.t.Fatalf("reload mode %q has no entry in rbacFor", s.ReloadMode)
+		c.t.Fatalf("reload mode %q has no entry in rbacFor", s.Reload.Mode)
 	}
 	for _, r := range want {
 		if !granted[r] {
-			c.errorf("reload mode %s needs %s on %s (group %q), not granted", s.ReloadMode, r.verb, r.resource, r.group)
+			c.errorf("reload mode %s needs %s on %s (group %q), not granted", s.Reload.Mode, r.verb, r.resource, r.group)
 		}
 		delete(granted, r)
 	}
 	for r := range granted {
-		c.errorf("reload mode %s does not need %s on %s (group %q), granted anyway", s.ReloadMode, r.verb, r.resource, r.group)
+		c.errorf("reload mode %s does not need %s on %s (group %q), granted anyway", s.Reload.Mode, r.verb, r.resource, r.group)
 	}
-	if s.ReloadMode == "local" {
+	if s.Reload.Mode == podreload.ModeLocal {
 		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 			c.errorf("reload mode local calls no API: ServiceAccount %s should not mount a token", serviceAcct)
 		}
 		if !c.localReloadReachesNginx() {
-			c.errorf("reload mode local: the certmgr worker must share a pod with %s, with shareProcessNamespace", s.NginxContainer)
+			c.errorf("reload mode local: the certmgr worker must share a pod with %s, with shareProcessNamespace", s.Reload.Container)
 		}
 	}
 }
@@ -1203,7 +1203,7 @@ func (c *manifestCheck) localReloadReachesNginx() bool {
 	for _, p := range c.pods {
 		for _, ct := range allContainers(p.spec) {
 			if args, ok := certmgrArgs(ct); ok && len(args) > 0 && args[0] == "worker" {
-				hasProxy := slices.ContainsFunc(p.spec.Containers, func(x corev1.Container) bool { return x.Name == c.settings.NginxContainer })
+				hasProxy := slices.ContainsFunc(p.spec.Containers, func(x corev1.Container) bool { return x.Name == c.settings.Reload.Container })
 				if !hasProxy || p.spec.ShareProcessNamespace == nil || !*p.spec.ShareProcessNamespace {
 					return false
 				}
@@ -1489,10 +1489,20 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(entry, bin) {
 		t.Errorf("ENTRYPOINT %s", entry)
 	}
-	defPort := strconv.Itoa(portOf(t, (&env{get: func(string) string { return "" }}).str(EnvHTTPAddr)))
+	defPort := strconv.Itoa(portOf(t, defaultOf(EnvHTTPAddr)))
 	if !slices.Contains(expose, defPort) {
 		t.Errorf("EXPOSE %v lacks %s, the default of %s", expose, defPort, EnvHTTPAddr)
 	}
+}
+
+// defaultOf is a variable's documented default.
+func defaultOf(name string) string {
+	for _, v := range Variables {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	panic("undocumented environment variable " + name)
 }
 
 func goDirective(t *testing.T) string {

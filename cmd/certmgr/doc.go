@@ -1,8 +1,9 @@
 // Command certmgr is the one binary of certmgr: the Celery worker, the init
 // container's nginx regeneration, the renewal run and the operators' commands.
 //
-// main reads the environment (env.go, the single table of variable names)
-// into Settings, builds one zerolog logger, turns Settings into each
-// component's Config and wires the components; the components themselves live
+// main reads the environment straight into each component's Config (env.go:
+// one table of variables, each row parsed by the owning package's own parser;
+// --help and the README's table are generated from it), builds one zerolog
+// logger and wires the components (wire.go); the components themselves live
 // in the packages beside this one.
 package main

@@ -1,19 +1,28 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/agent"
+	"github.com/midsummer/certmgr/certstore"
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/tasks"
 	"github.com/midsummer/certmgr/worker"
 )
 
-// The environment variables certmgr reads. CONTRACT.md fixes the names the
-// Django app, operators and manifests rely on; the CERTMGR_* ones are
-// certmgr's own additions. This table is the one place the names live: the
-// help text, the README table and the deploy manifests' test read it.
+// The names of the environment variables. CONTRACT.md fixes the names the Django app, operators and
+// manifests rely on; the CERTMGR_* ones are certmgr's own additions.
 const (
 	EnvBrokerURL            = "CELERY_BROKER_URL"
 	EnvResultBackend        = "CELERY_RESULT_BACKEND"
@@ -21,127 +30,364 @@ const (
 	EnvVisibilityTimeout    = "CELERY_VISIBILITY_TIMEOUT"
 	EnvDBURL                = "MIDSUMMER_DB_URL"
 	EnvCNAMETarget          = "CUSTOM_DOMAIN_CNAME_TARGET"
-	EnvACMEEmail            = "ACME_EMAIL"
 	EnvACMEStaging          = "ACME_STAGING"
 	EnvACMEDirectoryURL     = "ACME_DIRECTORY_URL"
-	EnvACMECABundle         = "ACME_CA_BUNDLE"
 	EnvACMEKeyType          = "ACME_KEY_TYPE"
-	EnvACMEProfile          = "ACME_PROFILE"
-	EnvACMEWebroot          = "ACME_WEBROOT"
 	EnvLetsEncryptDir       = "LETSENCRYPT_DIR"
 	EnvDNSServers           = "CUSTOM_DOMAIN_DNS_SERVERS"
 	EnvReservedZones        = "CUSTOM_DOMAIN_RESERVED_ZONES"
 	EnvAllowPrivateSuffixes = "CUSTOM_DOMAIN_ALLOW_PRIVATE_SUFFIXES"
+	EnvNginxHTTPSPort       = "NGINX_HTTPS_PORT"
+	EnvNginxCertMode        = "NGINX_CERT_MODE"
+	EnvNginxUpstream        = "NGINX_UPSTREAM"
+	EnvReloadAllPods        = "RELOAD_ALL_PODS"
+	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
+	EnvDeploymentName       = "DEPLOYMENT_NAME"
+	EnvPodNamespace         = "POD_NAMESPACE"
+	EnvCattleNamespace      = "CATTLE_K8S_NAMESPACE"
+	EnvNginxContainer       = "NGINX_CONTAINER"
+	EnvHTTPAddr             = "CERTMGR_HTTP_ADDR"
+	EnvConcurrency          = "CERTMGR_CONCURRENCY"
+	EnvShutdownGrace        = "CERTMGR_SHUTDOWN_GRACE"
+	EnvRetryBase            = "CERTMGR_RETRY_BASE"
+	EnvRetryMax             = "CERTMGR_RETRY_MAX"
+	EnvLogLevel             = "CERTMGR_LOGLEVEL"
+	EnvLogFormat            = "CERTMGR_LOG_FORMAT"
+	EnvStore                = "CERTMGR_STORE"
+	EnvStoreKey             = "CERTMGR_STORE_KEY"
+	EnvTaskTimeLimit        = "CERTMGR_TASK_TIME_LIMIT"
+	EnvDNSTimeout           = "CUSTOM_DOMAIN_DNS_TIMEOUT"
+	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
+	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
+	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
+	EnvACMEEmail            = "ACME_EMAIL"
+	EnvACMECABundle         = "ACME_CA_BUNDLE"
+	EnvACMEProfile          = "ACME_PROFILE"
+	EnvACMEWebroot          = "ACME_WEBROOT"
 	EnvNginxConfPath        = "NGINX_CONF_PATH"
 	EnvNginxBinary          = "NGINX_BINARY"
 	EnvNginxMainConf        = "NGINX_MAIN_CONF"
 	EnvNginxPrefix          = "NGINX_PREFIX"
-	EnvNginxUpstream        = "NGINX_UPSTREAM"
-	EnvNginxHTTPSPort       = "NGINX_HTTPS_PORT"
 	EnvNginxHTTPPort        = "NGINX_HTTP_PORT"
-	EnvNginxCertMode        = "NGINX_CERT_MODE"
 	EnvNginxDefaultCert     = "NGINX_DEFAULT_CERT"
 	EnvNginxDefaultKey      = "NGINX_DEFAULT_KEY"
 	EnvNginxNamesHash       = "NGINX_SERVER_NAMES_HASH"
 	EnvNginxReloadMethod    = "NGINX_RELOAD_METHOD"
 	EnvNginxTimeout         = "NGINX_COMMAND_TIMEOUT"
-	EnvReloadAllPods        = "RELOAD_ALL_PODS"
-	EnvDeploymentName       = "DEPLOYMENT_NAME"
-	EnvPodNamespace         = "POD_NAMESPACE"
-	EnvCattleNamespace      = "CATTLE_K8S_NAMESPACE"
 	EnvPodName              = "POD_NAME"
-	EnvNginxContainer       = "NGINX_CONTAINER"
-	EnvHTTPAddr             = "CERTMGR_HTTP_ADDR"
-	EnvConcurrency          = "CERTMGR_CONCURRENCY"
-	EnvLogLevel             = "CERTMGR_LOGLEVEL"
-	EnvLogFormat            = "CERTMGR_LOG_FORMAT"
-	EnvShutdownGrace        = "CERTMGR_SHUTDOWN_GRACE"
-	EnvRetryBase            = "CERTMGR_RETRY_BASE"
-	EnvRetryMax             = "CERTMGR_RETRY_MAX"
-	EnvTaskTimeLimit        = "CERTMGR_TASK_TIME_LIMIT"
-	EnvDNSTimeout           = "CUSTOM_DOMAIN_DNS_TIMEOUT"
-	EnvOwnership            = "CUSTOM_DOMAIN_OWNERSHIP"
-	EnvVerifySecret         = "CUSTOM_DOMAIN_VERIFY_SECRET"
-	EnvTXTLabel             = "CUSTOM_DOMAIN_TXT_LABEL"
-	EnvReloadMode           = "CERTMGR_RELOAD_MODE"
 	EnvKubeconfig           = "KUBECONFIG"
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
-	EnvStore                = "CERTMGR_STORE"
-	EnvStoreKey             = "CERTMGR_STORE_KEY"
 	EnvAgentResync          = "CERTMGR_AGENT_RESYNC"
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
-	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
-	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
-	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
 )
 
-// Variable documents one environment variable.
-type Variable struct {
-	Name    string
-	Default string // as the user would write it; "" = empty or derived
-	Help    string
+// Configs is what the environment configures: each component's own Config,
+// filled by the table below, and the few settings that are certmgr's own.
+// Fields the environment does not reach (loggers, clocks, wiring) are set by
+// build.
+type Configs struct {
+	Worker worker.Config
+	DB     domaindb.Config
+	Names  domain.Policy
+	DNS    dnscheck.Config
+	ACME   acme.Config
+	Nginx  nginxconf.Config
+	Reload podreload.Config
+	Tasks  tasks.Config
+	Store  certstore.Config
+	Agent  agent.Config
+
+	HTTPAddr  string    // of /healthz, /readyz and /metrics
+	StoreKind storeKind // which certificate store the commands run on
+	AgentWait time.Duration
 }
 
-// Variables is every environment variable certmgr reads, in README order.
+// Variable is one environment variable: its name, its default as the user
+// writes it, its documentation, and how it sets Configs (with the owning
+// package's own parser).
+type Variable struct {
+	Name string
+	// Default is applied when the variable is unset or empty; "" means the
+	// field keeps its zero value (the package's default) and Unset says what
+	// that is, for a person ("required", "the broker URL").
+	Default string
+	Unset   string
+	// Doc is the README's text (Markdown); --help prints it without backticks.
+	Doc string
+	// set parses the value into Configs; nil for a variable read elsewhere
+	// (the log flags' defaults).
+	set func(c *Configs, v string) error
+}
+
+// Variables is every environment variable certmgr reads, in README order. It
+// is the one place a variable is named: loadConfigs applies it row by row
+// (a row may read what earlier rows set), --help prints it, and
+// TestREADMEConfigurationTable keeps the README's table equal to it.
+//
+// Adding a variable is one row here and, for a new setting, its field in the
+// owning package's Config (with the README regenerated by
+// `go test ./cmd/certmgr -run TestREADMEConfigurationTable -update`).
 var Variables = []Variable{
-	{EnvBrokerURL, "redis://localhost:6379/0", "the Redis broker the Django app sends tasks to: redis://, rediss:// (with Celery's ssl_* parameters), redis+socket:// or unix://"},
-	{EnvBrokerOptions, "", "kombu's broker_transport_options as JSON, e.g. {\"global_keyprefix\": \"midsummer:\"}; an option certmgr does not implement stops it at start"},
-	{EnvBackendOptions, "", "Celery's result_backend_transport_options as JSON: master_name and sentinel_kwargs for a sentinel:// result backend"},
-	{EnvResultBackend, "", "result backend: a Redis URL (default: the broker URL), django-db (django-celery-results' table in MIDSUMMER_DB_URL) or disabled"},
-	{EnvQueue, "certmgr", "queue to consume (worker -Q overrides)"},
-	{EnvVisibilityTimeout, "3600", "seconds before an unacknowledged message of a dead worker is redelivered; must match the Django side"},
-	{EnvResultExpires, "86400", "seconds task results are kept (Celery's result_expires)"},
-	{EnvMaxMessageBytes, "1048576", "largest task message taken; a bigger one goes to the dead list, unread, with a FAILURE result naming the limit (0: no limit)"},
-	{EnvDBURL, "", "Django's PostgreSQL (required)"},
-	{EnvCNAMETarget, "", "hostname tenants CNAME to, e.g. custom.midsummer.cloud (required)"},
-	{EnvReservedZones, "", "comma-separated zones no tenant may claim, nor any name under them (the CNAME target's registrable domain always is)"},
-	{EnvAllowPrivateSuffixes, "", "comma-separated suffixes outside the Public Suffix List that tenant names may end in (tests: test); names under no public suffix are refused otherwise"},
-	{EnvACMEEmail, "", "ACME account contact"},
-	{EnvACMEStaging, "true", "Let's Encrypt staging (true) or production (false)"},
-	{EnvACMEDirectoryURL, "", "any other ACME directory (default from ACME_STAGING)"},
-	{EnvACMECABundle, "", "PEM file of extra roots trusted for the ACME server's TLS"},
-	{EnvACMEKeyType, "ec256", "ec256, ec384, rsa2048, rsa3072 or rsa4096"},
-	{EnvACMEProfile, "", "ACME profile to request (classic, tlsserver, shortlived)"},
-	{EnvACMEWebroot, "/var/www/letsencrypt", "HTTP-01 webroot; must match the root nginx serves on the HTTP port"},
-	{EnvLetsEncryptDir, "/etc/letsencrypt", "certbot-layout certificate store"},
-	{EnvDNSServers, "", "comma-separated host:port resolvers for DNS checks (default: the system resolver)"},
-	{EnvNginxConfPath, "/etc/nginx/conf.d/custom-domains.conf", "the generated nginx file"},
-	{EnvNginxBinary, "nginx", "nginx executable"},
-	{EnvNginxMainConf, "", "passed as -c to nginx -t and nginx -s reload (default: nginx's own)"},
-	{EnvNginxPrefix, "", "passed as -p (default: nginx's own)"},
-	{EnvNginxUpstream, "127.0.0.1:8082", "the application server nginx proxies to"},
-	{EnvNginxHTTPSPort, "8443", "port of the SNI servers"},
-	{EnvNginxHTTPPort, "8080", "port of the ACME challenge and redirect servers"},
-	{EnvNginxCertMode, "auto", "auto (pick from nginx -V and the domain count; logged and on /metrics), per-server (one server block per domain) or variable (one block, certificate by $ssl_server_name)"},
-	{EnvNginxDefaultCert, "/etc/ssl/certs/ssl-cert-snakeoil.pem", "certificate of the 421 default server"},
-	{EnvNginxDefaultKey, "/etc/ssl/private/ssl-cert-snakeoil.key", "key of the 421 default server"},
-	{EnvNginxNamesHash, "auto", "auto: the generated file sizes server_names_hash for its names; off: the main configuration does"},
-	{EnvNginxReloadMethod, "auto", "auto (signal when the master's pid file is readable, else command), command (nginx -s reload, which parses the whole configuration again) or signal (SIGHUP to the master after nginx -t passed: skips re-reading every certificate)"},
-	{EnvNginxTimeout, "120", "seconds an nginx -t or reload may take"},
-	{EnvReloadAllPods, "false", "true: reload nginx on every sibling pod through the Kubernetes API"},
-	{EnvReloadMode, "", "exec or rollout when RELOAD_ALL_PODS=true (default exec); local otherwise"},
-	{EnvDeploymentName, "", "Deployment whose pods are siblings"},
-	{EnvPodNamespace, "", "namespace (default CATTLE_K8S_NAMESPACE, then the service account's)"},
-	{EnvCattleNamespace, "", "Rancher's namespace variable, the fallback of POD_NAMESPACE"},
-	{EnvPodName, "", "this pod (Downward API)"},
-	{EnvNginxContainer, "proxy", "container to exec into"},
-	{EnvKubeconfig, "", "kubeconfig to use instead of the in-cluster configuration"},
-	{EnvHTTPAddr, ":9102", "address of /healthz, /readyz and /metrics (and, for certmgr agent, of HTTP-01 answers)"},
-	{EnvStore, "files", "files (the certbot-layout LETSENCRYPT_DIR) or postgres (fleet mode: certmgr's tables in MIDSUMMER_DB_URL, a certmgr agent beside every nginx)"},
-	{EnvStoreKey, "", "with CERTMGR_STORE=postgres: base64 of 32 random bytes sealing private keys; \"new,old\" during a rotation (required)"},
-	{EnvAgentResync, "300", "seconds between an agent's full reconciles (besides LISTEN/NOTIFY, at start and on reconnect)"},
-	{EnvAgentWait, "10", "seconds a fleet-mode task waits for every agent to serve its change"},
-	{EnvConcurrency, "4", "tasks run at once by the worker (--concurrency)"},
-	{EnvShutdownGrace, "60", "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery"},
-	{EnvRetryBase, "10", "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry"},
-	{EnvRetryMax, "600", "longest retry delay in seconds"},
-	{EnvTaskTimeLimit, "300", "seconds a task sent without its own time limit may run; past it the task fails with TimeLimitExceeded and releases its lock"},
-	{EnvDNSTimeout, "10", "seconds one whole DNS check may take, CAA walk and every resolver included"},
-	{EnvOwnership, "cname", "cname (the name points at the CNAME target) or txt (also a TXT record <label>.<domain> holding the owner's token)"},
-	{EnvVerifySecret, "", "key of the ownership tokens, at least 16 bytes (required with CUSTOM_DOMAIN_OWNERSHIP=txt; keep it in the Secret)"},
-	{EnvTXTLabel, "_certmgr", "label of the ownership TXT record"},
-	{EnvLogLevel, "info", "debug, info, warning, error, critical (--loglevel)"},
-	{EnvLogFormat, "", "json or console (default: console on a terminal, json otherwise)"},
+	{Name: EnvBrokerURL, Default: "redis://localhost:6379/0", Doc: "the Redis broker the Django app sends tasks to (`CELERY_BROKER_URL`): `redis://[[user]:password@]host:port/db`, `rediss://…?ssl_cert_reqs=required&ssl_ca_certs=…&ssl_certfile=…&ssl_keyfile=…&ssl_check_hostname=false`, `redis+socket:///path.sock?virtual_host=N`, `unix:///path.sock?db=N`, `sentinel://[:password@]h1:26379/db;sentinel://h2:26379` (with `master_name` in the transport options; certmgr follows the master across a failover); errors name the problem and never print the password",
+		set: brokerURL(func(c *Configs) *string { return &c.Worker.BrokerURL })},
+	{Name: EnvBrokerOptions, Doc: "Django's `CELERY_BROKER_TRANSPORT_OPTIONS` as JSON: `global_keyprefix`, `sep`, `priority_steps`, `queue_order_strategy`, `visibility_timeout` (wins over `CELERY_VISIBILITY_TIMEOUT`), `unacked_key`, `unacked_index_key`, `unacked_mutex_key`, `unacked_mutex_expire`, `socket_timeout`, `socket_connect_timeout`, `max_connections`, `master_name` and `sentinel_kwargs` (`username`, `password`) for Sentinel; any other option stops certmgr at start, naming it",
+		set: func(c *Configs, v string) error {
+			if err := worker.CheckTransportOptions(EnvBrokerOptions, v); err != nil {
+				return err
+			}
+			c.Worker.BrokerTransportOptions = v
+			return nil
+		}},
+	{Name: EnvBackendOptions, Doc: "Django's `CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS` as JSON: `master_name` and `sentinel_kwargs` for a `sentinel://` result backend (a backend on the broker's own URL takes the broker's); anything else stops certmgr at start",
+		set: func(c *Configs, v string) error {
+			if err := worker.CheckBackendTransportOptions(EnvBackendOptions, v); err != nil {
+				return err
+			}
+			c.Worker.ResultBackendTransportOptions = v
+			return nil
+		}},
+	{Name: EnvResultBackend, Unset: "the broker URL", Doc: "a Redis URL (any form `CELERY_BROKER_URL` takes), `django-db` (django-celery-results' `django_celery_results_taskresult` rows in `MIDSUMMER_DB_URL`, as its `DatabaseBackend` writes them) or `disabled` (no results); `rpc://` and other backends are refused by name",
+		set: func(c *Configs, v string) error {
+			if err := worker.CheckResultBackend(v); err != nil {
+				return &ConfigError{Value: redactURL(v), Expect: err.Error()}
+			}
+			c.Worker.ResultBackendURL = v
+			return nil
+		}},
+	{Name: EnvQueue, Default: "certmgr", Doc: "queue to consume (`worker -Q` overrides)",
+		set: text(func(c *Configs) *string { return &c.Worker.Queue })},
+	{Name: EnvVisibilityTimeout, Default: "3600", Doc: "seconds before an unacknowledged message of a dead worker is redelivered; must match the Django side",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.VisibilityTimeout })},
+	{Name: EnvResultExpires, Default: "86400", Doc: "seconds task results are kept",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.ResultExpires })},
+	{Name: EnvMaxMessageBytes, Default: strconv.Itoa(worker.DefaultMaxMessageBytes), Doc: "largest task message taken; a bigger one is moved to `<queue>.dead` inside Redis (its body never reaches the worker) and its task gets a FAILURE `kombu.exceptions.LimitExceeded` naming the limit; `0`: no limit",
+		set: func(c *Configs, v string) error {
+			err := number(0, 1<<30, func(c *Configs) *int { return &c.Worker.MaxMessageBytes })(c, v)
+			if c.Worker.MaxMessageBytes == 0 {
+				c.Worker.MaxMessageBytes = -1 // worker.Config: negative is no limit
+			}
+			return err
+		}},
+	{Name: EnvDBURL, Unset: "required", Doc: "Django's PostgreSQL",
+		set: func(c *Configs, v string) error {
+			err := urlField([]string{"postgres", "postgresql"}, func(c *Configs) *string { return &c.DB.URL })(c, v)
+			c.Worker.DatabaseURL, c.Store.URL = c.DB.URL, c.DB.URL
+			return err
+		}},
+	{Name: EnvCNAMETarget, Unset: "required", Doc: "the hostname tenants CNAME to, e.g. `custom.midsummer.cloud`",
+		set: func(c *Configs, v string) error {
+			if err := (domain.Policy{CNAMETarget: v}).Validate(); err != nil {
+				return err
+			}
+			c.Names.CNAMETarget, c.DNS.Target = v, v
+			return nil
+		}},
+	{Name: EnvDNSServers, Unset: "system resolver", Doc: "comma-separated `host:port` resolvers for DNS checks",
+		set: func(c *Configs, v string) error { c.DNS.Servers = dnscheck.ParseServers(v); return nil }},
+	{Name: EnvDNSTimeout, Default: "10", Doc: "seconds one whole DNS check may take (CNAME chain, addresses, the CAA walk up every label, every resolver); past it the check fails as a DNS timeout and is retried",
+		set: seconds(func(c *Configs) *time.Duration { return &c.DNS.CheckTimeout })},
+	{Name: EnvReservedZones, Doc: "comma-separated zones no tenant may claim, nor any name under them; the registrable domain (Public Suffix List) of `CUSTOM_DOMAIN_CNAME_TARGET` always is",
+		set: func(c *Configs, v string) error {
+			c.Names.ReservedZones = splitList(v)
+			if err := (domain.Policy{ReservedZones: c.Names.ReservedZones}).Validate(); err != nil {
+				return fmt.Errorf("comma-separated domain names: %w", err)
+			}
+			return nil
+		}},
+	{Name: EnvAllowPrivateSuffixes, Doc: "comma-separated suffixes outside the Public Suffix List that tenant names may end in (the tests and the demo list `test`); otherwise `foo.corp` or `kubernetes.default.svc` are refused",
+		set: func(c *Configs, v string) error {
+			c.Names.AllowPrivateSuffixes = splitList(v)
+			if err := (domain.Policy{AllowPrivateSuffixes: c.Names.AllowPrivateSuffixes}).Validate(); err != nil {
+				return fmt.Errorf("comma-separated suffixes such as test: %w", err)
+			}
+			return nil
+		}},
+	{Name: EnvACMEEmail, Doc: "ACME account contact",
+		set: text(func(c *Configs) *string { return &c.ACME.Email })},
+	{Name: EnvACMEStaging, Default: "true", Doc: "Let's Encrypt staging (`true`) or production (`false`)",
+		set: func(c *Configs, v string) error {
+			staging, err := parseBool(v)
+			c.ACME.Production = !staging
+			return err
+		}},
+	{Name: EnvACMEDirectoryURL, Unset: "from `ACME_STAGING`", Doc: "any other ACME directory, https (Pebble in tests)",
+		set: parsed(acme.ParseDirectoryURL, func(c *Configs) *string { return &c.ACME.DirectoryURL })},
+	{Name: EnvACMECABundle, Doc: "PEM file of extra roots trusted for the ACME server's TLS",
+		set: text(func(c *Configs) *string { return &c.ACME.CABundle })},
+	{Name: EnvACMEKeyType, Default: string(acme.DefaultKeyType), Doc: "`ec256`, `ec384`, `rsa2048`, `rsa3072`, `rsa4096`",
+		set: parsed(acme.ParseKeyType, func(c *Configs) *acme.KeyType { return &c.ACME.KeyType })},
+	{Name: EnvACMEProfile, Doc: "ACME profile (`classic`, `tlsserver`, `shortlived`)",
+		set: text(func(c *Configs) *string { return &c.ACME.Profile })},
+	{Name: EnvACMEWebroot, Default: nginxconf.DefaultACMEWebroot, Doc: "HTTP-01 webroot; nginx serves it on the HTTP port",
+		set: func(c *Configs, v string) error { c.ACME.Webroot, c.Nginx.ACMEWebroot = v, v; return nil }},
+	{Name: EnvLetsEncryptDir, Default: nginxconf.DefaultLetsEncryptDir, Doc: "certbot-layout certificate store",
+		set: func(c *Configs, v string) error { c.ACME.Dir, c.Nginx.LetsEncryptDir = v, v; return nil }},
+	{Name: EnvNginxConfPath, Default: nginxconf.DefaultConfPath, Doc: "the generated file",
+		set: text(func(c *Configs) *string { return &c.Nginx.ConfPath })},
+	{Name: EnvNginxBinary, Default: nginxconf.DefaultBinary, Doc: "nginx executable",
+		set: text(func(c *Configs) *string { return &c.Nginx.Binary })},
+	{Name: EnvNginxMainConf, Unset: "nginx's default", Doc: "`-c` for `nginx -t` and `nginx -s reload`",
+		set: text(func(c *Configs) *string { return &c.Nginx.MainConf })},
+	{Name: EnvNginxPrefix, Unset: "nginx's default", Doc: "`-p`",
+		set: text(func(c *Configs) *string { return &c.Nginx.Prefix })},
+	{Name: EnvNginxUpstream, Default: nginxconf.DefaultUpstream, Doc: "the application server (Hypercorn): `host:port`, `[v6]:port` or `unix:/path`",
+		set: parsed(nginxconf.ParseUpstream, func(c *Configs) *string { return &c.Nginx.Upstream })},
+	{Name: EnvNginxHTTPSPort, Default: strconv.Itoa(nginxconf.DefaultHTTPSPort), Doc: "port of the SNI servers",
+		set: number(1, 65535, func(c *Configs) *int { return &c.Nginx.HTTPSPort })},
+	{Name: EnvNginxHTTPPort, Default: strconv.Itoa(nginxconf.DefaultHTTPPort), Doc: "port of the ACME challenge and redirect servers",
+		set: number(1, 65535, func(c *Configs) *int { return &c.Nginx.HTTPPort })},
+	{Name: EnvNginxCertMode, Default: string(nginxconf.CertModeAuto), Doc: "`auto`: per-server or variable, chosen from `nginx -V` and the number of domains (variable with `ssl_certificate_cache` on nginx ≥ 1.27.4; on older nginx per-server up to 1,000 domains), logged and on `/metrics` as `certmgr_nginx_cert_mode`; `per-server`; or `variable` (one block, certificate by `$ssl_server_name`). See [nginxconf/README.md](nginxconf/README.md)",
+		set: parsed(nginxconf.ParseCertMode, func(c *Configs) *nginxconf.CertMode { return &c.Nginx.CertMode })},
+	{Name: EnvNginxDefaultCert, Default: nginxconf.DefaultCert, Doc: "certificate of the 421 default server",
+		set: text(func(c *Configs) *string { return &c.Nginx.DefaultCert })},
+	{Name: EnvNginxDefaultKey, Default: nginxconf.DefaultKey, Doc: "key of the 421 default server",
+		set: text(func(c *Configs) *string { return &c.Nginx.DefaultKey })},
+	{Name: EnvNginxNamesHash, Default: string(nginxconf.HashAuto), Doc: "`auto`: the generated file sizes `server_names_hash_*` for its names; `off`: the main configuration sets them",
+		set: parsed(nginxconf.ParseHashMode, func(c *Configs) *nginxconf.HashMode { return &c.Nginx.HashMode })},
+	{Name: EnvNginxReloadMethod, Default: string(nginxconf.ReloadAuto), Doc: "`auto`: `signal` when the master's pid file is readable, else `command`; `command` (`nginx -s reload`, which parses the whole configuration once more); or `signal` (SIGHUP to the master once `nginx -t` passed; skips re-reading every certificate, see [nginxconf/README.md](nginxconf/README.md))",
+		set: parsed(nginxconf.ParseReloadMethod, func(c *Configs) *nginxconf.ReloadMethod { return &c.Nginx.ReloadMethod })},
+	{Name: EnvNginxTimeout, Default: secondsOf(nginxconf.DefaultTimeout), Doc: "seconds an `nginx -t` or reload may take",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Nginx.Timeout })},
+	{Name: EnvReloadAllPods, Default: "false", Doc: "`true`: reload nginx on every sibling pod through the Kubernetes API",
+		set: func(c *Configs, v string) error {
+			all, err := parseBool(v)
+			c.Reload.Mode = podreload.ModeLocal
+			if all {
+				c.Reload.Mode = podreload.ModeExec
+			}
+			return err
+		}},
+	{Name: EnvReloadMode, Unset: "`exec`", Doc: "with `RELOAD_ALL_PODS=true`: `exec` (pods/exec) or `rollout` (rolling restart, for clusters that forbid exec)",
+		set: func(c *Configs, v string) error {
+			m, err := podreload.ParseMode(v)
+			if err == nil && c.Reload.Mode != podreload.ModeLocal {
+				c.Reload.Mode = m
+			}
+			return err
+		}},
+	{Name: EnvDeploymentName, Doc: "Deployment whose pods are siblings (required with `RELOAD_ALL_PODS=true`)",
+		set: text(func(c *Configs) *string { return &c.Reload.DeploymentName })},
+	{Name: EnvPodNamespace, Unset: "`CATTLE_K8S_NAMESPACE`, then the service account's", Doc: "namespace of the Deployment",
+		set: text(func(c *Configs) *string { return &c.Reload.Namespace })},
+	{Name: EnvCattleNamespace, Doc: "Rancher's namespace variable, the fallback of `POD_NAMESPACE`",
+		set: func(c *Configs, v string) error { c.Reload.Namespace = cmp.Or(c.Reload.Namespace, v); return nil }},
+	{Name: EnvPodName, Doc: "this pod (Downward API)",
+		set: func(c *Configs, v string) error { c.Reload.PodName, c.Agent.Pod = v, v; return nil }},
+	{Name: EnvNginxContainer, Default: podreload.DefaultContainer, Doc: "container to exec into",
+		set: text(func(c *Configs) *string { return &c.Reload.Container })},
+	{Name: EnvKubeconfig, Unset: "in-cluster", Doc: "kubeconfig, for running outside the cluster",
+		set: text(func(c *Configs) *string { return &c.Reload.Kubeconfig })},
+	{Name: EnvHTTPAddr, Default: ":9102", Doc: "`/healthz`, `/readyz`, `/metrics`; for `certmgr agent` also the HTTP-01 answers",
+		set: text(func(c *Configs) *string { return &c.HTTPAddr })},
+	{Name: EnvStore, Default: string(storeFiles), Doc: "`files`: the certbot-layout `LETSENCRYPT_DIR`; `postgres`: fleet mode, certmgr's own tables in `MIDSUMMER_DB_URL` and a `certmgr agent` beside every nginx ([fleet mode](docs/deploy.md#fleet-mode))",
+		set: parsed(parseStoreKind, func(c *Configs) *storeKind { return &c.StoreKind })},
+	{Name: EnvStoreKey, Unset: "required with `postgres`", Doc: "base64 of 32 random bytes sealing private keys (AES-256-GCM); `new,old` during a rotation. Missing or wrong: exit 2 at start",
+		set: text(func(c *Configs) *string { return &c.Store.Key })},
+	{Name: EnvAgentResync, Default: "300", Doc: "seconds between an agent's full reconciles (it also follows LISTEN/NOTIFY, and reconciles at start and on every reconnection)",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Agent.Resync })},
+	{Name: EnvAgentWait, Default: "10", Doc: "seconds a fleet-mode task waits for every agent to serve its change",
+		set: seconds(func(c *Configs) *time.Duration { return &c.AgentWait })},
+	{Name: EnvConcurrency, Default: "4", Doc: "tasks run at once (`--concurrency`)",
+		set: number(1, 1024, func(c *Configs) *int { return &c.Worker.Concurrency })},
+	{Name: EnvTaskTimeLimit, Default: "300", Doc: "seconds a task sent without its own Celery time limit may run; past it the task fails with `TimeLimitExceeded` (not retried) and releases its lock",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.DefaultTimeLimit })},
+	{Name: EnvShutdownGrace, Default: "60", Doc: "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.ShutdownGrace })},
+	{Name: EnvRetryBase, Default: secondsOf(tasks.DefaultRetryBase), Doc: "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.RetryBase })},
+	{Name: EnvRetryMax, Default: secondsOf(tasks.DefaultRetryMax), Doc: "longest retry delay, seconds",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.RetryMax })},
+	{Name: EnvLogLevel, Default: "info", Doc: "`debug`, `info`, `warning`, `error`, `critical` (`--loglevel`)"},
+	{Name: EnvLogFormat, Unset: "console on a terminal, else `json`", Doc: "`json` or `console` (`--log-format`)"},
+}
+
+// defaultText is the default for a person: the value, else Unset, else empty.
+func (v Variable) defaultText(empty string) string {
+	if v.Default != "" {
+		return "`" + v.Default + "`"
+	}
+	return cmp.Or(v.Unset, empty)
+}
+
+// needs says which settings a subcommand cannot run without.
+type needs struct {
+	db     bool // MIDSUMMER_DB_URL
+	target bool // CUSTOM_DOMAIN_CNAME_TARGET
+}
+
+// loadConfigs applies the table to the environment; the error joins one
+// ConfigError per bad or missing variable.
+func loadConfigs(get func(string) string, n needs) (Configs, error) {
+	var c Configs
+	var errs []error
+	for _, v := range Variables {
+		if v.set == nil {
+			continue
+		}
+		val := cmp.Or(strings.TrimSpace(get(v.Name)), v.Default)
+		if val == "" {
+			continue
+		}
+		if err := v.set(&c, val); err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				ce = &ConfigError{Value: val, Expect: err.Error()}
+			}
+			ce.Name = v.Name
+			errs = append(errs, ce)
+		}
+	}
+	errs = append(errs, crossCheck(c, n)...)
+	if len(errs) > 0 {
+		return c, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	// Issue tasks take seconds (an ACME order); a replica holding many
+	// waiting messages would starve its siblings. Celery's default is 4×.
+	c.Worker.Prefetch = c.Worker.Concurrency
+	// Transient failures back off from CERTMGR_RETRY_BASE to
+	// CERTMGR_RETRY_MAX: with the defaults ten retries cover about an hour
+	// of a database, DNS or CA outage.
+	c.Worker.MaxRetries = 10
+	return c, nil
+}
+
+// crossCheck holds the rules that involve more than one variable or depend
+// on the subcommand.
+func crossCheck(c Configs, n needs) []error {
+	var errs []error
+	if n.db && c.DB.URL == "" {
+		errs = append(errs, &ConfigError{Name: EnvDBURL, Expect: "a PostgreSQL URL such as postgres://user:pass@host:5432/db"})
+	}
+	if n.target && c.Names.CNAMETarget == "" {
+		errs = append(errs, &ConfigError{Name: EnvCNAMETarget, Expect: "the hostname tenants CNAME to, e.g. custom.midsummer.cloud"})
+	}
+	if c.Reload.Mode != podreload.ModeLocal && c.Reload.DeploymentName == "" {
+		errs = append(errs, &ConfigError{Name: EnvDeploymentName, Expect: "the Deployment whose pods reload nginx, when RELOAD_ALL_PODS=true"})
+	}
+	if c.Tasks.RetryMax < c.Tasks.RetryBase {
+		errs = append(errs, &ConfigError{Name: EnvRetryMax, Value: c.Tasks.RetryMax.String(), Expect: "at least " + EnvRetryBase})
+	}
+	if c.StoreKind == storePostgres && c.Reload.Mode != podreload.ModeLocal {
+		errs = append(errs, &ConfigError{Name: EnvReloadAllPods, Value: "true", Expect: "false with CERTMGR_STORE=postgres: in fleet mode no worker reloads nginx; " +
+			"the certmgr agent beside each nginx reloads its own when the store changes, so no pods/exec permission is needed"})
+	}
+	return errs
+}
+
+// storeKind is the certificate store the commands run on (CERTMGR_STORE).
+type storeKind string
+
+const (
+	storeFiles    storeKind = "files"
+	storePostgres storeKind = "postgres"
+)
+
+func parseStoreKind(s string) (storeKind, error) {
+	switch k := storeKind(strings.ToLower(s)); k {
+	case storeFiles, storePostgres:
+		return k, nil
+	}
+	return "", errors.New("files or postgres")
 }
 
 // ConfigError is a missing or malformed setting; certmgr exits 2 on it.
@@ -158,85 +404,97 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("%s=%q is invalid: expected %s", e.Name, e.Value, e.Expect)
 }
 
-// env reads variables with the documented defaults and collects errors.
-type env struct {
-	get  func(string) string
-	errs []error
+// The setters below adapt a field and, for closed sets, the owning package's
+// parser to a table row.
+
+func text(f func(*Configs) *string) func(*Configs, string) error {
+	return func(c *Configs, v string) error { *f(c) = v; return nil }
 }
 
-func (e *env) defaultOf(name string) string {
-	for _, v := range Variables {
-		if v.Name == name {
-			return v.Default
+func parsed[T any](parse func(string) (T, error), f func(*Configs) *T) func(*Configs, string) error {
+	return func(c *Configs, v string) error {
+		x, err := parse(v)
+		if err != nil {
+			return err
 		}
+		*f(c) = x
+		return nil
 	}
-	panic("undocumented environment variable " + name)
 }
 
-// str returns the variable or its documented default.
-func (e *env) str(name string) string {
-	if v := strings.TrimSpace(e.get(name)); v != "" {
-		return v
+func seconds(f func(*Configs) *time.Duration) func(*Configs, string) error {
+	return func(c *Configs, v string) error {
+		s, err := strconv.ParseFloat(v, 64)
+		if err != nil || s <= 0 {
+			return errors.New("a positive number of seconds")
+		}
+		*f(c) = time.Duration(s * float64(time.Second))
+		return nil
 	}
-	return e.defaultOf(name)
 }
 
-func (e *env) required(name, expect string) string {
-	v := e.str(name)
-	if v == "" {
-		e.errs = append(e.errs, &ConfigError{Name: name, Expect: expect})
+func number(lo, hi int, f func(*Configs) *int) func(*Configs, string) error {
+	return func(c *Configs, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("a whole number from %d to %d", lo, hi)
+		}
+		*f(c) = n
+		return nil
 	}
-	return v
 }
 
-func (e *env) bool(name string) bool {
-	v := e.str(name)
-	switch strings.ToLower(v) {
-	case "1", "true", "yes", "on":
-		return true
-	case "0", "false", "no", "off":
-		return false
+// brokerURL checks a Celery broker or result backend URL with the worker's
+// parser; an invalid one is reported with its password replaced.
+func brokerURL(f func(*Configs) *string) func(*Configs, string) error {
+	return func(c *Configs, v string) error {
+		if err := worker.CheckURL(v); err != nil {
+			return &ConfigError{Value: redactURL(v), Expect: err.Error()}
+		}
+		*f(c) = v
+		return nil
 	}
-	e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: "true or false"})
-	return false
 }
 
-func (e *env) int(name string, lo, hi int) int {
-	v := e.str(name)
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: fmt.Sprintf("a whole number from %d to %d", lo, hi)})
-	}
-	return n
-}
-
-func (e *env) seconds(name string) time.Duration {
-	v := e.str(name)
-	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 {
-		e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: "a positive number of seconds"})
-		return 0
-	}
-	return time.Duration(f * float64(time.Second))
-}
-
-func (e *env) url(name string, schemes ...string) string {
-	v := e.str(name)
-	if v == "" {
-		return ""
-	}
-	u, err := url.Parse(v)
-	if err == nil && u.Host != "" {
-		for _, s := range schemes {
-			if u.Scheme == s {
-				return v
+// urlField checks a connection URL's scheme and host; an invalid one is
+// reported redacted, since it may hold a password.
+func urlField(schemes []string, f func(*Configs) *string) func(*Configs, string) error {
+	return func(c *Configs, v string) error {
+		u, err := url.Parse(v)
+		if err == nil && u.Host != "" {
+			for _, s := range schemes {
+				if u.Scheme == s {
+					*f(c) = v
+					return nil
+				}
 			}
 		}
+		return &ConfigError{Value: redactURL(v),
+			Expect: "a URL with scheme " + strings.Join(schemes, " or ") + " and a host (percent-encode special characters such as # / ? @ in the user name and password)"}
 	}
-	e.errs = append(e.errs, &ConfigError{Name: name, Value: redactURL(v),
-		Expect: "a URL with scheme " + strings.Join(schemes, " or ") + " and a host (percent-encode special characters such as # / ? @ in the user name and password)"})
-	return v
 }
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return false, errors.New("true or false")
+}
+
+func splitList(v string) []string {
+	var out []string
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func secondsOf(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
 
 // redactURL is a connection URL fit to print: the user information (up to the
 // last @, so that an unescaped # or / in a password cannot move the cut) and
@@ -268,44 +526,3 @@ func redactURL(v string) string {
 	}
 	return scheme + rest
 }
-
-// brokerURL checks a Celery broker or result backend URL; the error shows
-// the URL with its password replaced.
-func (e *env) brokerURL(name string) string {
-	v := e.str(name)
-	if err := worker.CheckURL(v); err != nil {
-		e.errs = append(e.errs, &ConfigError{Name: name, Value: redactURL(v), Expect: err.Error()})
-	}
-	return v
-}
-
-func (e *env) oneOf(name string, allowed ...string) string {
-	v := e.str(name)
-	for _, a := range allowed {
-		if v == a {
-			return v
-		}
-	}
-	e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: "one of " + strings.Join(allowed, ", ")})
-	return v
-}
-
-func (e *env) list(name string) []string {
-	var out []string
-	for _, s := range strings.Split(e.str(name), ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (e *env) hostPort(name string) string {
-	v := e.str(name)
-	if _, p, ok := strings.Cut(v, ":"); !ok || p == "" {
-		e.errs = append(e.errs, &ConfigError{Name: name, Value: v, Expect: "host:port"})
-	}
-	return v
-}
-
-func (e *env) fail(err error) { e.errs = append(e.errs, err) }

@@ -87,7 +87,9 @@ rotate-key   with CERTMGR_STORE_KEY="new,old": seals every private key under new
 func openStore(a *app) (*certstore.Store, error) {
 	ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
 	defer cancel()
-	return certstore.Open(ctx, certstore.Config{URL: a.settings.DBURL, Key: a.settings.StoreKey, Logger: a.log})
+	cs := a.cfg.Store
+	cs.Logger = a.log
+	return certstore.Open(ctx, cs)
 }
 
 func runStore(a *app, asJSON bool) error {
@@ -187,21 +189,21 @@ func loopback(addr string) (string, error) {
 }
 
 func runAgent(a *app) error {
-	s := a.settings
-	if s.Store != "postgres" {
-		return &ConfigError{Name: EnvStore, Value: s.Store, Expect: "postgres: certmgr agent serves the postgres store (fleet mode)"}
+	cfg := a.cfg
+	if cfg.StoreKind != storePostgres {
+		return &ConfigError{Name: EnvStore, Value: string(cfg.StoreKind), Expect: "postgres: certmgr agent serves the postgres store (fleet mode)"}
 	}
-	pod := s.PodName
+	pod := cfg.Agent.Pod
 	if pod == "" {
 		pod, _ = os.Hostname()
 	}
-	proxy, err := loopback(s.HTTPAddr)
+	proxy, err := loopback(cfg.HTTPAddr)
 	if err != nil {
-		return &ConfigError{Name: EnvHTTPAddr, Value: s.HTTPAddr, Expect: "host:port or :port"}
+		return &ConfigError{Name: EnvHTTPAddr, Value: cfg.HTTPAddr, Expect: "host:port or :port"}
 	}
-	ln, err := net.Listen("tcp", s.HTTPAddr)
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return &ConfigError{Name: EnvHTTPAddr, Value: s.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
+		return &ConfigError{Name: EnvHTTPAddr, Value: cfg.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
 	}
 	defer ln.Close()
 	st, err := openStore(a)
@@ -221,8 +223,9 @@ func runAgent(a *app) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ag, err := agent.New(agent.Config{Store: st, Nginx: gen, Reloader: rl, Dir: s.LetsEncryptDir, Pod: pod,
-		Resync: s.AgentResync, Logger: a.log, Metrics: reg})
+	ac := cfg.Agent
+	ac.Store, ac.Nginx, ac.Reloader, ac.Dir, ac.Pod, ac.Logger, ac.Metrics = st, gen, rl, cfg.ACME.Dir, pod, a.log, reg
+	ag, err := agent.New(ac)
 	if err != nil {
 		return err
 	}
@@ -233,7 +236,7 @@ func runAgent(a *app) error {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}()
-	a.log.Info().Str("pod", pod).Str("dir", s.LetsEncryptDir).Str("http", ln.Addr().String()).Msg("certmgr agent started")
+	a.log.Info().Str("pod", pod).Str("dir", cfg.ACME.Dir).Str("http", ln.Addr().String()).Msg("certmgr agent started")
 	err = ag.Run(a.ctx)
 	a.log.Info().Msg("certmgr agent stopped")
 	if a.ctx.Err() != nil {
@@ -247,13 +250,13 @@ func runAgent(a *app) error {
 // through the store, and the tasks publishing to the store and waiting for
 // the agents instead of rendering and reloading nginx.
 func (c *components) buildFleet(ctx context.Context, a *app, acfg acme.Config) error {
-	s := a.settings
+	cfg := a.cfg
 	st, err := openStore(a)
 	if err != nil {
 		return err
 	}
 	c.store = st
-	mirror := fleet.NewMirror(st, s.LetsEncryptDir)
+	mirror := fleet.NewMirror(st, cfg.ACME.Dir)
 	acfg.HTTP01 = fleet.Challenges{Store: st}
 	if c.acme, err = acme.New(acfg); err != nil {
 		return err
@@ -263,23 +266,22 @@ func (c *components) buildFleet(ctx context.Context, a *app, acfg acme.Config) e
 	if err := mirror.Pull(pctx); err != nil {
 		return err
 	}
-	c.tasks, err = tasks.New(tasks.Config{
-		Domains: c.db, DNS: c.dns,
-		Issuer:       fleet.Issuer{Manager: c.acme, Mirror: mirror},
-		Certificates: fleet.Certificates{Store: c.acme.Store(), DB: st},
-		Nginx:        fleet.NewPublisher(st, mirror, nginxConfig(a), a.log),
-		Reloader:     fleet.Waiter{Store: st, Wait: s.AgentWait, Log: a.log},
-		Sync:         mirror,
-		Names:        c.names, Logger: a.log, Metrics: c.registry,
-		RetryBase: s.RetryBase, RetryMax: s.RetryMax,
-	})
+	tc := cfg.Tasks
+	tc.Domains, tc.DNS = c.db, c.dns
+	tc.Issuer = fleet.Issuer{Manager: c.acme, Mirror: mirror}
+	tc.Certificates = fleet.Certificates{Store: c.acme.Store(), DB: st}
+	tc.Nginx = fleet.NewPublisher(st, mirror, nginxConfig(a), a.log)
+	tc.Reloader = fleet.Waiter{Store: st, Wait: cfg.AgentWait, Log: a.log}
+	tc.Sync = mirror
+	tc.Names, tc.Logger, tc.Metrics = c.names, a.log, c.registry
+	c.tasks, err = tasks.New(tc)
 	return err
 }
 
 // mirrorForListing copies the postgres store's live versions into a
 // temporary directory, for `certmgr certificates`.
 func mirrorForListing(a *app) (dir string, cleanup func(), err error) {
-	if a.settings.DBURL == "" {
+	if a.cfg.DB.URL == "" {
 		return "", nil, &ConfigError{Name: EnvDBURL, Expect: "the database of the postgres store (CERTMGR_STORE=postgres)"}
 	}
 	st, err := openStore(a)

@@ -6,6 +6,11 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/nginxconf"
+	"github.com/midsummer/certmgr/podreload"
 )
 
 // runCLI runs certmgr in-process with the given environment.
@@ -90,8 +95,10 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 		{"transport option", with(EnvBrokerOptions, `{"fanout_patterns": false}`), []string{"worker"}, `CELERY_BROKER_TRANSPORT_OPTIONS: option "fanout_patterns": not supported`},
 		{"max message bytes", with(EnvMaxMessageBytes, "-1"), []string{"worker"}, "CERTMGR_MAX_MESSAGE_BYTES"},
 		{"visibility", with(EnvVisibilityTimeout, "soon"), []string{"worker"}, "CELERY_VISIBILITY_TIMEOUT"},
-		{"key type", with(EnvACMEKeyType, "dsa"), []string{"worker"}, "ACME_KEY_TYPE=\"dsa\" is invalid: expected one of ec256"},
+		{"key type", with(EnvACMEKeyType, "dsa"), []string{"worker"}, "ACME_KEY_TYPE=\"dsa\" is invalid: expected unknown key type \"dsa\" (want one of ec256"},
 		{"staging bool", with(EnvACMEStaging, "maybe"), []string{"worker"}, "ACME_STAGING"},
+		{"acme over http", with(EnvACMEDirectoryURL, "http://pebble:14000/dir"), []string{"worker"}, `ACME_DIRECTORY_URL="http://pebble:14000/dir" is invalid`},
+		{"retry max under base", with(EnvRetryMax, "5"), []string{"worker"}, "CERTMGR_RETRY_MAX"},
 		{"port", with(EnvNginxHTTPSPort, "70000"), []string{"regen-nginx"}, "NGINX_HTTPS_PORT"},
 		{"cert mode", with(EnvNginxCertMode, "sni"), []string{"regen-nginx"}, "NGINX_CERT_MODE"},
 		{"upstream", with(EnvNginxUpstream, "hypercorn"), []string{"regen-nginx"}, "NGINX_UPSTREAM"},
@@ -124,9 +131,9 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 	}
 }
 
-func TestSettingsDefaultsFollowTheContract(t *testing.T) {
+func TestConfigsDefaultsFollowTheContract(t *testing.T) {
 	t.Parallel()
-	s, err := loadSettings(func(k string) string {
+	s, err := loadConfigs(func(k string) string {
 		return map[string]string{EnvDBURL: "postgres://u@db/app", EnvCNAMETarget: "custom.midsummer.cloud", EnvCattleNamespace: "tenant-prod"}[k]
 	}, needs{db: true, target: true})
 	if err != nil {
@@ -136,22 +143,29 @@ func TestSettingsDefaultsFollowTheContract(t *testing.T) {
 		desc      string
 		got, want any
 	}{
-		{"broker", s.BrokerURL, "redis://localhost:6379/0"},
-		{"backend follows broker", s.ResultBackendURL, "redis://localhost:6379/0"},
-		{"queue", s.Queue, "certmgr"},
-		{"visibility", s.VisibilityTimeout.Seconds(), 3600.0},
-		{"staging directory", s.ACMEDirectoryURL, letsEncryptStaging},
-		{"key type", s.ACMEKeyType, "ec256"},
-		{"webroot", s.ACMEWebroot, "/var/www/letsencrypt"},
-		{"store", s.LetsEncryptDir, "/etc/letsencrypt"},
-		{"conf", s.NginxConfPath, "/etc/nginx/conf.d/custom-domains.conf"},
-		{"upstream", s.NginxUpstream, "127.0.0.1:8082"},
-		{"ports", [2]int{s.NginxHTTPSPort, s.NginxHTTPPort}, [2]int{8443, 8080}},
-		{"cert mode", s.NginxCertMode, "auto"},
-		{"nginx reload method", s.NginxReload, "auto"},
-		{"reload", s.ReloadMode, "local"},
-		{"namespace falls back to rancher's", s.PodNamespace, "tenant-prod"},
-		{"container", s.NginxContainer, "proxy"},
+		{"broker", s.Worker.BrokerURL, "redis://localhost:6379/0"},
+		{"backend follows broker (worker's default)", s.Worker.ResultBackendURL, ""},
+		{"queue", s.Worker.Queue, "certmgr"},
+		{"visibility", s.Worker.VisibilityTimeout.Seconds(), 3600.0},
+		{"prefetch follows concurrency", [2]int{s.Worker.Concurrency, s.Worker.Prefetch}, [2]int{4, 4}},
+		{"staging directory (acme's default)", [2]any{s.ACME.DirectoryURL, s.ACME.Production}, [2]any{"", false}},
+		{"key type", s.ACME.KeyType, acme.EC256},
+		{"webroot, both", [2]string{s.ACME.Webroot, s.Nginx.ACMEWebroot}, [2]string{"/var/www/letsencrypt", "/var/www/letsencrypt"}},
+		{"store, both", [2]string{s.ACME.Dir, s.Nginx.LetsEncryptDir}, [2]string{"/etc/letsencrypt", "/etc/letsencrypt"}},
+		{"target, both", [2]string{s.Names.CNAMETarget, s.DNS.Target}, [2]string{"custom.midsummer.cloud", "custom.midsummer.cloud"}},
+		{"conf", s.Nginx.ConfPath, "/etc/nginx/conf.d/custom-domains.conf"},
+		{"upstream", s.Nginx.Upstream, "127.0.0.1:8082"},
+		{"ports", [2]int{s.Nginx.HTTPSPort, s.Nginx.HTTPPort}, [2]int{8443, 8080}},
+		{"cert mode", s.Nginx.CertMode, nginxconf.CertModeAuto},
+		{"nginx reload method", s.Nginx.ReloadMethod, nginxconf.ReloadAuto},
+		{"max message bytes", s.Worker.MaxMessageBytes, 1 << 20},
+		{"task time limit", s.Worker.DefaultTimeLimit, 5 * time.Minute},
+		{"dns check timeout", s.DNS.CheckTimeout, 10 * time.Second},
+		{"timeout", s.Nginx.Timeout, 2 * time.Minute},
+		{"reload", s.Reload.Mode, podreload.ModeLocal},
+		{"namespace falls back to rancher's", s.Reload.Namespace, "tenant-prod"},
+		{"container", s.Reload.Container, "proxy"},
+		{"retry", [2]time.Duration{s.Tasks.RetryBase, s.Tasks.RetryMax}, [2]time.Duration{10 * time.Second, 10 * time.Minute}},
 		{"http addr", s.HTTPAddr, ":9102"},
 	}
 	for _, c := range checks {
@@ -160,14 +174,20 @@ func TestSettingsDefaultsFollowTheContract(t *testing.T) {
 		}
 	}
 
-	prod, err := loadSettings(func(k string) string {
-		return map[string]string{EnvACMEStaging: "false", EnvReloadAllPods: "true", EnvDeploymentName: "api", EnvReloadMode: "rollout"}[k]
+	prod, err := loadConfigs(func(k string) string {
+		return map[string]string{EnvACMEStaging: "false", EnvReloadAllPods: "true", EnvDeploymentName: "api", EnvReloadMode: "rollout",
+			EnvPodNamespace: "pod-ns", EnvCattleNamespace: "cattle-ns"}[k]
 	}, needs{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if prod.ACMEDirectoryURL != letsEncryptProduction || prod.ReloadMode != "rollout" {
-		t.Fatalf("production settings = %s %s", prod.ACMEDirectoryURL, prod.ReloadMode)
+	if !prod.ACME.Production || prod.Reload.Mode != podreload.ModeRollout || prod.Reload.Namespace != "pod-ns" {
+		t.Fatalf("production configs = %v %s %s", prod.ACME.Production, prod.Reload.Mode, prod.Reload.Namespace)
+	}
+	// CERTMGR_RELOAD_MODE means nothing without RELOAD_ALL_PODS=true.
+	local, err := loadConfigs(func(k string) string { return map[string]string{EnvReloadMode: "rollout"}[k] }, needs{})
+	if err != nil || local.Reload.Mode != podreload.ModeLocal {
+		t.Fatalf("reload mode without RELOAD_ALL_PODS = %s, %v", local.Reload.Mode, err)
 	}
 }
 

@@ -46,9 +46,9 @@ func runWorker(a *app) error {
 		return err
 	}
 
-	ln, err := net.Listen("tcp", a.settings.HTTPAddr)
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
-		return &ConfigError{Name: EnvHTTPAddr, Value: a.settings.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
+		return &ConfigError{Name: EnvHTTPAddr, Value: a.cfg.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
 	}
 	broker, err := worker.NewBrokerPinger(workerConfig(a))
 	if err != nil {
@@ -82,7 +82,7 @@ func runWorker(a *app) error {
 	}()
 	defer func() { stopSweeps(); wg.Wait() }()
 
-	a.log.Info().Str("queue", a.settings.Queue).Int("concurrency", a.settings.Concurrency).
+	a.log.Info().Str("queue", a.cfg.Worker.Queue).Int("concurrency", a.cfg.Worker.Concurrency).
 		Str("hostname", srv.Hostname()).Str("http", ln.Addr().String()).Msg("certmgr worker started")
 	err = srv.Run(a.ctx)
 	a.log.Info().Msg("certmgr worker stopped")
@@ -197,7 +197,7 @@ func runRegen(a *app, reload, asJSON bool) error {
 	if res.Changed {
 		state = "written"
 	}
-	fmt.Fprintf(a.stdout, "%s: %d domain(s) served, %s\n", a.settings.NginxConfPath, res.Domains, state)
+	fmt.Fprintf(a.stdout, "%s: %d domain(s) served, %s\n", a.cfg.Nginx.ConfPath, res.Domains, state)
 	for _, s := range res.Skipped {
 		fmt.Fprintf(a.stdout, "  left out %s: %s\n", s.Name, s.Reason)
 	}
@@ -206,11 +206,8 @@ func runRegen(a *app, reload, asJSON bool) error {
 }
 
 func runCertificates(a *app, asJSON bool) error {
-	cfg, err := acmeConfig(a)
-	if err != nil {
-		return err
-	}
-	if a.settings.Store == "postgres" {
+	cfg := acmeConfig(a)
+	if a.cfg.StoreKind == storePostgres {
 		// The listing reads a copy of the postgres store.
 		dir, cleanup, err := mirrorForListing(a)
 		if err != nil {
