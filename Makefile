@@ -43,6 +43,7 @@ image:
 manifests:
 	kubectl kustomize deploy/overlays/sidecar
 	kubectl kustomize deploy/overlays/standalone
+	kubectl kustomize deploy/overlays/fleet
 
 clean:
 	rm -rf bin

@@ -705,11 +705,11 @@ func (c *manifestCheck) checkCertmgrContainers(p podTemplate) {
 					p.owner, deref(tg), EnvShutdownGrace, grace)
 			}
 		}
-		if cmd.name != "worker" {
+		if cmd.name != "worker" && cmd.name != "agent" {
 			continue
 		}
 		if p.kind != "Deployment" && p.kind != "StatefulSet" {
-			c.errorf("%s: the worker runs in a %s", where, p.kind)
+			c.errorf("%s: the %s runs in a %s", where, cmd.name, p.kind)
 		}
 		var metrics *corev1.ContainerPort
 		for i, cp := range ct.Ports {
@@ -860,11 +860,26 @@ func mountAt(ct *corev1.Container, p string) *corev1.VolumeMount {
 // where the subcommand writes.
 func (c *manifestCheck) checkMounts(p podTemplate, ct *corev1.Container, sub, where string) {
 	s := c.settings
-	type need struct {
+	type need = struct {
 		env, dir string
 		write    bool
 	}
 	var needs []need
+	fleet := s.StoreKind == storePostgres
+	switch {
+	case fleet && (sub == "worker" || sub == "issue" || sub == "renew"):
+		// Fleet workers write acme's working copy only; no nginx.
+		c.checkMountsNeeded(ct, sub, where, []struct {
+			env, dir string
+			write    bool
+		}{{EnvLetsEncryptDir, s.ACME.Dir, true}})
+		return
+	case sub == "agent":
+		needs = []need{
+			{EnvLetsEncryptDir, s.ACME.Dir, true},
+			{EnvNginxConfPath, filepath.Dir(s.Nginx.ConfPath), true},
+		}
+	}
 	switch sub {
 	case "worker", "issue", "renew":
 		needs = []need{
@@ -888,6 +903,13 @@ func (c *manifestCheck) checkMounts(p podTemplate, ct *corev1.Container, sub, wh
 		}
 		needs = append(needs, need{EnvNginxDefaultCert, s.Nginx.DefaultCert, false}, need{EnvNginxDefaultKey, s.Nginx.DefaultKey, false})
 	}
+	c.checkMountsNeeded(ct, sub, where, needs)
+}
+
+func (c *manifestCheck) checkMountsNeeded(ct *corev1.Container, sub, where string, needs []struct {
+	env, dir string
+	write    bool
+}) {
 	for _, n := range needs {
 		m := mountAt(ct, n.dir)
 		if m == nil {
@@ -931,6 +953,10 @@ func storage(p podTemplate, ct *corev1.Container, dir string) string {
 // and more than one replica means the storage must be ReadWriteMany.
 func (c *manifestCheck) checkSharedStorage() {
 	s := c.settings
+	if s.StoreKind == storePostgres {
+		c.checkFleet()
+		return
+	}
 	var proxy *corev1.Container
 	var app podTemplate
 	for _, p := range c.pods {
@@ -989,6 +1015,103 @@ func (c *manifestCheck) checkSharedStorage() {
 			}
 		}
 	}
+}
+
+// checkFleet: in fleet mode nothing is shared through volumes and nothing
+// calls the Kubernetes API. No claim exists; no container gets a service
+// account token; every certmgr process gets CERTMGR_STORE_KEY from a Secret;
+// every pod with the nginx container runs an agent whose directories are the
+// very (pod-local) ones that nginx reads; workers run apart from nginx, at
+// least two.
+func (c *manifestCheck) checkFleet() {
+	s := c.settings
+	if len(c.pvcs) > 0 {
+		c.errorf("fleet mode shares nothing through volumes, but the manifests claim %v", slices.Sorted(maps.Keys(c.pvcs)))
+	}
+	secrets := map[string]*corev1.Secret{}
+	for _, o := range c.b.objects {
+		if sec, ok := o.(*corev1.Secret); ok {
+			secrets[sec.Name] = sec
+		}
+	}
+	workers := 0
+	apps := 0
+	for _, p := range c.pods {
+		if p.spec.AutomountServiceAccountToken == nil || *p.spec.AutomountServiceAccountToken {
+			c.errorf("%s: fleet mode calls no API, but the pod mounts the service account token", p.owner)
+		}
+		if len(tokenVolumes(p.spec)) > 0 {
+			c.errorf("%s: fleet mode calls no API, but the pod has a token volume", p.owner)
+		}
+		var proxy, agent *corev1.Container
+		for _, ct := range allContainers(p.spec) {
+			if ct.Name == s.Reload.Container {
+				proxy = ct
+			}
+			args, ok := certmgrArgs(ct)
+			if !ok || len(args) == 0 {
+				continue
+			}
+			keyed := slices.ContainsFunc(ct.EnvFrom, func(ef corev1.EnvFromSource) bool {
+				if ef.SecretRef == nil {
+					return false
+				}
+				sec := secrets[ef.SecretRef.Name]
+				if sec == nil {
+					return false
+				}
+				_, has := sec.StringData[EnvStoreKey]
+				_, hasData := sec.Data[EnvStoreKey]
+				return has || hasData
+			})
+			if !keyed {
+				c.errorf("%s container %s: no Secret in the manifests gives it %s", p.owner, ct.Name, EnvStoreKey)
+			}
+			switch args[0] {
+			case "agent":
+				agent = ct
+			case "worker":
+				workers++
+				if slices.ContainsFunc(p.spec.Containers, func(x corev1.Container) bool { return x.Name == s.Reload.Container }) {
+					c.errorf("%s: a fleet worker runs beside nginx; it belongs in a Deployment of its own", p.owner)
+				}
+				if d := c.deployment(p.name); d == nil || d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
+					c.errorf("%s: fleet workers should run at least two replicas", p.owner)
+				}
+			}
+		}
+		if proxy == nil {
+			continue
+		}
+		apps++
+		if agent == nil {
+			c.errorf("%s: nginx container %s has no certmgr agent beside it", p.owner, proxy.Name)
+			continue
+		}
+		for env, dir := range map[string]string{
+			EnvLetsEncryptDir: s.ACME.Dir, EnvNginxConfPath: filepath.Dir(s.Nginx.ConfPath),
+			EnvNginxDefaultCert: s.Nginx.DefaultCert, EnvNginxDefaultKey: s.Nginx.DefaultKey,
+		} {
+			want := storage(p, proxy, dir)
+			if want == "" {
+				c.errorf("%s container %s: %s (%s) is not on a volume", p.owner, proxy.Name, dir, env)
+			} else if got := storage(p, agent, dir); got != want {
+				c.errorf("%s: the agent's %s (%s) is %q, but nginx reads %q", p.owner, dir, env, got, want)
+			}
+		}
+	}
+	if apps == 0 || workers == 0 {
+		c.errorf("fleet mode needs the app's pods with agents (%d) and a worker Deployment (%d)", apps, workers)
+	}
+}
+
+func (c *manifestCheck) deployment(name string) *appsv1.Deployment {
+	for _, o := range c.b.objects {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == name {
+			return d
+		}
+	}
+	return nil
 }
 
 // workerOutside reports whether some certmgr container runs outside app's pods.
@@ -1202,7 +1325,11 @@ func (c *manifestCheck) checkRBAC() {
 func (c *manifestCheck) localReloadReachesNginx() bool {
 	for _, p := range c.pods {
 		for _, ct := range allContainers(p.spec) {
-			if args, ok := certmgrArgs(ct); ok && len(args) > 0 && args[0] == "worker" {
+			reloader := "worker"
+			if c.settings.StoreKind == storePostgres {
+				reloader = "agent" // fleet workers reload nothing
+			}
+			if args, ok := certmgrArgs(ct); ok && len(args) > 0 && args[0] == reloader {
 				hasProxy := slices.ContainsFunc(p.spec.Containers, func(x corev1.Container) bool { return x.Name == c.settings.Reload.Container })
 				if !hasProxy || p.spec.ShareProcessNamespace == nil || !*p.spec.ShareProcessNamespace {
 					return false
