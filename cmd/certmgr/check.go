@@ -36,6 +36,7 @@ const (
 	checkCertDir    checkName = "certificate-dir"
 	checkWebroot    checkName = "webroot"
 	checkNginxConfD checkName = "nginx-conf-dir"
+	checkStore      checkName = "certificate-store"
 )
 
 // checkOutcome is one check's result: Detail says what was proved, or why
@@ -55,7 +56,7 @@ type probe struct {
 // probes are the checks for components c and the broker.
 func probes(a *app, c *components, broker *worker.BrokerPinger) []probe {
 	ncfg := nginxConfig(a).WithDefaults()
-	return []probe{
+	ps := []probe{
 		{checkDatabase, func(ctx context.Context) (string, error) {
 			if err := c.db.Check(ctx); err != nil {
 				return "", err
@@ -74,17 +75,30 @@ func probes(a *app, c *components, broker *worker.BrokerPinger) []probe {
 			}
 			return c.acme.DirectoryURL() + " answers with an ACME directory", nil
 		}},
-		{checkNginx, func(ctx context.Context) (string, error) { return checkNginxBinary(ctx, ncfg) }},
 		{checkCertDir, func(context.Context) (string, error) {
 			return checkWritableDir(ncfg.LetsEncryptDir, false, "LETSENCRYPT_DIR")
 		}},
+	}
+	if c.store != nil {
+		// Fleet mode: no nginx, no webroot, no conf.d on a worker; the store
+		// was opened (migrated, key checked) by build.
+		return append(ps, probe{checkStore, func(ctx context.Context) (string, error) {
+			v, err := c.store.StoreVersion(ctx)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("postgres store answers at version %d; CERTMGR_STORE_KEY opens it", v), nil
+		}})
+	}
+	return append(ps, []probe{
+		{checkNginx, func(ctx context.Context) (string, error) { return checkNginxBinary(ctx, ncfg) }},
 		{checkWebroot, func(context.Context) (string, error) {
 			return checkWritableDir(filepath.Join(ncfg.ACMEWebroot, ".well-known", "acme-challenge"), true, "ACME_WEBROOT")
 		}},
 		{checkNginxConfD, func(context.Context) (string, error) {
 			return checkWritableDir(filepath.Dir(ncfg.ConfPath), false, "NGINX_CONF_PATH's directory")
 		}},
-	}
+	}...)
 }
 
 // runProbes runs ps at once, each with its own timeout, so the whole

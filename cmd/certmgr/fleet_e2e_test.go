@@ -272,7 +272,11 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 
 	// The operators' commands on the postgres store.
-	code, out, errOut := runCLI(t, with(), "certificates")
+	code, out, errOut := runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "check")
+	if code != exitOK || !strings.Contains(out, "certificate-store") || strings.Contains(out, "nginx") {
+		t.Errorf("check exit %d (a fleet worker checks the store, not nginx):\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, with(), "certificates")
 	if code != exitOK || !strings.Contains(out, d2) {
 		t.Errorf("certificates exit %d:\n%s%s", code, out, errOut)
 	}
