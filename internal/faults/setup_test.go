@@ -206,6 +206,10 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		// Retries of transient failures start at 1 s instead of 10 s: the
 		// outages below last seconds, not the minutes production plans for.
 		"CERTMGR_RETRY_BASE": "1",
+		// The wrapper holds and fails `nginx -s reload` and `nginx -t`; a
+		// SIGHUP to the master (NGINX_RELOAD_METHOD=auto's choice when the
+		// pid file is readable) would bypass it.
+		"NGINX_RELOAD_METHOD": "command",
 	}
 	// The HTTP-01 server block must be live before the first order, and
 	// nginx done with that reload before a test compares what it serves.
