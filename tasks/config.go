@@ -30,7 +30,9 @@ const (
 
 // Domains is what the tasks need of Django's table (domaindb.Store).
 type Domains interface {
-	dnscheck.Store
+	MarkDNSVerified(ctx context.Context, id int64, at time.Time) (domaindb.Status, error)
+	MarkFailed(ctx context.Context, id int64, msg string) (domaindb.Status, error)
+	SetLastError(ctx context.Context, id int64, msg string) error
 	Get(ctx context.Context, id int64) (domaindb.CustomDomain, error)
 	GetByName(ctx context.Context, name domain.Name) (domaindb.CustomDomain, error)
 	ListServable(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
@@ -45,12 +47,11 @@ type Domains interface {
 	ListAll(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
 }
 
-// DNS checks that a row's domain points at the platform and records the
-// outcome on the row (dnscheck.Checker).
+// DNS checks that a domain points at the platform (dnscheck.Checker). It
+// only looks: the tasks record its verdicts on the rows.
 type DNS interface {
-	Verify(ctx context.Context, store dnscheck.Store, row domaindb.CustomDomain) (dnscheck.Verification, error)
-	// CheckOwner only looks: the renewal sweep re-checks a name (and, with
-	// CUSTOM_DOMAIN_OWNERSHIP=txt, its owner's record) before renewing it.
+	// CheckOwner checks name and, with CUSTOM_DOMAIN_OWNERSHIP=txt, its
+	// owner's record: before an order, on verify, and before a renewal.
 	CheckOwner(ctx context.Context, name domain.Name, owner string) (dnscheck.Result, error)
 }
 

@@ -2,11 +2,9 @@ package tasks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/midsummer/certmgr/dnscheck"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/worker"
@@ -65,9 +63,8 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		return res, err
 	}
 
-	if _, err := s.cfg.DNS.Verify(ctx, s.cfg.Domains, row); err != nil {
-		s.metrics.failures.WithLabelValues(classify(row.Domain, err).excType).Inc()
-		return res, err // Verify wrote the row
+	if _, err := s.checkDNS(ctx, row); err != nil {
+		return res, err // checkDNS recorded it on the row
 	}
 
 	lineage, found, err := s.cfg.Certificates.Find(row.Domain)
@@ -136,25 +133,27 @@ func (s *Service) load(ctx context.Context, ref domainRef) (domaindb.CustomDomai
 	return s.cfg.Domains.Get(ctx, ref.ID)
 }
 
-// recordFailure writes a failure on the row in words for the tenant: a
-// permanent one marks the row failed (a live certificate keeps it
-// ssl_issued), a transient one only sets last_error. DNS failures are
-// written by dnscheck.Verify.
-func (s *Service) recordFailure(ctx context.Context, row domaindb.CustomDomain, err error) {
+// recordFailure is the one place a failure reaches the row, in words for
+// the tenant (DNS, ACME, nginx alike): a permanent one marks the row failed
+// (a live certificate keeps it ssl_issued), a transient one only sets
+// last_error. It returns the row's status afterwards.
+func (s *Service) recordFailure(ctx context.Context, row domaindb.CustomDomain, err error) domaindb.Status {
 	c := classify(row.Domain, err)
 	s.metrics.failures.WithLabelValues(c.excType).Inc()
-	if c.tenant == "" || errors.As(err, new(*dnscheck.NotVerifiedError)) {
-		return
+	if c.tenant == "" {
+		return row.Status
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	var werr error
+	st, werr := row.Status, error(nil)
 	if c.transient {
 		werr = s.cfg.Domains.SetLastError(wctx, row.ID, c.tenant)
 	} else {
-		_, werr = s.cfg.Domains.MarkFailed(wctx, row.ID, c.tenant)
+		st, werr = s.cfg.Domains.MarkFailed(wctx, row.ID, c.tenant)
 	}
 	if werr != nil {
 		s.log.Warn().Err(werr).Str("domain", string(row.Domain)).Msg("could not record the failure on the row")
+		return row.Status
 	}
+	return st
 }

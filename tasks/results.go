@@ -28,6 +28,15 @@ type RegenResult struct {
 	Reloaded []podreload.PodResult `json:"reloaded"`
 }
 
+// VerifyResult is the result of tenant.tasks.verify_custom_domain_dns_task
+// and of `certmgr verify-dns`.
+type VerifyResult struct {
+	Domain string `json:"domain"`
+	Status string `json:"status"`
+	DNSOK  bool   `json:"dns_ok"`
+	Detail string `json:"detail"`
+}
+
 // RemoveResult is the result of tenant.tasks.remove_custom_domain_task.
 type RemoveResult struct {
 	Domain   string                `json:"domain"`

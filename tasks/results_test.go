@@ -20,6 +20,7 @@ func TestResultKeysAreSnakeCase(t *testing.T) {
 		{"issue", &IssueResult{}},
 		{"regen", &RegenResult{}},
 		{"remove", &RemoveResult{}},
+		{"verify", &VerifyResult{}},
 		{"renew", &RenewResult{}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

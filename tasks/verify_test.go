@@ -1,0 +1,72 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/dnscheck"
+	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
+)
+
+// dnscheck only looks; the tasks record what it found on the row: passed
+// (dns_verified), the tenant must act (failed, or ssl_issued kept for a live
+// certificate, with the words in last_error), DNS did not answer (last_error
+// only, retried).
+func TestVerifyDNSRecordsOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	dns := b.pebble.DNS
+
+	good := b.domain("good")
+	b.pg.InsertDomain(t, string(good))
+	wrong := domain.Name("wrong-" + b.suffix + ".example.com")
+	dns.SetCNAME(t, string(wrong), "shops.myhost.net")
+	b.pg.InsertDomain(t, string(wrong))
+	live := domain.Name("live-" + b.suffix + ".example.com")
+	dns.SetCNAME(t, string(live), "moved.example.net")
+	liveID := b.pg.InsertDomain(t, string(live))
+	if err := b.db.MarkIssued(ctx, liveID, time.Now(), time.Now().Add(60*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	flaky := domain.Name("flaky-" + b.suffix + ".example.com")
+	dns.SetServfail(t, string(flaky))
+	b.pg.InsertDomain(t, string(flaky))
+
+	v, err := b.svc.VerifyDNS(ctx, string(good))
+	if err != nil || !v.DNSOK || v.Status != "dns_verified" {
+		t.Errorf("good: %+v, %v", v, err)
+	}
+	if r := b.row(good); r.Status != domaindb.StatusDNSVerified || r.DNSVerifiedAt.IsZero() || r.LastError != "" {
+		t.Errorf("good row: %+v", r)
+	}
+
+	v, err = b.svc.VerifyDNS(ctx, string(wrong))
+	if err != nil || v.DNSOK || v.Status != "failed" {
+		t.Errorf("wrong: %+v, %v", v, err)
+	}
+	want := string(wrong) + " is a CNAME to shops.myhost.net; point it to " + b.target
+	if r := b.row(wrong); r.Status != domaindb.StatusFailed || r.LastError != want || v.Detail != want {
+		t.Errorf("wrong row: %q %q, detail %q", r.Status, r.LastError, v.Detail)
+	}
+
+	v, err = b.svc.VerifyDNS(ctx, string(live))
+	if err != nil || v.DNSOK || v.Status != "ssl_issued" {
+		t.Errorf("live: %+v, %v", v, err)
+	}
+	if r := b.row(live); r.Status != domaindb.StatusIssued || r.LastError == "" {
+		t.Errorf("a live certificate's row must stay ssl_issued with the error shown: %+v", r)
+	}
+
+	v, err = b.svc.VerifyDNS(ctx, string(flaky))
+	var te *dnscheck.TransientError
+	if !errors.As(err, &te) || v.Status != "pending" {
+		t.Errorf("flaky: %+v, %v", v, err)
+	}
+	if r := b.row(flaky); r.Status != domaindb.StatusPending || r.LastError != te.Detail() {
+		t.Errorf("flaky row: %q %q", r.Status, r.LastError)
+	}
+}
