@@ -33,6 +33,12 @@ type settleSink interface {
 	Requeue(ctx context.Context, tag string) error
 }
 
+// publisher sends task messages: callbacks, chain steps, chord bodies,
+// errbacks.
+type publisher interface {
+	Publish(ctx context.Context, queue string, priority int, raw []byte) error
+}
+
 // keeper is what maintenance keeps alive: held messages' leases and the
 // messages of workers that died holding them.
 type keeper interface {
@@ -53,6 +59,12 @@ type resultStore interface {
 	StoreMany(ctx context.Context, results []celery.EncodedResult) error
 }
 
+// chordJoiner completes chords the way Celery 5.2's Redis result backend
+// does (see redisbroker.Backend.ChordPartReturn).
+type chordJoiner interface {
+	ChordPartReturn(ctx context.Context, group string, index *int, encoded []byte) ([][]byte, bool, error)
+}
+
 // storeAcker is an optional capability of a broker whose database is also
 // the result backend: store results and acknowledge messages in one atomic
 // step. The settler uses it when CELERY_RESULT_BACKEND is the broker.
@@ -64,6 +76,7 @@ type storeAcker interface {
 type transport interface {
 	fetchSource
 	settleSink
+	publisher
 	keeper
 	mailbox
 	Close() error
@@ -72,5 +85,6 @@ type transport interface {
 // backend is a result backend as the Server holds it.
 type backend interface {
 	resultStore
+	chordJoiner
 	Close() error
 }

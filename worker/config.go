@@ -44,6 +44,10 @@ type Config struct {
 	MaxMessageBytes int
 	// Queue is the queue consumed (CUSTOM_DOMAIN_CELERY_QUEUE). Default certmgr.
 	Queue string
+	// DefaultQueue is where canvas tasks (link callbacks, errbacks, chain
+	// steps, chord bodies) go when their signature names no queue, as
+	// Celery's task_default_queue (CELERY_TASK_DEFAULT_QUEUE). Default celery.
+	DefaultQueue string
 	// VisibilityTimeout is kombu's visibility_timeout
 	// (CELERY_VISIBILITY_TIMEOUT): a message left unacknowledged by a dead
 	// worker is redelivered after it. Must match the Django side. Default 1h.
@@ -63,6 +67,10 @@ type Config struct {
 	// TrackStarted stores the STARTED state when a task starts
 	// (task_track_started). Default false.
 	TrackStarted bool
+	// ResultExtended adds the request's name, args, kwargs, worker,
+	// retries and queue to every stored state (result_extended). Default
+	// false.
+	ResultExtended bool
 	// SendTaskEvents publishes task events (celery worker -E). Worker
 	// heartbeats are always published. Default false.
 	SendTaskEvents bool
@@ -99,6 +107,7 @@ func (c Config) withDefaults() Config {
 	c.BrokerURL = cmp.Or(c.BrokerURL, "redis://localhost:6379/0")
 	c.ResultBackendURL = cmp.Or(c.ResultBackendURL, c.BrokerURL)
 	c.Queue = cmp.Or(c.Queue, "certmgr")
+	c.DefaultQueue = cmp.Or(c.DefaultQueue, "celery")
 	c.VisibilityTimeout = cmp.Or(c.VisibilityTimeout, time.Hour)
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
 	c.Concurrency = cmp.Or(c.Concurrency, 4)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,12 +17,25 @@ var SkipRetry = errors.New("skip retry")
 // RetryError asks for the task to be sent again after Delay, as Celery's
 // Task.retry(countdown=...) does. Wrap it with the cause:
 // fmt.Errorf("%w: %w", worker.RetryAfter(d), err).
+//
+// After the last allowed retry the task fails as Celery's Task.retry makes
+// it fail: with the cause's exc_type and message when there is a cause, with
+// MaxRetriesExceededError otherwise.
 type RetryError struct {
 	Delay time.Duration
+	// MaxRetries, when set, replaces Config.MaxRetries for this task, as
+	// Celery's per-task max_retries or retry(max_retries=...) do; negative:
+	// unlimited.
+	MaxRetries *int
 }
 
 // RetryAfter returns an error that retries the task after d.
 func RetryAfter(d time.Duration) error { return &RetryError{Delay: max(d, 0)} }
+
+// RetryAfterMax is RetryAfter with the task's own retry limit.
+func RetryAfterMax(d time.Duration, maxRetries int) error {
+	return &RetryError{Delay: max(d, 0), MaxRetries: &maxRetries}
+}
 
 func (e *RetryError) Error() string { return "retry in " + e.Delay.String() }
 
@@ -109,9 +123,47 @@ func defaultExcModule(excType string) string {
 	return "certmgr"
 }
 
+// cause strips the worker's steering errors (SkipRetry, RetryError) off an
+// error built as fmt.Errorf("%w: %w", steer, cause), so that what a person
+// reads is the task's own error. It returns nil when nothing else is left.
+func cause(err error) error {
+	if err == nil || errors.Is(err, SkipRetry) && err == SkipRetry {
+		return nil
+	}
+	if _, ok := err.(*RetryError); ok {
+		return nil
+	}
+	multi, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var rest []error
+	steered := false
+	for _, e := range multi.Unwrap() {
+		if c := cause(e); c != nil {
+			rest = append(rest, c)
+		} else {
+			steered = true
+		}
+	}
+	switch {
+	case !steered:
+		return err
+	case len(rest) == 0:
+		return nil
+	case len(rest) == 1:
+		return rest[0]
+	default:
+		return errors.Join(rest...)
+	}
+}
+
 // excInfo is the serialized exception stored for err.
 func excInfo(err error) celery.ExceptionInfo {
-	info := celery.ExceptionInfo{ExcType: "Exception", ExcModule: "builtins", ExcMessage: []string{err.Error()}}
+	if c := cause(err); c != nil {
+		err = c
+	}
+	info := celery.ExceptionInfo{ExcType: "Exception", ExcModule: "builtins", ExcMessage: []any{err.Error()}}
 	var typer ExcTyper
 	if errors.As(err, &typer) && typer.ExcType() != "" {
 		info.ExcType = typer.ExcType()
@@ -121,14 +173,45 @@ func excInfo(err error) celery.ExceptionInfo {
 			info.ExcModule = mod.ExcModule()
 		}
 	}
-	switch {
-	case errors.Is(err, errTimeLimit):
-		info.ExcType, info.ExcModule = "TimeLimitExceeded", "celery.exceptions"
+	var tl *timeLimitError
+	if errors.As(err, &tl) {
+		info = tl.info()
 	}
 	return info
 }
 
-var errTimeLimit = errors.New("time limit exceeded")
+// timeLimitError is a handler stopped by its task's time limit. Celery
+// records billiard's TimeLimitExceeded(hard) for the hard limit and
+// SoftTimeLimitExceeded() for the soft one (when the task does not catch it).
+type timeLimitError struct {
+	soft  bool
+	limit time.Duration
+	err   error // what the handler returned
+}
+
+func (e *timeLimitError) Error() string {
+	if e.soft {
+		return "SoftTimeLimitExceeded()"
+	}
+	return "TimeLimitExceeded(" + pySeconds(e.limit) + ",)"
+}
+
+func (e *timeLimitError) Unwrap() error { return e.err }
+
+func (e *timeLimitError) info() celery.ExceptionInfo {
+	if e.soft {
+		return celery.ExceptionInfo{ExcType: "SoftTimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{}}
+	}
+	return celery.ExceptionInfo{ExcType: "TimeLimitExceeded", ExcModule: "billiard.exceptions", ExcMessage: []any{json.Number(pySeconds(e.limit))}}
+}
+
+// pySeconds renders a limit as Python prints the number it was sent as.
+func pySeconds(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10)
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+}
 
 // traceback renders the text stored in the result's traceback field.
 func traceback(t *Task, err error, info celery.ExceptionInfo) string {
@@ -140,5 +223,9 @@ func traceback(t *Task, err error, info celery.ExceptionInfo) string {
 			s += "\n"
 		}
 	}
-	return s + info.ExcType + ": " + err.Error() + "\n"
+	msg := err.Error()
+	if c := cause(err); c != nil {
+		msg = c.Error()
+	}
+	return s + info.ExcType + ": " + msg + "\n"
 }

@@ -29,6 +29,7 @@ type executor struct {
 	fl      *inflight
 	settler *settler
 	ev      *events
+	canvas  *canvas
 	persist *persister
 
 	active    atomic.Int64
@@ -201,9 +202,7 @@ func (e *executor) run(d *delivery) {
 	if !m.Expires.IsZero() && time.Now().After(m.Expires) {
 		t.logger.Info().Time("expires", m.Expires).Msg("task expired before it ran: revoked")
 		e.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
-		e.settler.settle(d, e.meta(t, m, celery.StateRevoked, celery.ExceptionInfo{
-			ExcType: "TaskRevokedError", ExcMessage: []string{"expired"}, ExcModule: "celery.exceptions",
-		}, ""))
+		e.finishRevoked(t, d, "expired")
 		return
 	}
 	if e.cfg.TrackStarted {
@@ -211,12 +210,15 @@ func (e *executor) run(d *delivery) {
 	}
 	e.ev.task("task-started", m, nil)
 
-	ctx, cancel := e.taskContext(m)
+	ctx, cancel, limit := e.taskContext(m)
 	start := time.Now()
 	err := e.call(ctx, t)
 	runtime := time.Since(start)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, errTimeLimit) {
-		err = fmt.Errorf("%w after %s: %w", errTimeLimit, runtime.Round(time.Millisecond), err)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && e.hard.Err() == nil {
+		// The handler has returned (its locks are released): the time limit
+		// is the failure, never a retry.
+		limit.err = err
+		err = &limit
 	}
 	cancel()
 
@@ -225,7 +227,14 @@ func (e *executor) run(d *delivery) {
 		result, _ := t.Result()
 		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
 		e.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
-		e.settler.settle(d, e.meta(t, m, celery.StateSuccess, result, ""))
+		e.canvas.onSuccess(t, m, result)
+		meta := e.meta(t, m, celery.StateSuccess, result, "")
+		if len(m.Embed.Chord) > 0 {
+			// The part's result is stored before the chord is joined.
+			e.storeNow(t, meta, celery.StateSuccess)
+			e.canvas.chordPart(t, m, celery.StateSuccess, result)
+		}
+		e.settler.settle(d, meta)
 		return
 
 	case e.hard.Err() != nil:
@@ -236,53 +245,50 @@ func (e *executor) run(d *delivery) {
 
 	default:
 		var retry *RetryError
-		if errors.As(err, &retry) && !errors.Is(err, SkipRetry) {
-			if e.cfg.MaxRetries < 0 || m.Retries < e.cfg.MaxRetries {
+		if errors.As(err, &retry) && !errors.Is(err, SkipRetry) && !errors.As(err, new(*timeLimitError)) {
+			max := e.cfg.MaxRetries
+			if retry.MaxRetries != nil {
+				max = *retry.MaxRetries
+			}
+			if max < 0 || m.Retries < max {
 				e.retry(t, d, retry.Delay, err)
 				return
 			}
-			err = &maxRetriesError{task: t, max: e.cfg.MaxRetries, err: err}
+			// As Task.retry does: re-raise the cause, or MaxRetriesExceededError.
+			if c := cause(err); c != nil {
+				err = c
+			} else {
+				err = &maxRetriesError{msg: m}
+			}
 		}
 		info := excInfo(err)
 		tb := traceback(t, err, info)
 		if nr := (*NotRegisteredError)(nil); errors.As(err, &nr) {
-			info.ExcMessage = []string{fmt.Sprintf("'%s'", m.Task)}
+			info.ExcMessage = []any{m.Task} // KeyError's str() adds the quotes
 		}
 		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
 		e.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
-		e.settler.settle(d, e.meta(t, m, celery.StateFailure, info, tb))
+		meta := e.meta(t, m, celery.StateFailure, info, tb)
+		e.storeNow(t, meta, celery.StateFailure)
+		e.canvas.chordPart(t, m, celery.StateFailure, info)
+		e.canvas.onFailure(t, m, info, tb)
+		e.settler.settle(d, meta)
 	}
 }
 
-// maxRetriesError is the failure after the last allowed retry; it keeps the
-// cause's exc_type when the cause has one, as Celery re-raises the cause.
+// maxRetriesError is Celery's MaxRetriesExceededError, raised by
+// Task.retry when the task has no cause to re-raise.
 type maxRetriesError struct {
-	task *Task
-	max  int
-	err  error
+	msg *celery.TaskMessage
 }
 
 func (e *maxRetriesError) Error() string {
-	return fmt.Sprintf("max retries (%d) exceeded for %s[%s]: %v", e.max, e.task.Name, e.task.ID, e.err)
+	return fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s",
+		e.msg.Task, e.msg.ID, pyReprArgs(e.msg.Args), pyReprKwargs(e.msg.Kwargs))
 }
 
-func (e *maxRetriesError) Unwrap() error { return e.err }
-
-func (e *maxRetriesError) ExcType() string {
-	var typer ExcTyper
-	if errors.As(e.err, &typer) && typer.ExcType() != "" {
-		return typer.ExcType()
-	}
-	return "MaxRetriesExceededError"
-}
-
-func (e *maxRetriesError) ExcModule() string {
-	var typer ExcTyper
-	if errors.As(e.err, &typer) && typer.ExcType() != "" {
-		return defaultExcModule(typer.ExcType())
-	}
-	return "celery.exceptions"
-}
+func (e *maxRetriesError) ExcType() string   { return "MaxRetriesExceededError" }
+func (e *maxRetriesError) ExcModule() string { return "celery.exceptions" }
 
 // retry re-sends the task with retries+1 and an eta, then records RETRY;
 // the new message replaces the old one atomically.
@@ -306,15 +312,24 @@ func (e *executor) retry(t *Task, d *delivery, delay time.Duration, cause error)
 	})
 }
 
-func (e *executor) taskContext(m *celery.TaskMessage) (context.Context, context.CancelFunc) {
-	limit := m.TimeLimit()
-	if limit == 0 {
-		limit = e.cfg.DefaultTimeLimit
+// taskContext is the handler's context: cancelled by a hard stop, with the
+// task's time limit (the smaller of soft and hard) as its deadline. The
+// returned timeLimitError says which limit that is.
+func (e *executor) taskContext(m *celery.TaskMessage) (context.Context, context.CancelFunc, timeLimitError) {
+	hard, soft := m.HardLimit, m.SoftLimit
+	if hard == 0 && soft == 0 {
+		hard = e.cfg.DefaultTimeLimit
 	}
-	if limit > 0 {
-		return context.WithTimeout(e.hard, limit)
+	limit := timeLimitError{limit: hard}
+	if soft > 0 && (hard == 0 || soft < hard) {
+		limit = timeLimitError{soft: true, limit: soft}
 	}
-	return context.WithCancel(e.hard)
+	if limit.limit > 0 {
+		ctx, cancel := context.WithTimeout(e.hard, limit.limit)
+		return ctx, cancel, limit
+	}
+	ctx, cancel := context.WithCancel(e.hard)
+	return ctx, cancel, limit
 }
 
 // call runs the handler, turning a panic into a *PanicError with the stack.
@@ -335,14 +350,56 @@ func (e *executor) meta(t *Task, m *celery.TaskMessage, state celery.State, resu
 	}
 	meta := celery.NewResultMeta(m.ID, state, result, tb, time.Now())
 	meta.GroupID, meta.ParentID = m.GroupID, m.ParentID
+	if e.cfg.ResultExtended {
+		meta.Extended = extended(e.cfg.Hostname, m)
+	}
 	raw, err := meta.Encode()
 	if err != nil {
 		// A result that does not marshal is the handler's bug: report it as the failure.
 		t.logger.Error().Err(err).Msg("task result is not JSON; storing a failure instead")
-		info := celery.ExceptionInfo{ExcType: "EncodeError", ExcModule: "kombu.exceptions", ExcMessage: []string{err.Error()}}
+		info := celery.ExceptionInfo{ExcType: "EncodeError", ExcModule: "kombu.exceptions", ExcMessage: []any{err.Error()}}
 		raw, _ = celery.NewResultMeta(m.ID, celery.StateFailure, info, "", time.Now()).Encode()
 	}
 	return &celery.EncodedResult{TaskID: m.ID, Raw: raw}
+}
+
+// extended is what result_extended adds to a stored state.
+func extended(hostname string, m *celery.TaskMessage) *celery.Extended {
+	x := &celery.Extended{Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Worker: hostname, Retries: m.Retries}
+	if x.Args == nil {
+		x.Args = []json.RawMessage{}
+	}
+	if x.Kwargs == nil {
+		x.Kwargs = map[string]json.RawMessage{}
+	}
+	if m.RoutingKey != "" {
+		x.Queue = &m.RoutingKey
+	}
+	return x
+}
+
+// finishRevoked records REVOKED with Celery's reason (revoked, expired,
+// terminated), joins the chord part, and acknowledges the message.
+func (e *executor) finishRevoked(t *Task, d *delivery, reason string) {
+	info := celery.ExceptionInfo{ExcType: "TaskRevokedError", ExcMessage: []any{reason}, ExcModule: "celery.exceptions"}
+	meta := e.meta(t, d.msg, celery.StateRevoked, info, "")
+	if len(d.msg.Embed.Chord) > 0 {
+		e.storeNow(t, meta, celery.StateRevoked)
+		e.canvas.chordPart(t, d.msg, celery.StateRevoked, info)
+	}
+	e.settler.settle(d, meta)
+}
+
+// storeNow writes an encoded state at once (when what follows must see it).
+func (e *executor) storeNow(t *Task, meta *celery.EncodedResult, state celery.State) {
+	if meta == nil {
+		return
+	}
+	if err := e.persist.do(func(ctx context.Context) error {
+		return e.results.StoreMany(ctx, []celery.EncodedResult{*meta})
+	}); err != nil {
+		t.logger.Error().Err(err).Str("state", string(state)).Msg("storing the task state failed")
+	}
 }
 
 // store writes a state to the result backend now, unless the task ignores results.

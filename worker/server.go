@@ -97,9 +97,13 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		sink: broker, results: results, atomic: atomic, expires: cfg.ResultExpires,
 		fl: s.fl, persist: persist, log: log,
 	}
+	cv := &canvas{
+		pub: broker, results: results, chords: results, defaultQueue: cfg.DefaultQueue,
+		hostname: cfg.Hostname, expires: cfg.ResultExpires, persist: persist, log: log,
+	}
 	s.exec = &executor{
 		cfg: cfg, h: h, log: log, sink: broker, results: results, deadQ: broker.DeadQueue(),
-		fl: s.fl, settler: s.settle, ev: s.ev, persist: persist,
+		fl: s.fl, settler: s.settle, ev: s.ev, canvas: cv, persist: persist,
 	}
 	s.ev.stats = func() (int64, int64) { return s.exec.active.Load(), s.exec.processed.Load() }
 	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs,

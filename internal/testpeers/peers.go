@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -103,6 +104,9 @@ func startProcess(t testing.TB, logPath string, env []string, name string, args 
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	// A group of its own, so Kill also ends its children (Celery's prefork
+	// pool, nginx's workers).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start %s: %v", name, err)
@@ -133,6 +137,7 @@ type Process struct {
 
 // Kill stops the process at once (SIGKILL) and waits for it to be gone.
 func (p *Process) Kill() {
+	_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
 	_ = p.Cmd.Process.Kill()
 	<-p.done
 }

@@ -27,6 +27,11 @@ type PyWorkerOptions struct {
 	Concurrency       int     // default 1
 	VisibilityTimeout float64 // seconds; default 3600
 	Hostname          string  // default pyworker-<pid>@test
+	// AppSource replaces pyworker_app.py: a Celery app module whose
+	// environment is the same (PYWORKER_BROKER, PYWORKER_VT).
+	AppSource []byte
+	// Args are added to the `celery worker` command line (-E, ...).
+	Args []string
 }
 
 // PyWorker is a running `celery worker` (Debian's python3-celery) whose app
@@ -43,7 +48,11 @@ func StartPyWorker(t testing.TB, opts PyWorkerOptions) *PyWorker {
 	t.Helper()
 	requirePythonCelery(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "pyworker_app.py"), pyWorkerAppPy, 0o644); err != nil {
+	app := pyWorkerAppPy
+	if opts.AppSource != nil {
+		app = opts.AppSource
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pyworker_app.py"), app, 0o644); err != nil {
 		t.Fatalf("write pyworker app: %v", err)
 	}
 	hostname := cmp.Or(opts.Hostname, fmt.Sprintf("pyworker-%d@test", os.Getpid()))
@@ -57,10 +66,11 @@ func StartPyWorker(t testing.TB, opts PyWorkerOptions) *PyWorker {
 		"PYWORKER_VT=" + strconv.FormatFloat(vt, 'f', -1, 64),
 		"PYTHONPATH=" + dir,
 	}
-	p := startProcess(t, logPath, env, Python, "-m", "celery", "-A", "pyworker_app", "worker",
+	args := []string{"-m", "celery", "-A", "pyworker_app", "worker",
 		"-Q", cmp.Or(opts.Queue, "certmgr"), "-P", cmp.Or(opts.Pool, "solo"),
 		"-c", strconv.Itoa(max(opts.Concurrency, 1)), "-n", hostname,
-		"--without-mingle", "--without-gossip", "-l", "info")
+		"--without-mingle", "--without-gossip", "-l", "info"}
+	p := startProcess(t, logPath, env, Python, append(args, opts.Args...)...)
 	err := waitFor(60*time.Second, func() error {
 		select {
 		case <-p.Exited():

@@ -128,13 +128,15 @@ func DecodeMessage(raw []byte) (*TaskMessage, error) {
 		return nil, err
 	}
 	m.Priority = env.Properties.Priority
+	m.RoutingKey = env.Properties.DeliveryInfo.RoutingKey
 	return m, nil
 }
 
 // TaskMessage is a task request, whichever protocol carried it.
 type TaskMessage struct {
-	Protocol     int // 1 or 2
-	Priority     int // properties.priority (0-9, 0 served first on Redis)
+	Protocol     int    // 1 or 2
+	Priority     int    // properties.priority (0-9, 0 served first on Redis)
+	RoutingKey   string // properties.delivery_info.routing_key: the queue, for result_extended
 	ID           string
 	Task         string
 	Args         []json.RawMessage
@@ -147,10 +149,25 @@ type TaskMessage struct {
 	RootID       string
 	ParentID     string
 	GroupID      string
+	GroupIndex   *int // position in its group (chord header order)
 	IgnoreResult bool
 	Origin       string
 	ArgsRepr     string
 	KwargsRepr   string
+	// Embed is protocol 2's third body element: callbacks, errbacks, chain
+	// and chord. Zero for protocol 1.
+	Embed Embed
+}
+
+// Embed is the canvas a protocol 2 message carries: signatures to apply
+// after the task (callbacks on success, errbacks on failure), the rest of
+// its chain (last step first, as Celery pops from the end), and the chord
+// body its group completes. Signatures are kept as sent.
+type Embed struct {
+	Callbacks []json.RawMessage `json:"callbacks"`
+	Errbacks  []json.RawMessage `json:"errbacks"`
+	Chain     []json.RawMessage `json:"chain"`
+	Chord     json.RawMessage   `json:"chord"`
 }
 
 // TimeLimit is the handler's time budget: the smaller of the soft and hard
@@ -174,6 +191,7 @@ type headersV2 struct {
 	ETA          *string            `json:"eta"`
 	Expires      *string            `json:"expires"`
 	Group        *string            `json:"group"`
+	GroupIndex   *int               `json:"group_index"`
 	Retries      *int               `json:"retries"`
 	TimeLimit    []*json.RawMessage `json:"timelimit"`
 	RootID       *string            `json:"root_id"`
@@ -219,6 +237,7 @@ func DecodeTask(env *Envelope) (*TaskMessage, error) {
 		return nil, err
 	}
 	m.Priority = env.Properties.Priority
+	m.RoutingKey = env.Properties.DeliveryInfo.RoutingKey
 	return m, nil
 }
 
@@ -240,12 +259,21 @@ func decodeV2(h *headersV2, body []byte) (*TaskMessage, error) {
 	if err := unmarshalNullable(parts[1], &m.Kwargs); err != nil {
 		return nil, fmt.Errorf("protocol 2 kwargs: %w", err)
 	}
+	if len(parts) > 2 {
+		if err := unmarshalNullable(parts[2], &m.Embed); err != nil {
+			return nil, fmt.Errorf("protocol 2 embed: %w", err)
+		}
+		if string(bytes.TrimSpace(m.Embed.Chord)) == "null" {
+			m.Embed.Chord = nil
+		}
+	}
 	if err := m.setSchedule(h.Retries, h.ETA, h.Expires, h.TimeLimit); err != nil {
 		return nil, err
 	}
 	m.RootID = deref(h.RootID)
 	m.ParentID = deref(h.ParentID)
 	m.GroupID = deref(h.Group)
+	m.GroupIndex = h.GroupIndex
 	m.Origin = deref(h.Origin)
 	m.ArgsRepr = deref(h.ArgsRepr)
 	m.KwargsRepr = deref(h.KwargsRepr)

@@ -30,9 +30,9 @@ const ResultKeyPrefix = "celery-task-meta-"
 // ExceptionInfo is a serialized exception as the JSON result backend stores it.
 // Python's AsyncResult rebuilds an exception of class exc_type from it.
 type ExceptionInfo struct {
-	ExcType    string   `json:"exc_type"`
-	ExcMessage []string `json:"exc_message"`
-	ExcModule  string   `json:"exc_module"`
+	ExcType    string `json:"exc_type"`
+	ExcMessage []any  `json:"exc_message"`
+	ExcModule  string `json:"exc_module"`
 }
 
 // ResultMeta is the document stored under celery-task-meta-<id>, field order
@@ -45,7 +45,19 @@ type ResultMeta struct {
 	DateDone  *string `json:"date_done"`
 	GroupID   string  `json:"group_id,omitempty"`
 	ParentID  string  `json:"parent_id,omitempty"`
-	TaskID    string  `json:"task_id"`
+	*Extended
+	TaskID string `json:"task_id"`
+}
+
+// Extended are the request fields Celery adds to every stored state when
+// result_extended is on.
+type Extended struct {
+	Name    string                     `json:"name"`
+	Args    []json.RawMessage          `json:"args"`
+	Kwargs  map[string]json.RawMessage `json:"kwargs"`
+	Worker  string                     `json:"worker"`
+	Retries int                        `json:"retries"`
+	Queue   *string                    `json:"queue"`
 }
 
 // NewResultMeta builds the document for a state; date_done is set for final
@@ -76,3 +88,6 @@ func marshalPlain(v any) ([]byte, error) {
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
+
+// GroupKeyPrefix prefixes the result backend's group (and chord) keys.
+const GroupKeyPrefix = "celery-taskset-meta-"

@@ -218,3 +218,68 @@ func (b *Broker) StoreAndAck(ctx context.Context, results []Result, expires time
 	}
 	return nil
 }
+
+// chordScript is Celery 5.2's RedisBackend.on_chord_part_return in one
+// atomic step: add the part's encoded result to the join set
+// (celery-taskset-meta-<group>.j, scored by group_index), and when as many
+// parts are there as the chord size (.s) plus adjustments (.t), hand all of
+// them back and delete the keys. A group result saved under the plain key
+// means a nested header this worker cannot join: reported, keys kept.
+var chordScript = redis.NewScript(4, `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local ready = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
+local diff = tonumber(redis.call('GET', KEYS[2]) or '0')
+local size = redis.call('GET', KEYS[3])
+local exp = tonumber(ARGV[3])
+if exp > 0 then
+  redis.call('EXPIRE', KEYS[1], exp)
+  redis.call('EXPIRE', KEYS[2], exp)
+  redis.call('EXPIRE', KEYS[3], exp)
+end
+if not size or ready ~= tonumber(size) + diff then
+  return {0}
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return {2}
+end
+local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return {1, all}
+`)
+
+// ErrNestedChord is returned when a chord's header holds groups: joining
+// them needs Celery's GroupResult, which only Python can restore.
+var ErrNestedChord = errors.New("chord header holds nested groups")
+
+// ChordPartReturn records one header task's result (encoded as Celery
+// encodes [1, task_id, state, result]) for chord group; when it is the last
+// part, it returns every part's encoding in group order, and the chord's
+// keys are gone.
+func (b *Backend) ChordPartReturn(ctx context.Context, group string, index *int, encoded []byte) ([][]byte, bool, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("result backend connection: %w", err)
+	}
+	defer c.Close()
+	score := "+inf"
+	if index != nil {
+		score = fmt.Sprint(*index)
+	}
+	key := celery.GroupKeyPrefix + group
+	reply, err := redis.Values(chordScript.Do(c, key+".j", key+".t", key+".s", key, encoded, score, b.ttlSeconds()))
+	if err != nil {
+		return nil, false, fmt.Errorf("chord %s part return: %w", group, err)
+	}
+	state, _ := redis.Int(reply[0], nil)
+	switch state {
+	case 0:
+		return nil, false, nil
+	case 2:
+		return nil, false, fmt.Errorf("chord %s: %w", group, ErrNestedChord)
+	}
+	parts, err := redis.ByteSlices(reply[1], nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("chord %s parts: %w", group, err)
+	}
+	return parts, true, nil
+}

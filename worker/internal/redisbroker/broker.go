@@ -624,3 +624,17 @@ func toAny(ss []string) []any {
 	}
 	return out
 }
+
+// Publish sends a task message to a queue, on the list kombu uses for its
+// priority.
+func (b *Broker) Publish(ctx context.Context, queue string, priority int, raw []byte) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.Do("LPUSH", celery.QueueForPriority(queue, min(max(priority, 0), 9)), raw); err != nil {
+		return fmt.Errorf("publish to %s: %w", queue, err)
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package compat_test
+
+// knownDifferences explains, per scenario, why certmgr's observation differs
+// from Python Celery's. A scenario that differs without an entry fails the
+// suite; so does an entry whose scenario no longer differs.
+var knownDifferences = map[string]string{}
+
+// feature is one Celery 5 worker feature. With scenarios, its status comes
+// from the run (supported when they all match Python Celery); without, it is
+// stated here with the reason.
+type feature struct {
+	name      string
+	scenarios []string
+	status    string // when no scenario decides it
+	why       string
+}
+
+var features = []feature{
+	{name: "`send_task`/`apply_async`, result stored and read by `AsyncResult.get()`", scenarios: []string{"success"}},
+	{name: "failure with the exception's class and message", scenarios: []string{"failure_builtin", "failure_custom", "not_registered"}},
+	{name: "`Task.retry(countdown=...)`", scenarios: []string{"retry_then_succeed"}, why: "handlers return `worker.RetryAfter(d)`"},
+	{name: "`max_retries` (default 3, per task, `MaxRetriesExceededError`, `retry(exc=...)`)", scenarios: []string{"max_retries_default", "max_retries_with_exc", "max_retries_per_task"}, why: "per task: `worker.RetryAfterMax`"},
+	{name: "hard `time_limit` → `TimeLimitExceeded`", scenarios: []string{"time_limit"}},
+	{name: "`soft_time_limit`", status: "partly", why: "the handler's context deadline is the smaller of the soft and hard limits; Go cannot raise `SoftTimeLimitExceeded` inside a running function, the handler sees its context end instead"},
+	{name: "`task_track_started` (STARTED)", scenarios: []string{"track_started"}, why: "`CELERY_TASK_TRACK_STARTED=true`"},
+	{name: "`result_extended`", scenarios: []string{"result_extended"}, why: "`CELERY_RESULT_EXTENDED=true`"},
+	{name: "`link` callbacks", scenarios: []string{"link"}},
+	{name: "`link_error` errbacks", scenarios: []string{"link_error"}, why: "an errback is always published as a task with the failed task's id (what Python does for an errback its worker does not have); Python calls an errback registered in its own worker with `(request, exc, traceback)` in-process, which a Go worker cannot do"},
+	{name: "`chain` (protocol 2)", scenarios: []string{"chain", "chain_failure"}},
+	{name: "`group`", scenarios: []string{"group"}},
+	{name: "`chord` on the Redis result backend", scenarios: []string{"chord"}},
+	{name: "`control.revoke` (one or many ids, `terminate=True`)", scenarios: []string{"revoke", "revoke_terminate"}},
+	{name: "remote control: `inspect`", scenarios: []string{"inspect"}},
+	{name: "task events (`-E`, `enable_events`) for Flower", scenarios: []string{"events"}, why: "`certmgr worker -E`, `CELERY_WORKER_SEND_TASK_EVENTS=true`"},
+	{name: "worker events (online, heartbeat, offline)", status: "supported", why: "always sent, as Celery does; `worker` TestEvents*"},
+	{name: "`eta`/`countdown`, `expires`, `priority`", status: "supported", why: "`worker` TestCountdown*, TestExpired*, TestPriority* against Python Celery producers"},
+	{name: "protocol 1 and 2 messages, JSON", status: "supported", why: "`worker` TestProtocols and the captures in `worker/internal/celery/testdata`"},
+	{name: "pickle, yaml, msgpack serializers", status: "not supported", why: "refused unread and moved to the dead list: unpickling a message runs code"},
+	{name: "`acks_late`", status: "always", why: "a message is acknowledged only after its result is stored; a crash redelivers it"},
+	{name: "prefork/eventlet/gevent/solo pools, `--autoscale`, `max_tasks_per_child`, `max_memory_per_child`", status: "not applicable", why: "handlers run on goroutines; concurrency is `CELERY_WORKER_CONCURRENCY`"},
+	{name: "`--statedb`", status: "not applicable", why: "revoked ids are kept in Redis with a bounded TTL, shared by every replica"},
+	{name: "celery beat (`-B`)", status: "not supported", why: "run Celery beat itself; certmgr has its own renewal timer"},
+	{name: "mingle, gossip", status: "not supported", why: "certmgr needs neither; Python workers started without them lose nothing either"},
+	{name: "broadcast queues, custom exchanges other than the default", status: "not supported", why: "certmgr consumes one queue"},
+}
