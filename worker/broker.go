@@ -60,7 +60,8 @@ type resultStore interface {
 }
 
 // chordJoiner completes chords the way Celery 5.2's Redis result backend
-// does (see redisbroker.Backend.ChordPartReturn).
+// does (see redisbroker.Backend.ChordPartReturn). It is an optional
+// capability of a result backend.
 type chordJoiner interface {
 	ChordPartReturn(ctx context.Context, group string, index *int, encoded []byte) ([][]byte, bool, error)
 }
@@ -85,6 +86,5 @@ type transport interface {
 // backend is a result backend as the Server holds it.
 type backend interface {
 	resultStore
-	chordJoiner
 	Close() error
 }

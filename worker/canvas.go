@@ -23,7 +23,7 @@ import (
 type canvas struct {
 	pub          publisher
 	results      resultStore
-	chords       chordJoiner
+	chords       chordJoiner // nil: the result backend cannot join chords
 	defaultQueue string
 	hostname     string
 	expires      time.Duration
@@ -103,6 +103,10 @@ func (c *canvas) errbacks(t *Task, errbacks []json.RawMessage, taskID, root stri
 // body with ChordError when a part failed.
 func (c *canvas) chordPart(t *Task, m *celery.TaskMessage, state celery.State, result any) {
 	if len(m.Embed.Chord) == 0 || m.GroupID == "" {
+		return
+	}
+	if c.chords == nil {
+		t.logger.Error().Str("group_id", m.GroupID).Msg("this task is part of a chord, which needs the Redis result backend; the chord body will not run")
 		return
 	}
 	encoded, err := pyJSON([]any{1, m.ID, string(state), result})

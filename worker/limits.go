@@ -63,7 +63,7 @@ func (g *sizeGuard) reject(fd celery.Delivery) {
 	info := celery.ExceptionInfo{
 		ExcType:   "LimitExceeded",
 		ExcModule: "kombu.exceptions",
-		ExcMessage: []string{fmt.Sprintf("message of %d bytes is over the worker's limit of %d bytes "+
+		ExcMessage: []any{fmt.Sprintf("message of %d bytes is over the worker's limit of %d bytes "+
 			"(CERTMGR_MAX_MESSAGE_BYTES); it was moved to %s", fd.TooLarge, g.limit, g.deadQ)},
 	}
 	meta := celery.NewResultMeta(id, celery.StateFailure, info, "", time.Now())

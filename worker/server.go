@@ -98,8 +98,11 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		fl: s.fl, persist: persist, log: log,
 	}
 	cv := &canvas{
-		pub: broker, results: results, chords: results, defaultQueue: cfg.DefaultQueue,
+		pub: broker, results: results, defaultQueue: cfg.DefaultQueue,
 		hostname: cfg.Hostname, expires: cfg.ResultExpires, persist: persist, log: log,
+	}
+	if j, ok := results.(chordJoiner); ok {
+		cv.chords = j
 	}
 	s.exec = &executor{
 		cfg: cfg, h: h, log: log, sink: broker, results: results, deadQ: broker.DeadQueue(),
