@@ -77,6 +77,11 @@ type Config struct {
 	// MaxRetries is how many times RetryAfter may re-send a task before it
 	// fails (Celery's max_retries). Default 3; negative: unlimited.
 	MaxRetries int
+	// RevokeExpires is how long a revoked task id is remembered (Celery's
+	// REVOKE_EXPIRES, CELERY_WORKER_REVOKE_EXPIRES). Revoked ids are kept in
+	// the broker's database, so every replica and a restarted worker honour
+	// them. Default 3h.
+	RevokeExpires time.Duration
 	// ShutdownGrace is how long Stop lets running tasks finish before it
 	// cancels them and gives their messages back to the queue. Default 25s
 	// (under Kubernetes' default 30s terminationGracePeriodSeconds).
@@ -121,6 +126,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.ResultExpires = cmp.Or(c.ResultExpires, 24*time.Hour)
 	c.MaxRetries = cmp.Or(c.MaxRetries, 3)
+	c.RevokeExpires = cmp.Or(c.RevokeExpires, 3*time.Hour)
 	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, 25*time.Second)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, 2*time.Second)
 	c.RefreshInterval = cmp.Or(c.RefreshInterval, min(c.VisibilityTimeout/4, time.Minute))

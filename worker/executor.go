@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -30,10 +31,19 @@ type executor struct {
 	settler *settler
 	ev      *events
 	canvas  *canvas
+	revoked *revocations
 	persist *persister
 
 	active    atomic.Int64
 	processed atomic.Int64
+
+	size     atomic.Int64  // running worker goroutines (pool_grow, pool_shrink)
+	quit     chan struct{} // one receive ends one worker goroutine
+	limitsMu sync.Mutex
+	limits   map[string][2]time.Duration // task name -> hard, soft (control time_limit)
+	rates    map[string]*rate.Limiter    // task name -> rate limit (control rate_limit)
+	totalsMu sync.Mutex
+	total    map[string]int // tasks run per name (inspect stats)
 
 	hard       context.Context // cancelled: running handlers are cancelled
 	hardCancel context.CancelFunc
@@ -44,11 +54,36 @@ type executor struct {
 func (e *executor) start(ctx context.Context) {
 	e.hard, e.hardCancel = context.WithCancel(ctx)
 	e.persist.hard = e.hard
-	for range e.cfg.Concurrency {
+	e.quit = make(chan struct{})
+	e.grow(e.cfg.Concurrency)
+}
+
+// grow starts n more worker goroutines.
+func (e *executor) grow(n int) {
+	for range max(n, 0) {
+		e.size.Add(1)
 		e.workers.Add(1)
 		go e.work()
 	}
 }
+
+// shrink ends n worker goroutines once they are idle, keeping at least one.
+func (e *executor) shrink(n int) {
+	for range max(n, 0) {
+		if e.size.Add(-1) < 1 {
+			e.size.Add(1)
+			return
+		}
+		go func() {
+			select {
+			case e.quit <- struct{}{}:
+			case <-e.fl.stopping:
+			}
+		}()
+	}
+}
+
+func (e *executor) concurrency() int { return int(e.size.Load()) }
 
 // shutdown stops taking work: messages not started (prefetched, waiting for
 // their eta) go back to the queue; running tasks have until grace ends or
@@ -121,6 +156,8 @@ func (e *executor) work() {
 			e.processed.Add(1)
 			fl.release()
 		case <-fl.stopping:
+			return
+		case <-e.quit:
 			return
 		}
 	}
@@ -199,6 +236,12 @@ func (e *executor) run(d *delivery) {
 	}
 	t.logger = e.log.With().Str(FieldTaskID, m.ID).Str(FieldTaskName, m.Task).Int(FieldRetries, m.Retries).Logger()
 
+	if e.revoked.has(m.ID) {
+		t.logger.Info().Msg("task revoked before it ran")
+		e.ev.task("task-revoked", m, map[string]any{"expired": false, "terminated": false, "signum": nil})
+		e.finishRevoked(t, d, "revoked")
+		return
+	}
 	if !m.Expires.IsZero() && time.Now().After(m.Expires) {
 		t.logger.Info().Time("expires", m.Expires).Msg("task expired before it ran: revoked")
 		e.ev.task("task-revoked", m, map[string]any{"expired": true, "terminated": false, "signum": nil})
@@ -210,10 +253,33 @@ func (e *executor) run(d *delivery) {
 	}
 	e.ev.task("task-started", m, nil)
 
+	if l := e.rateLimit(m.Task); l != nil {
+		if err := l.Wait(e.hard); err != nil {
+			t.logger.Warn().Msg("task waiting for its rate limit was cancelled by shutdown; message goes back to the queue")
+			e.giveBack(d)
+			return
+		}
+	}
+	e.count(m.Task)
 	ctx, cancel, limit := e.taskContext(m)
+	e.fl.mu.Lock()
+	d.cancel = cancel
+	d.started = time.Now()
+	e.fl.mu.Unlock()
 	start := time.Now()
 	err := e.call(ctx, t)
 	runtime := time.Since(start)
+	e.fl.mu.Lock()
+	terminated := d.terminated
+	d.cancel = nil
+	e.fl.mu.Unlock()
+	if terminated {
+		cancel()
+		t.logger.Warn().Err(err).Dur("runtime", runtime).Msg("task terminated by revoke")
+		e.ev.task("task-revoked", m, map[string]any{"expired": false, "terminated": true, "signum": 15})
+		e.finishRevoked(t, d, "terminated")
+		return
+	}
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && e.hard.Err() == nil {
 		// The handler has returned (its locks are released): the time limit
 		// is the failure, never a retry.
@@ -318,7 +384,14 @@ func (e *executor) retry(t *Task, d *delivery, delay time.Duration, cause error)
 func (e *executor) taskContext(m *celery.TaskMessage) (context.Context, context.CancelFunc, timeLimitError) {
 	hard, soft := m.HardLimit, m.SoftLimit
 	if hard == 0 && soft == 0 {
-		hard = e.cfg.DefaultTimeLimit
+		e.limitsMu.Lock()
+		l, set := e.limits[m.Task]
+		e.limitsMu.Unlock()
+		if set {
+			hard, soft = l[0], l[1]
+		} else {
+			hard = e.cfg.DefaultTimeLimit
+		}
 	}
 	limit := timeLimitError{limit: hard}
 	if soft > 0 && (hard == 0 || soft < hard) {
@@ -376,6 +449,26 @@ func extended(hostname string, m *celery.TaskMessage) *celery.Extended {
 		x.Queue = &m.RoutingKey
 	}
 	return x
+}
+
+// terminate cancels the running tasks with these ids (revoke with
+// terminate=True) and returns the ids it found running.
+func (e *executor) terminate(ids []string) []string {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var found []string
+	e.fl.mu.Lock()
+	defer e.fl.mu.Unlock()
+	for _, d := range e.fl.held {
+		if d.state == stateRunning && d.msg != nil && want[d.msg.ID] && d.cancel != nil && !d.terminated {
+			d.terminated = true
+			d.cancel()
+			found = append(found, d.msg.ID)
+		}
+	}
+	return found
 }
 
 // finishRevoked records REVOKED with Celery's reason (revoked, expired,

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -45,6 +46,11 @@ type delivery struct {
 	priority int
 	state    deliveryState
 	timer    *time.Timer
+	// While running: cancel ends the handler's context; terminated says a
+	// revoke(terminate=True) did it.
+	cancel     context.CancelFunc
+	terminated bool
+	started    time.Time
 }
 
 // release gives back the slot of a message no longer prefetched or running.

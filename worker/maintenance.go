@@ -10,12 +10,13 @@ import (
 
 // maintenance keeps the broker's view of this worker current: it renews the
 // lease (unacked_index score) of every held message, restores the messages
-// of workers that died holding theirs (kombu's restore_visible), and sends
-// the worker heartbeat.
+// of workers that died holding theirs (kombu's restore_visible), sends the
+// worker heartbeat, and reads the revoked ids other replicas recorded.
 type maintenance struct {
 	keeper            keeper
 	fl                *inflight
 	ev                *events
+	revoked           *revocations
 	refreshInterval   time.Duration
 	restoreInterval   time.Duration
 	heartbeatInterval time.Duration
@@ -31,12 +32,20 @@ func (m *maintenance) start(ctx context.Context) {
 	every(ctx, &m.wg, m.refreshInterval, false, m.refresh)
 	every(ctx, &m.wg, m.restoreInterval, true, m.restore)
 	every(ctx, &m.wg, m.heartbeatInterval, true, m.ev.heartbeat)
+	every(ctx, &m.wg, m.restoreInterval, true, m.loadRevoked)
 }
 
 // shutdown stops the loops and returns when none is running.
 func (m *maintenance) shutdown() {
 	m.cancel()
 	m.wg.Wait()
+}
+
+// loadRevoked picks up ids revoked while this worker was not listening.
+func (m *maintenance) loadRevoked(ctx context.Context) {
+	if err := m.revoked.load(ctx); err != nil && ctx.Err() == nil {
+		m.errs.log(m.log, err, "reading revoked task ids failed")
+	}
 }
 
 // refresh renews the unacked_index score of every held message.

@@ -32,6 +32,7 @@ type Server struct {
 	errs    *rateLimited
 
 	fl      *inflight
+	revoked *revocations
 	ev      *events
 	fetch   *fetcher
 	exec    *executor
@@ -44,6 +45,10 @@ type Server struct {
 	stopped  bool
 	stopErr  error
 	stopDone chan struct{}
+	running  bool // inside Run, which stops on shutdownReq
+
+	shutdownOnce sync.Once
+	shutdownReq  chan struct{} // closed by control.shutdown
 }
 
 // NewServer checks cfg and prepares a server; it does not connect.
@@ -87,8 +92,9 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 	errs := newRateLimited(10 * time.Second)
 	s := &Server{
 		cfg: cfg, log: log, broker: broker, backend: results, errs: errs,
-		fl:       newInflight(cfg.Concurrency + cfg.Prefetch),
-		stopDone: make(chan struct{}),
+		fl:          newInflight(cfg.Concurrency + cfg.Prefetch),
+		stopDone:    make(chan struct{}),
+		shutdownReq: make(chan struct{}),
 	}
 	persist := &persister{hard: context.Background(), log: log, errs: errs}
 	s.ev = &events{hostname: cfg.Hostname, freq: cfg.HeartbeatInterval, mb: broker, log: log, errs: errs}
@@ -104,20 +110,37 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 	if j, ok := results.(chordJoiner); ok {
 		cv.chords = j
 	}
+	var store revokeStore
+	if rs, ok := broker.(revokeStore); ok {
+		store = rs
+	}
+	s.revoked = newRevocations(cfg.RevokeExpires, store)
 	s.exec = &executor{
 		cfg: cfg, h: h, log: log, sink: broker, results: results, deadQ: broker.DeadQueue(),
-		fl: s.fl, settler: s.settle, ev: s.ev, canvas: cv, persist: persist,
+		fl: s.fl, settler: s.settle, ev: s.ev, canvas: cv, revoked: s.revoked, persist: persist,
 	}
 	s.ev.stats = func() (int64, int64) { return s.exec.active.Load(), s.exec.processed.Load() }
 	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs,
 		size: &sizeGuard{limit: cfg.MaxMessageBytes, deadQ: broker.DeadQueue(), results: results, persist: persist, log: log}}
 	s.maint = &maintenance{
-		keeper: broker, fl: s.fl, ev: s.ev, refreshInterval: cfg.RefreshInterval,
+		keeper: broker, fl: s.fl, ev: s.ev, revoked: s.revoked, refreshInterval: cfg.RefreshInterval,
 		restoreInterval: cfg.RestoreInterval, heartbeatInterval: cfg.HeartbeatInterval,
 		visibility: cfg.VisibilityTimeout, log: log, errs: errs,
 	}
-	s.control = &controller{hostname: cfg.Hostname, mb: broker, h: h, ev: s.ev, log: log, errs: errs}
+	s.control = &controller{shutdown: s.remoteShutdown, cfg: cfg, mb: broker, h: h, ev: s.ev, exec: s.exec, revoked: s.revoked, log: log, errs: errs}
 	return s
+}
+
+// remoteShutdown is control.shutdown: Run returns after a graceful stop;
+// a server driven by Start and Stop stops as if Stop were called.
+func (s *Server) remoteShutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdownReq) })
+	s.mu.Lock()
+	running := s.running
+	s.mu.Unlock()
+	if !running {
+		_ = s.Stop(context.Background())
+	}
 }
 
 // Hostname is the worker's node name.
@@ -147,10 +170,17 @@ func (s *Server) Start(ctx context.Context) error {
 // Run starts the server, waits for ctx to end and stops it gracefully,
 // giving running tasks Config.ShutdownGrace.
 func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.running = true
+	s.mu.Unlock()
 	if err := s.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-s.shutdownReq:
+		s.log.Warn().Msg("worker stopping: shutdown requested by remote control")
+	}
 	return s.Stop(context.Background())
 }
 
@@ -192,7 +222,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.exec.shutdown(ctx, s.cfg.ShutdownGrace)
 	s.settle.shutdown()
 	s.exec.stopHard()
-	s.control.shutdown()
+	s.control.stop()
 	s.maint.shutdown()
 	s.ev.offline()
 	s.broker.Close()

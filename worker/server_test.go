@@ -321,25 +321,43 @@ func TestPriorityZeroServedFirst(t *testing.T) {
 func TestTimeLimitBecomesDeadline(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t)
+	locked := make(chan bool, 4)
 	s.mux.HandleFunc("tenant.tasks.slow", func(ctx context.Context, task *worker.Task) error {
+		locked <- true
+		defer func() { locked <- false }() // the handler's locks are released before the result
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			// A handler that would retry on any error: the limit still wins.
+			return fmt.Errorf("%w: %w", worker.RetryAfter(time.Millisecond), ctx.Err())
 		case <-time.After(20 * time.Second):
 			return nil
 		}
 	})
 	s.start(t)
-	raw := fixtureWith(t, "p2_send_task__db0__certmgr__0.json", func(env map[string]any) {
-		h := env["headers"].(map[string]any)
-		h["task"] = "tenant.tasks.slow"
-		h["id"] = "time-limit-1"
-		h["timelimit"] = []any{nil, 0.3}
-	})
-	s.redis.Do(t, "LPUSH", "certmgr", raw)
-	_, cerr := s.celery.Get(t, "time-limit-1", 15*time.Second)
-	if cerr == nil || cerr.ExcType != "TimeLimitExceeded" {
-		t.Fatalf("got %+v", cerr)
+	tests := []struct {
+		id        string
+		timelimit []any // [hard, soft] as Celery sends them
+		excType   string
+		message   string
+	}{
+		{id: "time-limit-hard", timelimit: []any{0.3, nil}, excType: "TimeLimitExceeded", message: "TimeLimitExceeded(0.3,)"},
+		{id: "time-limit-soft", timelimit: []any{nil, 0.3}, excType: "SoftTimeLimitExceeded", message: "SoftTimeLimitExceeded()"},
+	}
+	for _, tt := range tests {
+		raw := fixtureWith(t, "p2_send_task__db0__certmgr__0.json", func(env map[string]any) {
+			h := env["headers"].(map[string]any)
+			h["task"] = "tenant.tasks.slow"
+			h["id"] = tt.id
+			h["timelimit"] = tt.timelimit
+		})
+		s.redis.Do(t, "LPUSH", "certmgr", raw)
+		_, cerr := s.celery.Get(t, tt.id, 15*time.Second)
+		if cerr == nil || cerr.State != "FAILURE" || cerr.ExcType != tt.excType || cerr.Message != tt.message {
+			t.Fatalf("%s: got %+v, want FAILURE %s %q", tt.id, cerr, tt.excType, tt.message)
+		}
+		if <-locked != true || <-locked != false || len(locked) != 0 {
+			t.Fatalf("%s: handler ran more than once (retried), or its deferred unlock did not run", tt.id)
+		}
 	}
 }
 

@@ -638,3 +638,54 @@ func (b *Broker) Publish(ctx context.Context, queue string, priority int, raw []
 	}
 	return nil
 }
+
+// RevokedKey is the sorted set of revoked task ids (scored by the time
+// until which they stay revoked) that every certmgr worker of the broker
+// shares, so that a revoke outlives a restart and reaches a replica that
+// missed the broadcast. Celery keeps these in each worker's memory only.
+const RevokedKey = "certmgr.revoked"
+
+// AddRevoked marks task ids revoked until the given time, drops the expired
+// ones and keeps at most max (Celery's REVOKES_MAX).
+func (b *Broker) AddRevoked(ctx context.Context, ids []string, until time.Time, max int) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	args := []any{RevokedKey}
+	for _, id := range ids {
+		args = append(args, epoch(until), id)
+	}
+	_ = c.Send("MULTI")
+	_ = c.Send("ZADD", args...)
+	_ = c.Send("ZREMRANGEBYSCORE", RevokedKey, "-inf", epoch(time.Now()))
+	_ = c.Send("ZREMRANGEBYRANK", RevokedKey, 0, -(max + 1))
+	_ = c.Send("PEXPIREAT", RevokedKey, until.UnixMilli())
+	if _, err := c.Do("EXEC"); err != nil {
+		return fmt.Errorf("add %d revoked ids: %w", len(ids), err)
+	}
+	return nil
+}
+
+// Revoked returns the ids revoked and not yet expired, with their expiry.
+func (b *Broker) Revoked(ctx context.Context) (map[string]time.Time, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	vals, err := redis.Strings(c.Do("ZRANGEBYSCORE", RevokedKey, epoch(time.Now()), "+inf", "WITHSCORES"))
+	if err != nil {
+		return nil, fmt.Errorf("read revoked ids: %w", err)
+	}
+	out := make(map[string]time.Time, len(vals)/2)
+	for i := 0; i+1 < len(vals); i += 2 {
+		f, _ := strconv.ParseFloat(vals[i+1], 64)
+		out[vals[i]] = time.UnixMicro(int64(f * 1e6))
+	}
+	return out, nil
+}

@@ -260,13 +260,61 @@ def shape(v):
 
 
 def s_inspect(c):
-    """`inspect().ping()` and `registered()`"""
+    """`inspect()` ping, registered, active, reserved, scheduled, revoked, query_task, stats, conf, active_queues, clock, report: the shape of each reply"""
     insp = c.app.control.inspect(destination=[c.hostname], timeout=2)
+    running = c.send("compat.sleep", [2], label="running")
+    waiting = c.send("compat.add", [1, 2], countdown=30, label="waiting")
+    c.wait_calls(1)
+    c.wait_state(running, {"STARTED"})
+    time.sleep(0.5)  # the countdown task has reached the worker
     out = {}
-    ping = insp.ping() or {}
-    out["ping"] = ping.get(c.hostname)
-    reg = (insp.registered() or {}).get(c.hostname)
-    out["registered_has_add"] = reg is not None and "compat.add" in reg
+    me = lambda reply: (reply or {}).get(c.hostname)
+    out["ping"] = me(insp.ping())
+    reg = me(insp.registered())
+    out["registered"] = {"type": type(reg).__name__, "has_add": reg is not None and "compat.add" in reg}
+    out["active"] = shape(me(insp.active()))
+    out["active_ids"] = [r["id"] for r in me(insp.active()) or []]
+    out["reserved"] = shape(me(insp.reserved()))
+    sched = me(insp.scheduled()) or []
+    out["scheduled"] = shape(sched)
+    out["scheduled_ids"] = [s["request"]["id"] for s in sched]
+    c.app.control.revoke(waiting.id)
+    out["revoked_has"] = waiting.id in (me(insp.revoked()) or [])
+    q = me(insp.query_task(running.id)) or {}
+    out["query_task"] = {k: [v[0], shape(v[1])] for k, v in q.items()}
+    stats = me(insp.stats()) or {}
+    out["stats_keys"] = sorted(stats)
+    out["stats_total"] = stats.get("total")
+    conf = me(insp.conf()) or {}
+    out["conf"] = {k: conf.get(k) for k in ("task_track_started", "result_extended", "task_acks_late", "accept_content")}
+    out["active_queues"] = shape(me(insp.active_queues()))
+    out["clock"] = shape(me(insp.clock()))
+    out["report"] = shape(me(insp.report()))
+    outcome(running)
+    return out
+
+
+def s_control(c):
+    """`control` enable_events, disable_events, heartbeat, time_limit, rate_limit, pool_grow, pool_shrink: replies, and that they act"""
+    ctl = c.app.control
+    me = lambda reply: [r.get(c.hostname) for r in reply or [] if c.hostname in r]
+    dest = [c.hostname]
+    out = {}
+    out["disable_events"] = me(ctl.disable_events(destination=dest, reply=True, timeout=2))
+    out["disable_events_again"] = me(ctl.disable_events(destination=dest, reply=True, timeout=2))
+    out["enable_events"] = me(ctl.enable_events(destination=dest, reply=True, timeout=2))
+    out["heartbeat"] = me(ctl.heartbeat(destination=dest, reply=True, timeout=2))
+    out["time_limit_unknown"] = me(ctl.time_limit("compat.nobody", hard=1, destination=dest, reply=True, timeout=2))
+    out["rate_limit"] = me(ctl.rate_limit("compat.add", "1/s", destination=dest, reply=True, timeout=2))
+    out["rate_limit_bad"] = me(ctl.rate_limit("compat.add", "fast", destination=dest, reply=True, timeout=2))
+    start = time.time()
+    results = [c.send("compat.add", [i, i], label="limited") for i in range(3)]
+    for r in results:
+        outcome(r)
+    out["rate_limited_3_tasks_took_over_1s"] = time.time() - start > 1.0
+    out["rate_limit_off"] = me(ctl.rate_limit("compat.add", None, destination=dest, reply=True, timeout=2))
+    out["pool_grow"] = me(ctl.pool_grow(1, destination=dest, reply=True, timeout=2))
+    out["pool_shrink"] = me(ctl.pool_shrink(1, destination=dest, reply=True, timeout=2))
     return out
 
 
@@ -283,6 +331,16 @@ def s_events(c):
     evs = [e for e in c.events if e.get("uuid") == r.id]
     out["types"] = [e["type"] for e in evs]
     out["fields"] = {e["type"]: sorted(k for k in e if k != "local_received") for e in evs}
+    return out
+
+
+def s_control_time_limit(c):
+    """`control.time_limit('compat.sleep', hard=1)`, then `compat.sleep(3)` sent without a limit of its own"""
+    ctl = c.app.control
+    dest = [c.hostname]
+    out = {"reply": [r.get(c.hostname) for r in ctl.time_limit("compat.sleep", soft=None, hard=1, destination=dest, reply=True, timeout=2) or []]}
+    out["sleep"] = outcome(c.send("compat.sleep", [3]))
+    ctl.time_limit("compat.sleep", soft=None, hard=None, destination=dest, reply=True, timeout=2)
     return out
 
 
@@ -307,6 +365,8 @@ SCENARIOS = [
     ("revoke", s_revoke),
     ("revoke_terminate", s_revoke_terminate),
     ("inspect", s_inspect),
+    ("control", s_control),
+    ("control_time_limit", s_control_time_limit),
     ("events", s_events),
 ]
 
