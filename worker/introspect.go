@@ -80,7 +80,13 @@ func (e *executor) query(ids []string) map[string]any {
 	return out
 }
 
+// count adds a run of a registered task to `inspect stats`' total.
 func (e *executor) count(name string) {
+	if mux, isMux := e.h.(*ServeMux); isMux {
+		if _, found := mux.Handler(name); !found {
+			return
+		}
+	}
 	e.totalsMu.Lock()
 	if e.total == nil {
 		e.total = map[string]int{}

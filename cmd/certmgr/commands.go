@@ -8,7 +8,7 @@ import (
 func workerCommand() *command {
 	return &command{
 		name:  "worker",
-		args:  "[-Q queue] [--concurrency N] [--loglevel level]",
+		args:  "[-Q queue] [--concurrency N] [-E|--task-events] [--loglevel level]",
 		short: "run the Celery worker that consumes the certmgr queue",
 		long: `Consumes the Django app's tasks from the Redis broker, runs the renewal sweep
 twice a day, and serves /healthz, /readyz and /metrics on CERTMGR_HTTP_ADDR.
@@ -18,7 +18,12 @@ SIGTERM stops fetching and gives in-flight tasks CERTMGR_SHUTDOWN_GRACE.`,
 			queue := fs.String("Q", a.getenv(EnvQueue), "queue to consume [$"+EnvQueue+", certmgr]")
 			conc := fs.String("concurrency", a.getenv(EnvConcurrency), "tasks run at once [$"+EnvConcurrency+", 4]")
 			fs.StringVar(conc, "c", a.getenv(EnvConcurrency), "")
+			events := fs.Bool("task-events", false, "send task events, as celery worker -E [$"+EnvSendTaskEvents+", false]")
+			fs.BoolVar(events, "E", false, "")
 			return func(a *app) error {
+				if *events {
+					a.cfg.Worker.SendTaskEvents = true
+				}
 				if *queue != "" {
 					a.cfg.Worker.Queue = *queue
 				}

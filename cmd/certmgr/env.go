@@ -60,6 +60,11 @@ const (
 	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
 	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
 	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
+	EnvTrackStarted         = "CELERY_TASK_TRACK_STARTED"
+	EnvResultExtended       = "CELERY_RESULT_EXTENDED"
+	EnvSendTaskEvents       = "CELERY_WORKER_SEND_TASK_EVENTS"
+	EnvDefaultQueue         = "CELERY_TASK_DEFAULT_QUEUE"
+	EnvRevokeExpires        = "CELERY_WORKER_REVOKE_EXPIRES"
 	EnvACMEEmail            = "ACME_EMAIL"
 	EnvACMECABundle         = "ACME_CA_BUNDLE"
 	EnvACMEProfile          = "ACME_PROFILE"
@@ -160,6 +165,16 @@ var Variables = []Variable{
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.VisibilityTimeout })},
 	{Name: EnvResultExpires, Default: "86400", Doc: "seconds task results are kept",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.ResultExpires })},
+	{Name: EnvTrackStarted, Default: "false", Doc: "`true`: store the STARTED state when a task starts (Celery's `task_track_started`)",
+		set: parsed(parseBool, func(c *Configs) *bool { return &c.Worker.TrackStarted })},
+	{Name: EnvResultExtended, Default: "false", Doc: "`true`: stored states carry `name`, `args`, `kwargs`, `worker`, `retries`, `queue` (Celery's `result_extended`)",
+		set: parsed(parseBool, func(c *Configs) *bool { return &c.Worker.ResultExtended })},
+	{Name: EnvSendTaskEvents, Default: "false", Doc: "`true`: send task events (`task-received/started/succeeded/failed/retried/revoked`) for Flower and `celery events`, as `celery worker -E`; also `certmgr worker -E` / `--task-events`; `control.enable_events()` turns them on at run time",
+		set: parsed(parseBool, func(c *Configs) *bool { return &c.Worker.SendTaskEvents })},
+	{Name: EnvDefaultQueue, Default: "celery", Doc: "queue of canvas tasks (link callbacks, errbacks, chain steps, chord bodies) whose signature names no queue (Celery's `task_default_queue`)",
+		set: text(func(c *Configs) *string { return &c.Worker.DefaultQueue })},
+	{Name: EnvRevokeExpires, Default: "10800", Doc: "seconds a revoked task id is honoured; ids are kept in Redis (`certmgr.revoked`), so every replica and a restarted worker honour them (Celery's `REVOKE_EXPIRES`)",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.RevokeExpires })},
 	{Name: EnvMaxMessageBytes, Default: strconv.Itoa(worker.DefaultMaxMessageBytes), Doc: "largest task message taken; a bigger one is moved to `<queue>.dead` inside Redis (its body never reaches the worker) and its task gets a FAILURE `kombu.exceptions.LimitExceeded` naming the limit; `0`: no limit",
 		set: func(c *Configs, v string) error {
 			err := number(0, 1<<30, func(c *Configs) *int { return &c.Worker.MaxMessageBytes })(c, v)

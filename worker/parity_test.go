@@ -1,0 +1,106 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/worker"
+)
+
+// pythonControl runs app.control.<call> with real Python Celery.
+func pythonControl(t *testing.T, brokerURL, call string) {
+	t.Helper()
+	code := fmt.Sprintf("from celery import Celery\napp = Celery(broker=%q)\napp.control.%s\n", brokerURL, call)
+	out, err := exec.Command(testpeers.Python, "-c", code).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python app.control.%s: %v\n%s", call, err, out)
+	}
+}
+
+// A revoke reaches the workers that are up; one started later, or this one
+// restarted, still honours it: the ids are kept in Redis, with a bounded TTL.
+func TestRevokeOutlivesRestartAndReachesNewReplicas(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	s.cfg.RevokeExpires = time.Hour
+	var ran atomic.Int32
+	s.mux.HandleFunc("tenant.tasks.revocable", func(ctx context.Context, task *worker.Task) error {
+		ran.Add(1)
+		return nil
+	})
+	first, err := worker.NewServer(s.cfg, s.mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The broadcast only reaches subscribed workers: wait for the first.
+	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
+		return exec.Command(testpeers.Python, "-c", code).Run() == nil
+	})
+	pythonControl(t, s.redis.URL, `revoke(["rv-1", "rv-2"])`)
+	waitFor(t, 10*time.Second, "revoked ids stored", func() bool {
+		n, _ := redis.Int(s.redis.Do(t, "ZCARD", "certmgr.revoked"), nil)
+		return n == 2
+	})
+	if ttl, _ := redis.Int64(s.redis.Do(t, "PTTL", "certmgr.revoked"), nil); ttl <= 0 || ttl > time.Hour.Milliseconds() {
+		t.Errorf("revoked ids kept for %d ms, want a TTL of at most RevokeExpires (1h)", ttl)
+	}
+	if err := first.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A replica that never saw the broadcast.
+	s.cfg.Hostname += "-replica"
+	s.start(t)
+	for _, id := range []string{"rv-1", "rv-2"} {
+		s.redis.Do(t, "LPUSH", "certmgr", fixtureWith(t, "p2_send_task__db0__certmgr__0.json", func(env map[string]any) {
+			h := env["headers"].(map[string]any)
+			h["task"], h["id"] = "tenant.tasks.revocable", id
+		}))
+		_, cerr := s.celery.Get(t, id, 15*time.Second)
+		if cerr == nil || cerr.State != "REVOKED" || cerr.Message != "revoked" {
+			t.Fatalf("%s: got %+v, want REVOKED 'revoked'", id, cerr)
+		}
+	}
+	if n := ran.Load(); n != 0 {
+		t.Errorf("a revoked task ran %d times", n)
+	}
+}
+
+// control.shutdown() makes Run return after a graceful stop, without a
+// reply (as Celery's worker, which raises WorkerShutdown).
+func TestRemoteShutdownStopsRun(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	srv, err := worker.NewServer(s.cfg, s.mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
+		return exec.Command(testpeers.Python, "-c", code).Run() == nil
+	})
+	pythonControl(t, s.redis.URL, fmt.Sprintf("shutdown(destination=[%q])", s.cfg.Hostname))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after control.shutdown()")
+	}
+}
