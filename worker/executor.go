@@ -236,6 +236,7 @@ func (e *executor) run(d *delivery) {
 	}
 	t.logger = e.log.With().Str(FieldTaskID, m.ID).Str(FieldTaskName, m.Task).Int(FieldRetries, m.Retries).Logger()
 
+	e.revoked.wait(e.hard)
 	if e.revoked.has(m.ID) {
 		t.logger.Info().Msg("task revoked before it ran")
 		e.ev.task("task-revoked", m, map[string]any{"expired": false, "terminated": false, "signum": nil})

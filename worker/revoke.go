@@ -25,10 +25,22 @@ type revocations struct {
 	store revokeStore // nil: memory only
 	mu    sync.Mutex
 	ids   map[string]time.Time // until
+
+	loadOnce sync.Once
+	loaded   chan struct{} // closed after the first load, whatever its outcome
 }
 
 func newRevocations(ttl time.Duration, store revokeStore) *revocations {
-	return &revocations{ttl: ttl, store: store, ids: map[string]time.Time{}}
+	return &revocations{ttl: ttl, store: store, ids: map[string]time.Time{}, loaded: make(chan struct{})}
+}
+
+// wait returns once the ids stored before this worker started have been
+// read (or reading them failed once), so that no task runs unchecked.
+func (r *revocations) wait(ctx context.Context) {
+	select {
+	case <-r.loaded:
+	case <-ctx.Done():
+	}
 }
 
 // add remembers ids as revoked and persists them.
@@ -48,6 +60,7 @@ func (r *revocations) add(ctx context.Context, ids []string) error {
 
 // load merges the ids other replicas (or this one before a restart) revoked.
 func (r *revocations) load(ctx context.Context) error {
+	defer r.loadOnce.Do(func() { close(r.loaded) })
 	if r.store == nil {
 		return nil
 	}
