@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,5 +449,40 @@ func TestApplyThroughMirror(t *testing.T) {
 	}
 	if leftovers, _ := filepath.Glob(filepath.Join(peer.Prefix, ".certmgr-test-*")); len(leftovers) > 0 {
 		t.Errorf("wrote into the main configuration's directory: %v", leftovers)
+	}
+}
+
+// TestApplyFuncRenderFails: a render that fails halfway through the
+// candidate leaves the live file as it was, no candidate behind, and runs no
+// nginx -t (the binary here does not exist).
+func TestApplyFuncRenderFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	live := filepath.Join(dir, "custom-domains.conf")
+	writeFile(t, live, "# live\n")
+	a, err := NewApplier(Config{ConfPath: live, Binary: filepath.Join(dir, "no-nginx"), MainConf: filepath.Join(dir, "nginx.conf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("render failed")
+	changed, err := a.ApplyFunc(context.Background(), func(w io.Writer) error {
+		if _, err := io.WriteString(w, "server {\n"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if changed || !errors.Is(err, boom) {
+		t.Fatalf("ApplyFunc = %v, %v; want the render's error", changed, err)
+	}
+	if b, _ := os.ReadFile(live); string(b) != "# live\n" {
+		t.Errorf("live file is now %q", b)
+	}
+	if _, err := os.Stat(a.CandidatePath()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("candidate left behind: %v", err)
+	}
+	// The same bytes as the live file: unchanged, no nginx -t either.
+	changed, err = a.Apply(context.Background(), []byte("# live\n"))
+	if changed || err != nil {
+		t.Errorf("Apply of the live bytes = %v, %v; want unchanged without nginx -t", changed, err)
 	}
 }
