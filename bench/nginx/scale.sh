@@ -36,13 +36,14 @@ echo "$out" | awk '
 	for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
 	for (j = 1; j <= 2; j++) {
 		pre = (j == 1 ? "ps-" : "var-")
+		dn = (j == 1 && m["ps-domains"] != "" ? m["ps-domains"] : n)
 		mode = (j == 1 ? "per-server" : (m[pre "cert-cache-max"] > 0 ? "variable+cache" : "variable"))
 		hs = m[pre "handshakes/s"]; warm = m[pre "handshakes-warm/s"]
 		base = m["ps-handshakes/s"]; basewarm = m["ps-handshakes-warm/s"]
 		pct = sprintf("%.0f%%", 100 * hs / base)
 		if (warm != "") pct = pct sprintf(" / %.0f%%", 100 * warm / basewarm)
 		rows[++k] = sprintf("| %s | %s | %d | %s | %.1f | %.1f | %.0f | %d (%d + %d) | %.0f%s | %s | %.0f | %.0f | %.0f |",
-			v, mode, n, (m[pre "auto-picks"] == 1 ? "yes" : ""), m[pre "file-MB"],
+			v, mode, dn, (m[pre "auto-picks"] == 1 ? "yes" : ""), m[pre "file-MB"],
 			m[pre "nginx-t-ms"] / 1000, m[pre "nginx-t-maxrss-MB"],
 			m[pre "issued-to-served-ms"], m[pre "regenerate-ms"], m[pre "reload-to-served-ms"],
 			hs, (warm == "" ? "" : (j == 1 ? sprintf(" / %.0f", warm) : sprintf(" / %.0f (cache warmed in %.0f s)", warm, m[pre "cache-warmup-s"]))),
@@ -55,5 +56,7 @@ END {
 	print "| nginx | mode | domains | auto picks it | file MB | nginx -t s | nginx -t peak RSS MB | issued → served ms (regenerate + reload to served) | handshakes/s, random SNI over all names (cold / warm cache) | % of per-server, same windows | master RSS MB | worker RSS MB | nginx PSS MB |"
 	print "|---|---|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|"
 	for (i = 1; i <= k; i++) print rows[i]
+	print ""
+	print "The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX names (10,000): its handshake rate does not depend on the number of names, and at 100,000 it would need about 10 GB here. Each row of a size ran at the same time as the other (handshake windows alternate)."
 	if (load != "") { print ""; print "Load average (1, 5, 15 min) before / after: " substr(load, 6) ", '"$(nproc)"' CPUs." }
 }'
