@@ -148,6 +148,10 @@ type Config struct {
 	// variable on an nginx without ssl_certificate_cache, default
 	// DefaultAutoVariableAbove.
 	AutoVariableAbove int
+	// CertCacheMax bounds ssl_certificate_cache's max= (entries; a domain
+	// needs two) where nginx has the cache (NGINX_CERT_CACHE_MAX), default
+	// DefaultCertCacheMax. Each worker process has its own cache.
+	CertCacheMax int
 	// DefaultCert and DefaultKey are the certificate of the HTTPS default
 	// server that answers 421 to unknown names (NGINX_DEFAULT_CERT,
 	// NGINX_DEFAULT_KEY), default Debian's snakeoil pair.
@@ -186,6 +190,7 @@ func (c Config) WithDefaults() Config {
 	c.HTTPPort = cmp.Or(c.HTTPPort, DefaultHTTPPort)
 	c.CertMode = cmp.Or(c.CertMode, CertModeAuto)
 	c.AutoVariableAbove = cmp.Or(c.AutoVariableAbove, DefaultAutoVariableAbove)
+	c.CertCacheMax = cmp.Or(c.CertCacheMax, DefaultCertCacheMax)
 	c.DefaultCert = cmp.Or(c.DefaultCert, DefaultCert)
 	c.DefaultKey = cmp.Or(c.DefaultKey, DefaultKey)
 	c.ACMEWebroot = cmp.Or(c.ACMEWebroot, DefaultACMEWebroot)
@@ -241,6 +246,9 @@ func (c Config) validate() error {
 	}
 	if c.AutoVariableAbove < 0 {
 		errs = append(errs, fmt.Errorf("AutoVariableAbove %d: want >= 0", c.AutoVariableAbove))
+	}
+	if c.CertCacheMax < 2 {
+		errs = append(errs, fmt.Errorf("CertCacheMax (NGINX_CERT_CACHE_MAX) %d: want >= 2 (a certificate and its key)", c.CertCacheMax))
 	}
 	if _, err := ParseHashMode(string(c.HashMode)); err != nil {
 		errs = append(errs, err)

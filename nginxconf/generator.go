@@ -109,7 +109,7 @@ func (g *Generator) plan(ctx context.Context, sites []Site) (Plan, error) {
 	if g.cfg.CertMode == CertModeAuto && len(sites) > 0 {
 		keys = g.workersCanRead(mainConf, info, sites[0])
 	}
-	p := Choose(g.cfg.CertMode, info, len(sites), g.cfg.AutoVariableAbove, keys)
+	p := Choose(g.cfg, info, len(sites), keys)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if p.Mode != g.last.Mode || p.Rule != g.last.Rule || p.HTTP2 != g.last.HTTP2 || (p.CertCache > 0) != (g.last.CertCache > 0) {

@@ -22,6 +22,13 @@ import (
 // (618 against 287 handshakes/s), so it stays the choice for small fleets.
 const DefaultAutoVariableAbove = 1000
 
+// DefaultCertCacheMax bounds ssl_certificate_cache's max= (entries: a
+// certificate and a key per domain). Each nginx worker keeps its own cache;
+// measured here (bench/nginx/scale.sh) a warm entry pair costs a worker
+// about 11 KB, so 160,000 entries (80,000 domains) hold a worker under about
+// 900 MB. Past that, the least recently used names are read from disk again.
+const DefaultCertCacheMax = 160000
+
 // certCacheInactive and certCacheValid are the ssl_certificate_cache
 // timings: an entry unused for an hour is dropped (nginx's default, 10 s,
 // would drop nearly every tenant of a large fleet between two of its
@@ -70,7 +77,8 @@ func legacyPlan(mode CertMode) Plan {
 }
 
 // Choose decides how to render domains domains for the nginx info describes.
-// mode is Config.CertMode; auto picks:
+// cfg gives CertMode, AutoVariableAbove and CertCacheMax (defaults applied
+// here). auto picks:
 //
 //   - variable with ssl_certificate_cache when nginx has the cache (≥ 1.27.4):
 //     handshakes use certificates parsed once per worker, and neither nginx -t
@@ -82,13 +90,16 @@ func legacyPlan(mode CertMode) Plan {
 // (variable mode has them read at handshake by the workers, not by the
 // master); when they cannot, auto keeps per-server mode and says so.
 // Choose is pure.
-func Choose(mode CertMode, info NginxInfo, domains, variableAbove int, keysReadable error) Plan {
+func Choose(cfg Config, info NginxInfo, domains int, keysReadable error) Plan {
+	cfg = cfg.WithDefaults()
+	mode, variableAbove := cfg.CertMode, cfg.AutoVariableAbove
 	p := Plan{Mode: mode, HTTP2: info.HTTP2()}
 	cache := func() {
 		if info.CertificateCache() {
 			// One entry for the certificate and one for the key of each
-			// domain, plus room so that a few new names never evict.
-			p.CertCache = max(1000, (2*domains+domains/10+999)/1000*1000)
+			// domain, plus room so that a few new names never evict; at
+			// most CertCacheMax (each worker has its own cache).
+			p.CertCache = min(cfg.CertCacheMax, max(1000, (2*domains+domains/10+999)/1000*1000))
 		}
 	}
 	switch mode {

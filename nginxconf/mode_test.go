@@ -30,7 +30,8 @@ func TestChoose(t *testing.T) {
 		{"1.22, 100,000 domains", CertModeAuto, v122, 100000, nil, CertModeVariable, RuleLargeFleet, 0, HTTP2Listen},
 		{"1.22, many domains, keys unreadable", CertModeAuto, v122, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Listen},
 		{"1.28, few domains: the cache", CertModeAuto, v128, 10, nil, CertModeVariable, RuleCertCache, 1000, HTTP2Directive},
-		{"1.28, 100,000 domains", CertModeAuto, v128, 100000, nil, CertModeVariable, RuleCertCache, 210000, HTTP2Directive},
+		{"1.28, 50,000 domains", CertModeAuto, v128, 50000, nil, CertModeVariable, RuleCertCache, 105000, HTTP2Directive},
+		{"1.28, 100,000 domains: the cache is capped", CertModeAuto, v128, 100000, nil, CertModeVariable, RuleCertCache, DefaultCertCacheMax, HTTP2Directive},
 		{"1.28, keys unreadable, few domains", CertModeAuto, v128, 10, unreadable, CertModePerServer, RuleSmallFleet, 0, HTTP2Directive},
 		{"1.28, keys unreadable, many", CertModeAuto, v128, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Directive},
 		{"configured per-server on 1.28", CertModePerServer, v128, 100000, nil, CertModePerServer, RuleConfigured, 0, HTTP2Directive},
@@ -39,7 +40,7 @@ func TestChoose(t *testing.T) {
 		{"no http_v2 module", CertModeAuto, NginxInfo{Version: Version{1, 22, 1}, Modules: []string{"http_ssl"}}, 1, nil, CertModePerServer, RuleSmallFleet, 0, HTTP2None},
 	}
 	for _, tc := range tests {
-		p := Choose(tc.mode, tc.info, tc.domains, DefaultAutoVariableAbove, tc.keys)
+		p := Choose(Config{CertMode: tc.mode}, tc.info, tc.domains, tc.keys)
 		if p.Mode != tc.wantMode || p.Rule != tc.wantRule || p.CertCache != tc.wantCache || p.HTTP2 != tc.wantHTTP2 {
 			t.Errorf("%s: Choose = %s/%s cache %d http2 %s; want %s/%s cache %d http2 %s (%s)", tc.desc,
 				p.Mode, p.Rule, p.CertCache, p.HTTP2, tc.wantMode, tc.wantRule, tc.wantCache, tc.wantHTTP2, p.Reason)

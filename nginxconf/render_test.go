@@ -127,7 +127,7 @@ func TestRenderGoldenGenerations(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := Config{CertMode: tc.mode, AutoVariableAbove: tc.above}.WithDefaults()
-			plan := Choose(cfg.CertMode, info, len(ss), cfg.AutoVariableAbove, nil)
+			plan := Choose(cfg, info, len(ss), nil)
 			if plan.Mode != tc.wantMode {
 				t.Fatalf("Choose = %s (%s), want %s", plan.Mode, plan.Reason, tc.wantMode)
 			}

@@ -94,7 +94,7 @@ type scaleNginx struct {
 
 func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n int) {
 	names := store.names[:n]
-	auto := Choose(CertModeAuto, info, n, DefaultAutoVariableAbove, nil)
+	auto := Choose(Config{CertMode: CertModeAuto}, info, n, nil)
 	// The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX
 	// names (default 10,000): at 100,000 it would need about 10 GB and
 	// minutes per reload here, and its handshake rate does not depend on the
