@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/midsummer/certmgr/domain"
 )
 
@@ -30,10 +32,23 @@ func (s *Store) ensureTables(ctx context.Context) error {
 	if s.tables.done {
 		return nil
 	}
-	for _, ddl := range []string{ownersTable, budgetTable} {
-		if _, err := s.pool.Exec(ctx, ddl); err != nil {
-			return fmt.Errorf("create certmgr's tables: %w", err)
+	// Replicas start together: CREATE TABLE IF NOT EXISTS is not safe against
+	// itself (two sessions can both try to create the type), so one at a time.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, LockKey("certmgr-tables")); err != nil {
+			return err
 		}
+		for _, ddl := range []string{ownersTable, budgetTable,
+			`ALTER TABLE certmgr_acme_order ADD COLUMN IF NOT EXISTS renewal boolean NOT NULL DEFAULT false`,
+			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_at ON certmgr_acme_order (at)`} {
+			if _, err := tx.Exec(ctx, ddl); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create certmgr's tables: %w", err)
 	}
 	s.tables.done = true
 	return nil

@@ -43,6 +43,10 @@ type Domains interface {
 	// serves, so that it never serves another row without a fresh check.
 	RecordOwner(ctx context.Context, name domain.Name, row domaindb.CustomDomain) error
 	CertOwners(ctx context.Context) (map[domain.Name]domaindb.CertOwner, error)
+	// ReserveOrder and FinishOrder count ACME orders against the budgets,
+	// across replicas.
+	ReserveOrder(ctx context.Context, req domaindb.OrderRequest, b domaindb.Budgets) (int64, domaindb.Remaining, error)
+	FinishOrder(ctx context.Context, id int64, outcome string) error
 	LinkCertificate(ctx context.Context, id int64, issuedAt, notAfter time.Time) (bool, error)
 	ListAll(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
 }
@@ -113,6 +117,10 @@ type Config struct {
 	// store: after a domain's lock is taken, at the start of a sweep and
 	// before a purge. Default: none (files mode reads the directory itself).
 	Sync Syncer
+	// Budgets limit ACME orders per domain, owner and account
+	// (CERTMGR_FORCE_INTERVAL, CERTMGR_TENANT_ORDERS_PER_HOUR, Let's
+	// Encrypt's account limits). Zero fields take domaindb's defaults.
+	Budgets domaindb.Budgets
 	// Names validates names that arrive in task arguments and flags.
 	Names domain.Policy
 	// Logger receives the pipeline's logs (component=tasks). Default: none.
@@ -183,6 +191,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.accountOrdersLeft.Set(float64(cmp.Or(cfg.Budgets.AccountOrdersPer3h, 300)))
 	return &Service{cfg: cfg, log: cfg.Logger.With().Str("component", "tasks").Logger(), metrics: m}, nil
 }
 

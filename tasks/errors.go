@@ -55,12 +55,19 @@ func classify(name domain.Name, err error) classified {
 		badRow    *domaindb.BadRowError
 		badArgs   *argError
 		inUse     *InUseError
+		budget    *domaindb.BudgetError
 	)
 	switch {
 	case errors.As(err, &badArgs):
 		return classified{excType: ExcBadArguments}
 	case errors.As(err, &inUse):
 		return classified{excType: ExcDomainInUse}
+	case errors.As(err, &budget):
+		// certmgr's own budget: refused before any order, failed at once
+		// with the time it may be tried again.
+		return classified{excType: ExcRateLimited,
+			tenant: fmt.Sprintf("Too many certificate requests for this domain or account; try again after %s.",
+				budget.RetryAt.UTC().Format("2006-01-02 15:04 MST"))}
 	case errors.Is(err, domaindb.ErrNotFound):
 		return classified{excType: ExcNotFound}
 	case errors.As(err, &badRow), errors.As(err, &rejected):

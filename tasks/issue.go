@@ -2,9 +2,11 @@ package tasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/worker"
@@ -89,8 +91,16 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		log.Debug().Bool("due", dec.Due).Str("reason", dec.Reason).Msg("existing certificate checked")
 	}
 	if !reuse {
+		// The budgets are checked (and the order counted) before the CA
+		// sees anything: one tenant cannot spend the shared account's limits.
+		orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: row.Domain, Owner: row.Owner(), Forced: force && found})
+		if err != nil {
+			s.recordFailure(ctx, row, err)
+			return res, err
+		}
 		start := time.Now()
 		lineage, err = s.cfg.Issuer.Issue(ctx, row.Domain)
+		s.finishOrder(ctx, orderID, err)
 		if err != nil {
 			s.recordFailure(ctx, row, err)
 			return res, err
@@ -156,4 +166,37 @@ func (s *Service) recordFailure(ctx context.Context, row domaindb.CustomDomain, 
 		return row.Status
 	}
 	return st
+}
+
+// reserveOrder takes one unit of every budget the order counts against.
+func (s *Service) reserveOrder(ctx context.Context, req domaindb.OrderRequest) (int64, error) {
+	id, rem, err := s.cfg.Domains.ReserveOrder(ctx, req, s.cfg.Budgets)
+	var be *domaindb.BudgetError
+	if errors.As(err, &be) {
+		s.metrics.budgetRefusals.WithLabelValues(be.Budget).Inc()
+		return 0, err
+	}
+	if err != nil {
+		return 0, err
+	}
+	s.metrics.accountOrdersLeft.Set(float64(rem.AccountOrders))
+	return id, nil
+}
+
+// finishOrder records how the order ended, for the budgets that count
+// certificates and failed validations.
+func (s *Service) finishOrder(ctx context.Context, id int64, err error) {
+	outcome := domaindb.OrderIssued
+	var valid *acme.ValidationError
+	switch {
+	case errors.As(err, &valid):
+		outcome = domaindb.OrderFailedValidation
+	case err != nil:
+		outcome = domaindb.OrderFailed
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if ferr := s.cfg.Domains.FinishOrder(wctx, id, outcome); ferr != nil {
+		s.log.Warn().Err(ferr).Int64("order", id).Msg("could not record the order's outcome")
+	}
 }

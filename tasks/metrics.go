@@ -26,6 +26,10 @@ type metrics struct {
 	expiry        *prometheus.GaugeVec   // notAfter of each domain's served certificate
 	certMode      *prometheus.GaugeVec   // 1 for the mode the last regeneration rendered
 	certCache     prometheus.Gauge       // its ssl_certificate_cache max=, 0 for none
+	// accountOrdersLeft is what the last reservation left of the account's
+	// orders per 3 hours; budgetRefusals counts orders refused by budget.
+	accountOrdersLeft prometheus.Gauge
+	budgetRefusals    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,12 +58,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			[]string{"mode", "rule", "http2"}),
 		certCache: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_nginx_ssl_certificate_cache_max",
 			Help: "max= of the ssl_certificate_cache the last regeneration rendered; 0 for none (nginx before 1.27.4, or per-server mode)."}),
+		accountOrdersLeft: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_acme_account_orders_remaining",
+			Help: "ACME orders the account may still make in the current 3-hour window (Let's Encrypt: 300), as of the last order certmgr made, counted across replicas."}),
+		budgetRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_order_budget_refusals_total",
+			Help: "Orders refused before reaching the CA, by budget (forced_reissue, tenant_orders_per_hour, account_orders_per_3h, certificates_per_registered_domain_per_week, duplicate_certificates_per_week, failed_validations_per_hour)."}, []string{"budget"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
-		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache} {
+		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache,
+		m.accountOrdersLeft, m.budgetRefusals} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

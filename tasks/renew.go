@@ -166,7 +166,15 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	if len(lefts) > 0 {
 		return &leftPlatformError{detail: strings.Join(lefts, " ")}
 	}
+	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: rows[0].Owner(), Renewal: true})
+	if err != nil {
+		for _, r := range rows {
+			s.recordFailure(ctx, r, err)
+		}
+		return err
+	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
+	s.finishOrder(ctx, orderID, err)
 	if err != nil {
 		for _, r := range rows {
 			s.recordFailure(ctx, r, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/dnscheck"
 	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/tasks"
 )
@@ -160,9 +162,9 @@ func TestSweepDoesNotRenewANameThatLeftThePlatform(t *testing.T) {
 
 const verifySecret = "tasks-test-verify-secret-0123"
 
-func txtOwnership(c *dnscheck.Config) {
+var txtOwnership = setupOpt{dns: func(c *dnscheck.Config) {
 	c.Ownership, c.VerifySecret = dnscheck.OwnershipTXT, verifySecret
-}
+}}
 
 // insertOwned adds a row for tenant as Django would.
 func (b *bundle) insertOwned(name domain.Name, tenant int64) int64 {
@@ -237,4 +239,105 @@ func TestDanglingCNAMETakeoverNeedsAFreshOwnershipProof(t *testing.T) {
 		t.Fatalf("tenant B's issue with its record: %v", err)
 	}
 	b.waitServed(d, func(*x509.Certificate) bool { return true })
+}
+
+// Budgets stop a tenant before the CA: with 3 orders per tenant per hour and
+// one forced re-issue per domain per hour, a second forced re-issue and a
+// fourth order fail at once with RateLimited and the time to retry, no order
+// reaches Pebble, and /metrics shows the refusals and what the account has
+// left. The counts live in PostgreSQL, so a second Service (another replica)
+// sees the same budget.
+func TestOrderBudgetsRefuseBeforeTheCA(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpt{tasks: func(c *tasks.Config) {
+		c.Budgets = domaindb.Budgets{TenantOrdersPerHour: 3, ForceInterval: time.Hour}
+	}})
+	ctx := context.Background()
+	d1, d2, d3 := b.domain("budget1"), b.domain("budget2"), b.domain("budget3")
+	for _, d := range []domain.Name{d1, d2, d3} {
+		b.insertOwned(d, 7)
+	}
+	if _, err := b.svc.Issue(ctx, string(d1), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Issue(ctx, string(d2), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Issue(ctx, string(d1), true); err != nil {
+		t.Fatalf("first forced re-issue: %v", err)
+	}
+	orders := func() int { return b.issuer.orders(d1) + b.issuer.orders(d2) + b.issuer.orders(d3) }
+	if n := orders(); n != 3 {
+		t.Fatalf("%d orders, want 3", n)
+	}
+
+	b.startWorker("w1")
+	for _, tc := range []struct {
+		desc   string
+		name   domain.Name
+		force  bool
+		budget string
+	}{
+		{"second forced re-issue within the hour", d1, true, domaindb.BudgetForce},
+		{"fourth order of the tenant within the hour", d3, false, domaindb.BudgetTenant},
+	} {
+		id := b.celery.Send(t, testpeers.SendOptions{Task: tasks.IssueTask, Args: []any{string(tc.name)}, Kwargs: map[string]any{"force": tc.force}})
+		_, cerr := b.celery.Get(t, id, 30*time.Second)
+		if cerr == nil || cerr.State != "FAILURE" || cerr.ExcType != tasks.ExcRateLimited || !strings.Contains(cerr.Message, tc.budget) {
+			t.Errorf("%s: %+v; want FAILURE RateLimited naming %s", tc.desc, cerr, tc.budget)
+			continue
+		}
+		// The retry time: an hour after the orders that used the budget.
+		_, after, _ := strings.Cut(cerr.Message, "may retry after ")
+		at, err := time.Parse(time.RFC3339, strings.Fields(after + " x")[0])
+		if err != nil || at.Before(time.Now().Add(50*time.Minute)) || at.After(time.Now().Add(time.Hour)) {
+			t.Errorf("%s: retry time %q (%v) is not about an hour ahead", tc.desc, after, err)
+		}
+		if row := b.row(tc.name); !strings.Contains(row.LastError, "try again after") {
+			t.Errorf("%s: last_error %q", tc.desc, row.LastError)
+		}
+	}
+	if n := orders(); n != 3 {
+		t.Fatalf("%d orders reached the CA; the refused ones must not", n)
+	}
+	// Another replica counts against the same budget.
+	other, err := tasks.New(tasks.Config{Domains: b.db, DNS: mustChecker(t, b), Issuer: b.issuer, Certificates: b.acme.Store(),
+		Nginx: noNginx{}, Reloader: b.reloader, Names: b.names, Budgets: domaindb.Budgets{TenantOrdersPerHour: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var be *domaindb.BudgetError
+	if _, err := other.Issue(ctx, string(d3), false); !errors.As(err, &be) || be.Budget != domaindb.BudgetTenant {
+		t.Fatalf("second replica: %v; want the tenant budget refused", err)
+	}
+	mfs, err := b.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["certmgr_acme_account_orders_remaining"] != 297 || got["certmgr_order_budget_refusals_total/"+domaindb.BudgetForce] != 1 ||
+		got["certmgr_order_budget_refusals_total/"+domaindb.BudgetTenant] != 1 {
+		t.Errorf("metrics: remaining %v, refusals force %v tenant %v", got["certmgr_acme_account_orders_remaining"],
+			got["certmgr_order_budget_refusals_total/"+domaindb.BudgetForce], got["certmgr_order_budget_refusals_total/"+domaindb.BudgetTenant])
+	}
+}
+
+// noNginx is never reached in the budget test's second replica.
+type noNginx struct{ tasks.NginxConfig }
+
+func mustChecker(t *testing.T, b *bundle) *dnscheck.Checker {
+	c, err := dnscheck.New(dnscheck.Config{Servers: []string{b.pebble.DNS.DNSAddr}, Target: b.target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -105,9 +105,15 @@ func (c *countingReloader) Reload(ctx context.Context) (podreload.Result, error)
 	return c.Reloader.Reload(ctx)
 }
 
-// setup builds the bundle; dnsOpts adjust the DNS checker's Config
-// (ownership mode, for instance).
-func setup(t *testing.T, dnsOpts ...func(*dnscheck.Config)) *bundle {
+// setupOpt adjusts the DNS checker's or the tasks' Config (ownership mode,
+// budgets).
+type setupOpt struct {
+	dns   func(*dnscheck.Config)
+	tasks func(*tasks.Config)
+}
+
+// setup builds the bundle.
+func setup(t *testing.T, opts ...setupOpt) *bundle {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -132,8 +138,10 @@ func setup(t *testing.T, dnsOpts ...func(*dnscheck.Config)) *bundle {
 	}
 	t.Cleanup(bd.db.Close)
 	dcfg := dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second}
-	for _, o := range dnsOpts {
-		o(&dcfg)
+	for _, o := range opts {
+		if o.dns != nil {
+			o.dns(&dcfg)
+		}
 	}
 	checker, err := dnscheck.New(dcfg)
 	if err != nil {
@@ -175,11 +183,17 @@ func setup(t *testing.T, dnsOpts ...func(*dnscheck.Config)) *bundle {
 	bd.issuer = &countingIssuer{Issuer: bd.acme, issued: map[domain.Name]int{}, renews: map[acme.LineageName]int{}}
 	bd.reloader = &countingReloader{Reloader: rel}
 	bd.registry = prometheus.NewRegistry()
-	bd.svc, err = tasks.New(tasks.Config{
+	tcfg := tasks.Config{
 		Domains: bd.db, DNS: checker, Issuer: bd.issuer, Certificates: bd.acme.Store(),
 		Nginx: gen, Reloader: bd.reloader, Names: bd.names, Logger: log, Metrics: bd.registry,
 		RetryBase: 200 * time.Millisecond, RetryMax: time.Second,
-	})
+	}
+	for _, o := range opts {
+		if o.tasks != nil {
+			o.tasks(&tcfg)
+		}
+	}
+	bd.svc, err = tasks.New(tcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,11 @@ const (
 	EnvStoreKey             = "CERTMGR_STORE_KEY"
 	EnvTaskTimeLimit        = "CERTMGR_TASK_TIME_LIMIT"
 	EnvDNSTimeout           = "CUSTOM_DOMAIN_DNS_TIMEOUT"
+	EnvOwnership            = "CUSTOM_DOMAIN_OWNERSHIP"
+	EnvVerifySecret         = "CUSTOM_DOMAIN_VERIFY_SECRET"
+	EnvTXTLabel             = "CUSTOM_DOMAIN_TXT_LABEL"
+	EnvForceInterval        = "CERTMGR_FORCE_INTERVAL"
+	EnvTenantOrdersPerHour  = "CERTMGR_TENANT_ORDERS_PER_HOUR"
 	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
 	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
 	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
@@ -218,6 +223,19 @@ var Variables = []Variable{
 			}
 			return nil
 		}},
+	{Name: EnvOwnership, Default: "cname", Doc: "what proves a tenant owns a name: `cname` (it points at `CUSTOM_DOMAIN_CNAME_TARGET`) or `txt` (also a TXT record `_certmgr.<domain>` holding the owner's token; see [docs/django.md](docs/django.md#ownership-tokens))",
+		set: parsed(dnscheck.ParseOwnership, func(c *Configs) *dnscheck.Ownership { return &c.DNS.Ownership })},
+	{Name: EnvVerifySecret, Doc: "key of the ownership tokens, at least 16 bytes; required with `txt` (keep it in the Secret, share it with Django); never printed",
+		set: func(c *Configs, v string) error {
+			if len(v) < 16 {
+				// Never echo the value: it is a secret.
+				return &ConfigError{Expect: "at least 16 random bytes"}
+			}
+			c.DNS.VerifySecret = v
+			return nil
+		}},
+	{Name: EnvTXTLabel, Default: "_certmgr", Doc: "the label of the ownership TXT record",
+		set: text(func(c *Configs) *string { return &c.DNS.TXTLabel })},
 	{Name: EnvACMEEmail, Doc: "ACME account contact",
 		set: text(func(c *Configs) *string { return &c.ACME.Email })},
 	{Name: EnvACMEStaging, Default: "true", Doc: "Let's Encrypt staging (`true`) or production (`false`)",
@@ -307,6 +325,10 @@ var Variables = []Variable{
 		set: seconds(func(c *Configs) *time.Duration { return &c.AgentWait })},
 	{Name: EnvConcurrency, Default: "4", Doc: "tasks run at once (`--concurrency`)",
 		set: number(1, 1024, func(c *Configs) *int { return &c.Worker.Concurrency })},
+	{Name: EnvForceInterval, Default: "3600", Doc: "seconds between two forced re-issues (`force=True`) of one domain; an earlier one fails at once with `RateLimited`",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.Budgets.ForceInterval })},
+	{Name: EnvTenantOrdersPerHour, Default: "20", Doc: "ACME orders one tenant (or event) may cause per hour; more fail at once with `RateLimited`, before reaching the CA",
+		set: number(1, 1000000, func(c *Configs) *int { return &c.Tasks.Budgets.TenantOrdersPerHour })},
 	{Name: EnvTaskTimeLimit, Default: "300", Doc: "seconds a task sent without its own Celery time limit may run; past it the task fails with `TimeLimitExceeded` (not retried) and releases its lock",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.DefaultTimeLimit })},
 	{Name: EnvShutdownGrace, Default: "60", Doc: "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery",
@@ -381,6 +403,9 @@ func crossCheck(c Configs, n needs) []error {
 	}
 	if c.Reload.Mode != podreload.ModeLocal && c.Reload.DeploymentName == "" {
 		errs = append(errs, &ConfigError{Name: EnvDeploymentName, Expect: "the Deployment whose pods reload nginx, when RELOAD_ALL_PODS=true"})
+	}
+	if c.DNS.Ownership == dnscheck.OwnershipTXT && c.DNS.VerifySecret == "" {
+		errs = append(errs, &ConfigError{Name: EnvVerifySecret, Expect: "at least 16 random bytes when CUSTOM_DOMAIN_OWNERSHIP=txt"})
 	}
 	if c.Tasks.RetryMax < c.Tasks.RetryBase {
 		errs = append(errs, &ConfigError{Name: EnvRetryMax, Value: c.Tasks.RetryMax.String(), Expect: "at least " + EnvRetryBase})
