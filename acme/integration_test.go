@@ -288,7 +288,7 @@ func TestRenewCertbotLineageIntoNextVersion(t *testing.T) {
 	if !st[0].Decision.Due || st[0].Decision.Source != SourceLifetime {
 		t.Fatalf("decision for an old certbot certificate: %+v", st[0].Decision)
 	}
-	res, err := s.m.Sweep(ctxT(t), false)
+	res, err := sweep(ctxT(t), s.m, false)
 	if err != nil || len(res.Renewed) != 1 || len(res.Failed) != 0 {
 		t.Fatalf("sweep: %+v %v", res, err)
 	}
@@ -367,7 +367,7 @@ func TestARIWindowDecidesAndRenewalSendsReplaces(t *testing.T) {
 	if dec.RenewAt.Before(dec.Window.Start) || dec.RenewAt.After(dec.Window.End) {
 		t.Errorf("renewal time %s outside the window", dec.RenewAt)
 	}
-	res, err := s.m.Sweep(ctx, false)
+	res, err := sweep(ctx, s.m, false)
 	if err != nil || len(res.Renewed) != 1 || res.Renewed[0].Version != 2 {
 		t.Fatalf("sweep inside the window: %+v %v", res, err)
 	}
@@ -493,7 +493,7 @@ func TestWithoutARIOneThirdRuleAndProfile(t *testing.T) {
 	if !dec.Due || dec.Source != SourceLifetime {
 		t.Fatalf("after two thirds: %+v", dec)
 	}
-	res, err := s.m.Sweep(ctx, true)
+	res, err := sweep(ctx, s.m, true)
 	if err != nil || res.Checked != 1 || len(res.Renewed) != 0 || !res.Statuses[0].Decision.Due {
 		t.Fatalf("dry run: %+v %v", res, err)
 	}

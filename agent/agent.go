@@ -342,19 +342,19 @@ func (a *Agent) sync(ctx context.Context, full bool) (err error) {
 	return nil
 }
 
-// reload reloads nginx and, when the Reloader can name the pid file, waits
+// reload reloads nginx and, when the LocalReloader can name the pid file, waits
 // until the new workers serve (see PIDFiler).
 func (a *Agent) reload(ctx context.Context) error {
-	pf, ok := a.cfg.Reloader.(PIDFiler)
+	pf, ok := a.cfg.Local.(PIDFiler)
 	if !ok {
-		return a.cfg.Reloader.Reload(ctx)
+		return a.cfg.Local.Reload(ctx)
 	}
 	pidFile, err := pf.PIDFile(ctx)
 	var before []int
 	if err == nil {
 		before, err = workers(pidFile)
 	}
-	if err := a.cfg.Reloader.Reload(ctx); err != nil {
+	if err := a.cfg.Local.Reload(ctx); err != nil {
 		return err
 	}
 	if err != nil {

@@ -31,23 +31,23 @@ type Nginx interface {
 	Reloaded() error
 }
 
-// Reloader reloads this pod's nginx (*nginxconf.LocalReloader).
-type Reloader interface {
+// LocalReloader reloads this pod's nginx (*nginxconf.LocalReloader).
+type LocalReloader interface {
 	Reload(ctx context.Context) error
 }
 
 var (
-	_ Store    = (*certstore.Store)(nil)
-	_ Nginx    = (*nginxconf.Generator)(nil)
-	_ Reloader = (*nginxconf.LocalReloader)(nil)
+	_ Store         = (*certstore.Store)(nil)
+	_ Nginx         = (*nginxconf.Generator)(nil)
+	_ LocalReloader = (*nginxconf.LocalReloader)(nil)
 )
 
-// Config configures an Agent. Store, Nginx, Reloader, Dir and Pod are
+// Config configures an Agent. Store, Nginx, Local, Dir and Pod are
 // required.
 type Config struct {
-	Store    Store
-	Nginx    Nginx
-	Reloader Reloader
+	Store Store
+	Nginx Nginx
+	Local LocalReloader
 	// Dir is the pod-local certbot-layout directory nginx reads
 	// (LETSENCRYPT_DIR); it must be the Nginx generator's LetsEncryptDir.
 	Dir string
@@ -94,8 +94,8 @@ func (c Config) validate() error {
 		return errors.New("agent config: Store is required")
 	case c.Nginx == nil:
 		return errors.New("agent config: Nginx is required")
-	case c.Reloader == nil:
-		return errors.New("agent config: Reloader is required")
+	case c.Local == nil:
+		return errors.New("agent config: Local is required")
 	case c.Dir == "":
 		return errors.New("agent config: Dir (LETSENCRYPT_DIR) is required")
 	case c.Pod == "":

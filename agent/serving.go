@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// PIDFiler is a Reloader that can say where the nginx master's pid file is
+// PIDFiler is a LocalReloader that can say where the nginx master's pid file is
 // (*nginxconf.LocalReloader). With it the agent confirms a reload: the
 // heartbeat says "serves version N" only once every worker that accepts
 // connections is of the new generation. nginx answers `nginx -s reload`

@@ -234,7 +234,7 @@ func (p *pod) start(t *testing.T, pg *testpeers.PostgresPeer, key string, o podO
 		p.cut.Cut()
 	}
 	reg := prometheus.NewRegistry()
-	a, err := New(Config{Store: st, Nginx: gen, Reloader: rl, Dir: p.dir, Pod: p.name, Resync: o.resync,
+	a, err := New(Config{Store: st, Nginx: gen, Local: rl, Dir: p.dir, Pod: p.name, Resync: o.resync,
 		HeartbeatEvery: 500 * time.Millisecond, RetryMax: time.Second, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)

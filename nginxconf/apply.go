@@ -247,7 +247,7 @@ func (a *Applier) test(ctx context.Context, candidate string) error {
 	if err != nil {
 		return fmt.Errorf("read nginx main config: %w", err)
 	}
-	text, err := testMainConf(string(main), mainPath, filepath.Clean(a.cfg.ConfPath), candidate, filepath.Glob)
+	text, err := candidateMainConf(string(main), mainPath, filepath.Clean(a.cfg.ConfPath), candidate, filepath.Glob)
 	if err != nil {
 		return fmt.Errorf("prepare nginx -t: %w", err)
 	}

@@ -224,7 +224,7 @@ func runAgent(a *app) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ac := cfg.Agent
-	ac.Store, ac.Nginx, ac.Reloader, ac.Dir, ac.Pod, ac.Logger, ac.Metrics = st, gen, rl, cfg.ACME.Dir, pod, a.log, reg
+	ac.Store, ac.Nginx, ac.Local, ac.Dir, ac.Pod, ac.Logger, ac.Metrics = st, gen, rl, cfg.ACME.Dir, pod, a.log, reg
 	ag, err := agent.New(ac)
 	if err != nil {
 		return err

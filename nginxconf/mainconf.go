@@ -141,13 +141,14 @@ func directives(src string) ([]directive, error) {
 	return out, nil
 }
 
-// testMainConf returns the text of a main configuration equal to main
+// candidateMainConf returns the text of a main configuration (the one
+// `nginx -t` proves a candidate with) equal to main
 // (read from mainPath) except that every include directive that reads live
 // reads candidate instead. Glob includes are expanded the way nginx expands
 // them (sorted, hidden files skipped) with live listed in its place, so the
 // candidate is read exactly where and when the live file would be. glob is
 // filepath.Glob, injected for tests.
-func testMainConf(main, mainPath, live, candidate string, glob func(string) ([]string, error)) (string, error) {
+func candidateMainConf(main, mainPath, live, candidate string, glob func(string) ([]string, error)) (string, error) {
 	ds, err := directives(main)
 	if err != nil {
 		return "", fmt.Errorf("parse %s: %w", mainPath, err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestTestMainConf(t *testing.T) {
+func TestCandidateMainConf(t *testing.T) {
 	t.Parallel()
 	const live, cand = "/etc/nginx/conf.d/custom-domains.conf", "/etc/nginx/conf.d/.custom-domains.conf.candidate"
 	glob := func(files ...string) func(string) ([]string, error) {
@@ -67,7 +67,7 @@ func TestTestMainConf(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
-			got, err := testMainConf(tc.main, "/etc/nginx/nginx.conf", live, cand, tc.glob)
+			got, err := candidateMainConf(tc.main, "/etc/nginx/nginx.conf", live, cand, tc.glob)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v; want %v", err, tc.wantErr)
