@@ -250,6 +250,16 @@ func rootOf(m *celery.TaskMessage) string {
 	return m.ID
 }
 
+// excInfoRepr is Python's repr() of the exception info describes, as task
+// events carry it: ValueError('boom').
+func excInfoRepr(info celery.ExceptionInfo) string {
+	raw, err := json.Marshal(info)
+	if err != nil {
+		return info.ExcType + "()"
+	}
+	return excRepr(raw)
+}
+
 // excRepr renders a stored exception as Python's repr() of it:
 // ValueError('boom').
 func excRepr(raw json.RawMessage) string {

@@ -156,7 +156,10 @@ func (c *controller) command(ctx context.Context, method string, args map[string
 		}
 		return ok("task events already disabled")
 	case "heartbeat":
-		c.ev.publish(ctx, "worker.heartbeat", c.ev.workerFields("worker-heartbeat"))
+		// As Celery: an immediate heartbeat that says freq=5.
+		f := c.ev.workerFields("worker-heartbeat")
+		f["freq"] = 5
+		c.ev.publish(ctx, "worker.heartbeat", f)
 		return nil
 	case "time_limit":
 		var name string

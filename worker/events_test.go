@@ -33,11 +33,44 @@ func TestEventsAndStartedState(t *testing.T) {
 		return nil
 	})
 
+	events := subscribeEvents(t, s)
+
+	srv := s.start(t)
+	id := s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.observed"})
+	if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if st := <-states; st != "STARTED" {
+		t.Errorf("state while running = %q, want STARTED", st)
+	}
+	want := map[string]bool{"worker-online": false, "worker-heartbeat": false, "task-received": false, "task-started": false, "task-succeeded": false}
+	deadline := time.After(15 * time.Second)
+	for missing := len(want); missing > 0; {
+		select {
+		case e := <-events:
+			typ, _ := e["type"].(string)
+			if seen, ok := want[typ]; ok && !seen && e["hostname"] == srv.Hostname() {
+				if typ[:4] == "task" && e["uuid"] != id {
+					continue
+				}
+				want[typ] = true
+				missing--
+			}
+		case <-deadline:
+			t.Fatalf("events seen: %v", want)
+		}
+	}
+}
+
+// subscribeEvents receives every event published on this test's database,
+// as `celery events` and Flower do (task.multi lists are flattened).
+func subscribeEvents(t *testing.T, s *setup) <-chan map[string]any {
+	t.Helper()
 	conn, err := redis.Dial("tcp", s.redis.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	psc := redis.PubSubConn{Conn: conn}
 	if err := psc.PSubscribe(fmt.Sprintf("/%d.celeryev/*", s.redis.DB)); err != nil {
 		t.Fatal(err)
@@ -67,29 +100,5 @@ func TestEventsAndStartedState(t *testing.T) {
 		}
 	}()
 
-	srv := s.start(t)
-	id := s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.observed"})
-	if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
-		t.Fatal(cerr)
-	}
-	if st := <-states; st != "STARTED" {
-		t.Errorf("state while running = %q, want STARTED", st)
-	}
-	want := map[string]bool{"worker-online": false, "worker-heartbeat": false, "task-received": false, "task-started": false, "task-succeeded": false}
-	deadline := time.After(15 * time.Second)
-	for missing := len(want); missing > 0; {
-		select {
-		case e := <-events:
-			typ, _ := e["type"].(string)
-			if seen, ok := want[typ]; ok && !seen && e["hostname"] == srv.Hostname() {
-				if typ[:4] == "task" && e["uuid"] != id {
-					continue
-				}
-				want[typ] = true
-				missing--
-			}
-		case <-deadline:
-			t.Fatalf("events seen: %v", want)
-		}
-	}
+	return events
 }

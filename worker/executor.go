@@ -334,7 +334,7 @@ func (e *executor) run(d *delivery) {
 			info.ExcMessage = []any{m.Task} // KeyError's str() adds the quotes
 		}
 		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
-		e.ev.task("task-failed", m, map[string]any{"exception": info.ExcType + "(" + fmt.Sprintf("%q", err.Error()) + ")", "traceback": tb})
+		e.ev.task("task-failed", m, map[string]any{"exception": excInfoRepr(info), "traceback": tb})
 		meta := e.meta(t, m, celery.StateFailure, info, tb)
 		e.storeNow(t, meta, celery.StateFailure)
 		e.canvas.chordPart(t, m, celery.StateFailure, info)
@@ -373,7 +373,7 @@ func (e *executor) retry(t *Task, d *delivery, delay time.Duration, cause error)
 	tb := traceback(t, cause, info)
 	t.logger.Warn().Err(cause).Dur("countdown", delay).Msg("task will be retried")
 	e.store(t, d.msg, celery.StateRetry, info, tb)
-	e.ev.task("task-retried", d.msg, map[string]any{"exception": cause.Error(), "traceback": tb})
+	e.ev.task("task-retried", d.msg, map[string]any{"exception": excInfoRepr(info), "traceback": tb})
 	e.finish(d, func(ctx context.Context) error {
 		return e.sink.Republish(ctx, d.tag, raw, d.priority)
 	})

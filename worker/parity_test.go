@@ -104,3 +104,49 @@ func TestRemoteShutdownStopsRun(t *testing.T) {
 		t.Fatal("Run did not return after control.shutdown()")
 	}
 }
+
+// control.enable_events / disable_events turn task events on and off on a
+// worker started without them (-E), as on a Python worker.
+func TestEnableDisableEventsAtRunTime(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	s.mux.HandleFunc("tenant.tasks.evented", func(context.Context, *worker.Task) error { return nil })
+	events := subscribeEvents(t, s)
+	s.start(t)
+	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
+		return exec.Command(testpeers.Python, "-c", code).Run() == nil
+	})
+	sawTaskEvent := func(id string) bool {
+		if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
+			t.Fatal(cerr)
+		}
+		// A worker heartbeat published after the task's result bounds the wait.
+		pythonControl(t, s.redis.URL, fmt.Sprintf("heartbeat(destination=[%q])", s.cfg.Hostname))
+		for {
+			select {
+			case e := <-events:
+				if e["uuid"] == id {
+					return true
+				}
+				// control.heartbeat's says freq=5; the periodic ones say 2.
+				if e["type"] == "worker-heartbeat" && e["freq"] == float64(5) && e["hostname"] == s.cfg.Hostname {
+					return false
+				}
+			case <-time.After(15 * time.Second):
+				t.Fatal("no heartbeat after control.heartbeat()")
+			}
+		}
+	}
+	if sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
+		t.Fatal("task events sent before enable_events")
+	}
+	pythonControl(t, s.redis.URL, fmt.Sprintf("enable_events(destination=[%q])", s.cfg.Hostname))
+	if !sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
+		t.Fatal("no task events after enable_events")
+	}
+	pythonControl(t, s.redis.URL, fmt.Sprintf("disable_events(destination=[%q])", s.cfg.Hostname))
+	if sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
+		t.Fatal("task events sent after disable_events")
+	}
+}

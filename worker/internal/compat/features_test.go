@@ -38,7 +38,7 @@ var features = []feature{
 	{name: "remote control: `control` enable_events, disable_events, heartbeat, time_limit, rate_limit, pool_grow, pool_shrink", scenarios: []string{"control", "control_time_limit"}, why: "as in Celery 5.2, `enable_events`/`disable_events` change nothing on a worker started with `-E` (its event groups are all on); `rate_limit` delays a task's starts on each worker, as Celery's token bucket does"},
 	{name: "remote control: `control.shutdown`", status: "supported", why: "a graceful stop, no reply (as Celery); `worker` TestRemoteShutdown"},
 	{name: "remote control: autoscale, pool_restart, add_consumer, cancel_consumer, election, objgraph, memsample, memdump", status: "not supported", why: "no reply (Celery tolerates silent nodes); certmgr consumes one queue with a goroutine pool"},
-	{name: "task events (`-E`, `enable_events`) for Flower", scenarios: []string{"events"}, why: "`certmgr worker -E`, `CELERY_WORKER_SEND_TASK_EVENTS=true`"},
+	{name: "task events (`-E`, `enable_events`) for Flower", scenarios: []string{"events", "events_failure_retry_revoke"}, why: "`certmgr worker -E`, `CELERY_WORKER_SEND_TASK_EVENTS=true`"},
 	{name: "worker events (online, heartbeat, offline)", status: "supported", why: "always sent, as Celery does; `worker` TestEvents*"},
 	{name: "`eta`/`countdown`, `expires`, `priority`", status: "supported", why: "`worker` TestCountdown*, TestExpired*, TestPriority* against Python Celery producers"},
 	{name: "protocol 1 and 2 messages, JSON", status: "supported", why: "`worker` TestProtocols and the captures in `worker/internal/celery/testdata`"},

@@ -318,19 +318,51 @@ def s_control(c):
     return out
 
 
+def task_events(c, r, last):
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        if last in [e["type"] for e in c.events if e.get("uuid") == r.id]:
+            break
+        time.sleep(0.05)
+    evs = [e for e in c.events if e.get("uuid") == r.id]
+    return {
+        "types": [e["type"] for e in evs],
+        "fields": {e["type"]: sorted(k for k in e if k != "local_received") for e in evs},
+    }
+
+
 def s_events(c):
     """task events of one task as `celery events`/Flower receive them: types, order, fields"""
     r = c.send("compat.add", [7, 8])
     out = outcome(r)
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        types = [e["type"] for e in c.events if e.get("uuid") == r.id]
-        if "task-succeeded" in types:
-            break
-        time.sleep(0.05)
-    evs = [e for e in c.events if e.get("uuid") == r.id]
-    out["types"] = [e["type"] for e in evs]
-    out["fields"] = {e["type"]: sorted(k for k in e if k != "local_received") for e in evs}
+    out.update(task_events(c, r, "task-succeeded"))
+    return out
+
+
+def s_events_failure_retry_revoke(c):
+    """task events of a failing task, a retried one and a revoked one: types, order, fields, exception text"""
+    failed = c.send("compat.fail", ["evented"])
+    outcome(failed)
+    retried = c.send("compat.flaky", [1])
+    outcome(retried)
+    revoked = c.send("compat.add", [1, 1], countdown=1)
+    c.app.control.revoke(revoked.id)
+    outcome(revoked)
+    out = {
+        "failed": task_events(c, failed, "task-failed"),
+        "retried": task_events(c, retried, "task-succeeded"),
+        "revoked": task_events(c, revoked, "task-revoked"),
+    }
+    # Whether the retry's task-retried or its new message's task-received
+    # comes first is a race in Celery itself: compare what is not.
+    types = out["retried"]["types"]
+    out["retried"]["types"] = sorted(types)
+    out["retried"]["order_kept"] = (
+        types.index("task-started") < types.index("task-retried") < len(types) - 1 - types[::-1].index("task-started")
+        < types.index("task-succeeded")
+    ) if {"task-started", "task-retried", "task-succeeded"} <= set(types) else False
+    out["failed_exception"] = [e.get("exception") for e in c.events if e.get("uuid") == failed.id and e["type"] == "task-failed"]
+    out["revoked_flags"] = [[e.get("terminated"), e.get("expired"), e.get("signum")] for e in c.events if e.get("uuid") == revoked.id and e["type"] == "task-revoked"]
     return out
 
 
@@ -368,6 +400,7 @@ SCENARIOS = [
     ("control", s_control),
     ("control_time_limit", s_control_time_limit),
     ("events", s_events),
+    ("events_failure_retry_revoke", s_events_failure_retry_revoke),
 ]
 
 
