@@ -29,6 +29,9 @@ type CertificateInfo struct {
 	RenewKeyType string `json:"renew_key_type"`
 	// Notes are settings of the renewal configuration certmgr does not follow.
 	Notes []string `json:"notes"`
+	// NoRow is set when the database was read and no custom domain row
+	// names any of the certificate's domains (it is not renewed).
+	NoRow bool `json:"no_row,omitempty"`
 }
 
 // Describe turns a status into what the listing shows at now.
@@ -116,6 +119,9 @@ func WriteCertificates(w io.Writer, infos []CertificateInfo) error {
 		}
 		for _, n := range in.Notes {
 			fmt.Fprintf(&b, "    Note: %s\n", n)
+		}
+		if in.NoRow {
+			b.WriteString("    Rows: none (no custom domain row names these domains: it is not renewed)\n")
 		}
 	}
 	b.WriteString("- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -\n")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,7 +38,7 @@ func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
 // the domain's row (which stays ssl_issued while its certificate is live).
 func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	res := RenewResult{DryRun: dryRun, Renewed: []string{}, Failed: []RenewFailed{},
-		Certificates: []SweepEntry{}, Reloaded: []podreload.PodResult{}}
+		Certificates: []SweepEntry{}, Reloaded: []podreload.PodResult{}, RowsWithoutCertificate: []string{}}
 	if !dryRun {
 		unlock, ok, err := s.cfg.Domains.TryLock(ctx, sweepLock)
 		if err != nil {
@@ -69,6 +70,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 		return res, fmt.Errorf("read certificate store: %w", err)
 	}
 	res.Checked = len(statuses)
+	res.RowsWithoutCertificate = RowsWithoutCertificate(rows, serving)
 	for _, st := range statuses {
 		s.setExpiry(st.Lineage)
 		e := entryOf(st)
@@ -87,15 +89,15 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 			}
 		}
 		switch {
-		case !st.Decision.Due:
-			e.Action = "kept"
-		case len(names) == 0:
-			e.Action = "broken"
-		case len(linked) == 0:
+		case len(names) > 0 && len(linked) == 0:
 			// Only domains Django still has are renewed: a removed tenant's
 			// certificate (kept on disk without purge) is left to expire.
 			e.Action = "no row"
 			e.Reason += "; not renewed: no custom domain row for " + joinNames(names)
+		case !st.Decision.Due:
+			e.Action = "kept"
+		case len(names) == 0:
+			e.Action = "broken"
 		case dryRun:
 			e.Action = "would renew"
 		default:
@@ -194,6 +196,54 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// RowsWithoutCertificate lists the domains of rows that record a served
+// certificate (status ssl_issued, or cert_expires_at set) while no lineage in
+// serving names them, sorted. A row whose lineage is broken is not listed:
+// the broken lineage is reported itself.
+func RowsWithoutCertificate(rows []domaindb.CustomDomain, serving map[domain.Name]acme.Lineage) []string {
+	out := []string{}
+	for _, r := range rows {
+		if r.Status != domaindb.StatusIssued && r.CertExpiresAt.IsZero() {
+			continue
+		}
+		if _, ok := serving[r.Domain]; !ok {
+			out = append(out, string(r.Domain))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// NeedsOperator says what in a sweep's result an operator must look at: failed
+// renewals, broken lineages, lineages without a row, rows without a
+// certificate. "" when nothing.
+func (r RenewResult) NeedsOperator() string {
+	var broken, noRow int
+	for _, e := range r.Certificates {
+		if e.Source == acme.SourceBroken && e.Action != "renewed" {
+			broken++ // a renewal repairs it; until then nginx leaves its names out
+		}
+		if e.Action == "no row" {
+			noRow++
+		}
+	}
+	var parts []string
+	add := func(n int, one, many string) {
+		switch {
+		case n == 1:
+			parts = append(parts, "1 "+one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", n, many))
+		}
+	}
+	add(len(r.Failed), "renewal failed", "renewals failed")
+	add(broken, "broken lineage", "broken lineages")
+	add(noRow, "lineage with no custom domain row", "lineages with no custom domain row")
+	add(len(r.RowsWithoutCertificate), "row with no certificate ("+strings.Join(r.RowsWithoutCertificate, ", ")+")",
+		"rows with no certificate ("+strings.Join(r.RowsWithoutCertificate, ", ")+")")
+	return strings.Join(parts, ", ")
 }
 
 func joinNames(ds []domain.Name) string {

@@ -56,6 +56,10 @@ type RenewResult struct {
 	Skipped      bool                  `json:"skipped,omitempty"`
 	Certificates []SweepEntry          `json:"certificates"`
 	Reloaded     []podreload.PodResult `json:"reloaded"`
+	// RowsWithoutCertificate are domains whose row says a certificate is
+	// served (ssl_issued, or cert_expires_at set) that no lineage names: an
+	// operator must look (issue them, or restore the store).
+	RowsWithoutCertificate []string `json:"rows_without_certificate"`
 }
 
 // RenewFailed is one lineage whose renewal failed.

@@ -89,7 +89,6 @@ func TestCheckNamesEachFailure(t *testing.T) {
 		{"broker down", map[string]string{EnvBrokerURL: fmt.Sprintf("redis://127.0.0.1:%d/0", testpeers.FreePort(t))}, checkBroker, "broker"},
 		{"CA not trusted without the bundle", map[string]string{EnvACMECABundle: ""}, checkCA, "certificate"},
 		{"CA down", map[string]string{EnvACMEDirectoryURL: fmt.Sprintf("https://127.0.0.1:%d/dir", testpeers.FreePort(t))}, checkCA, "refused"},
-		{"nginx missing", map[string]string{EnvNginxBinary: "/nonexistent/nginx"}, checkNginx, "NGINX_BINARY"},
 		{"nginx main config missing", map[string]string{EnvNginxMainConf: "/nonexistent/nginx.conf"}, checkNginx, "NGINX_MAIN_CONF"},
 		{"certificate dir missing", map[string]string{EnvLetsEncryptDir: "/nonexistent/letsencrypt"}, checkCertDir, "LETSENCRYPT_DIR"},
 		{"webroot not a directory", map[string]string{EnvACMEWebroot: notDir}, checkWebroot, "ACME_WEBROOT"},

@@ -2,9 +2,14 @@ package main
 
 import (
 	"cmp"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -203,8 +208,11 @@ var Variables = []Variable{
 			c.Names.CNAMETarget, c.DNS.Target = v, v
 			return nil
 		}},
-	{Name: EnvDNSServers, Unset: "system resolver", Doc: "comma-separated `host:port` resolvers for DNS checks",
-		set: func(c *Configs, v string) error { c.DNS.Servers = dnscheck.ParseServers(v); return nil }},
+	{Name: EnvDNSServers, Unset: "system resolver", Doc: "comma-separated resolver IP addresses, each optionally `:port` (53), for DNS checks; anything else (a host name, `foo`) is refused",
+		set: func(c *Configs, v string) error {
+			c.DNS.Servers = dnscheck.ParseServers(v)
+			return checkResolvers(c.DNS.Servers)
+		}},
 	{Name: EnvDNSTimeout, Default: "10", Doc: "seconds one whole DNS check may take (CNAME chain, addresses, the CAA walk up every label, every resolver); past it the check fails as a DNS timeout and is retried",
 		set: seconds(func(c *Configs) *time.Duration { return &c.DNS.CheckTimeout })},
 	{Name: EnvReservedZones, Doc: "comma-separated zones no tenant may claim, nor any name under them; the registrable domain (Public Suffix List) of `CUSTOM_DOMAIN_CNAME_TARGET` always is",
@@ -247,19 +255,28 @@ var Variables = []Variable{
 	{Name: EnvACMEDirectoryURL, Unset: "from `ACME_STAGING`", Doc: "any other ACME directory, https (Pebble in tests)",
 		set: parsed(acme.ParseDirectoryURL, func(c *Configs) *string { return &c.ACME.DirectoryURL })},
 	{Name: EnvACMECABundle, Doc: "PEM file of extra roots trusted for the ACME server's TLS",
-		set: text(func(c *Configs) *string { return &c.ACME.CABundle })},
+		set: func(c *Configs, v string) error { c.ACME.CABundle = v; return checkPEMFile(v) }},
 	{Name: EnvACMEKeyType, Default: string(acme.DefaultKeyType), Doc: "`ec256`, `ec384`, `rsa2048`, `rsa3072`, `rsa4096`",
 		set: parsed(acme.ParseKeyType, func(c *Configs) *acme.KeyType { return &c.ACME.KeyType })},
 	{Name: EnvACMEProfile, Doc: "ACME profile (`classic`, `tlsserver`, `shortlived`)",
 		set: text(func(c *Configs) *string { return &c.ACME.Profile })},
 	{Name: EnvACMEWebroot, Default: nginxconf.DefaultACMEWebroot, Doc: "HTTP-01 webroot; nginx serves it on the HTTP port",
-		set: func(c *Configs, v string) error { c.ACME.Webroot, c.Nginx.ACMEWebroot = v, v; return nil }},
+		set: func(c *Configs, v string) error { c.ACME.Webroot, c.Nginx.ACMEWebroot = v, v; return checkAbsolute(v) }},
 	{Name: EnvLetsEncryptDir, Default: nginxconf.DefaultLetsEncryptDir, Doc: "certbot-layout certificate store",
-		set: func(c *Configs, v string) error { c.ACME.Dir, c.Nginx.LetsEncryptDir = v, v; return nil }},
+		set: func(c *Configs, v string) error { c.ACME.Dir, c.Nginx.LetsEncryptDir = v, v; return checkAbsolute(v) }},
 	{Name: EnvNginxConfPath, Default: nginxconf.DefaultConfPath, Doc: "the generated file",
 		set: text(func(c *Configs) *string { return &c.Nginx.ConfPath })},
-	{Name: EnvNginxBinary, Default: nginxconf.DefaultBinary, Doc: "nginx executable",
-		set: text(func(c *Configs) *string { return &c.Nginx.Binary })},
+	{Name: EnvNginxBinary, Default: nginxconf.DefaultBinary, Doc: "nginx executable; when set, it must be found (an absolute path or a name on `PATH`)",
+		set: func(c *Configs, v string) error {
+			c.Nginx.Binary = v
+			if v == nginxconf.DefaultBinary {
+				return nil // the default is for the pre-flight to judge: a worker reloading other pods may have none
+			}
+			if _, err := exec.LookPath(v); err != nil {
+				return fmt.Errorf("an executable (absolute path or a name on PATH): %w", err)
+			}
+			return nil
+		}},
 	{Name: EnvNginxMainConf, Unset: "nginx's default", Doc: "`-c` for `nginx -t` and `nginx -s reload`",
 		set: text(func(c *Configs) *string { return &c.Nginx.MainConf })},
 	{Name: EnvNginxPrefix, Unset: "nginx's default", Doc: "`-p`",
@@ -449,6 +466,42 @@ func (e *ConfigError) Error() string {
 
 // The setters below adapt a field and, for closed sets, the owning package's
 // parser to a table row.
+
+// checkPEMFile: a readable file holding at least one PEM certificate
+// (ACME_CA_BUNDLE).
+func checkPEMFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("a readable PEM file of CA certificates: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return errors.New("a PEM file of CA certificates; this file holds none")
+	}
+	return nil
+}
+
+// checkAbsolute: an absolute path. Whether it exists is for the command to
+// say (exit 1) and for the worker's pre-flight: a volume may be mounted
+// after the configuration is written.
+func checkAbsolute(path string) error {
+	if !filepath.IsAbs(path) {
+		return errors.New("an absolute path")
+	}
+	return nil
+}
+
+// checkResolvers: resolver IP addresses with a port. A host name would need
+// a resolver to find the resolver, and a typo such as "foo" must not pass.
+func checkResolvers(servers []string) error {
+	for _, s := range servers {
+		host, port, err := net.SplitHostPort(s)
+		n, perr := strconv.Atoi(port)
+		if err != nil || net.ParseIP(host) == nil || perr != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("comma-separated resolver IP addresses, each optionally with :port (e.g. 10.96.0.10:53); %q is not one", s)
+		}
+	}
+	return nil
+}
 
 func text(f func(*Configs) *string) func(*Configs, string) error {
 	return func(c *Configs, v string) error { *f(c) = v; return nil }

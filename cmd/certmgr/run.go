@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
 	"github.com/midsummer/certmgr/worker"
@@ -129,6 +131,11 @@ func runIssue(a *app, d string, force, asJSON bool) error {
 		return err
 	}
 	defer c.close()
+	// A certificate nginx cannot be made to serve is an order wasted (and
+	// counted against the CA's rate limits): check nginx first.
+	if _, err := checkNginxBinary(a.ctx, nginxConfig(a).WithDefaults()); err != nil {
+		return fmt.Errorf("nothing ordered: %w", err)
+	}
 	res, err := c.tasks.Issue(a.ctx, d, force)
 	err = flagError(err)
 	if asJSON {
@@ -156,6 +163,9 @@ func runRenew(a *app, dryRun, asJSON bool) error {
 	if asJSON {
 		return printJSON(a.stdout, res, sweepError(res, err))
 	}
+	if err != nil {
+		return err
+	}
 	if res.Skipped {
 		fmt.Fprintln(a.stdout, "another replica is running the renewal sweep; nothing done")
 	}
@@ -168,17 +178,25 @@ func runRenew(a *app, dryRun, asJSON bool) error {
 		}
 		fmt.Fprintln(a.stdout, line)
 	}
+	for _, d := range res.RowsWithoutCertificate {
+		fmt.Fprintf(a.stdout, "%s: row with no certificate (the row says one is served; no lineage names it)\n", d)
+	}
 	fmt.Fprintf(a.stdout, "checked %d, renewed %d, failed %d\n", res.Checked, len(res.Renewed), len(res.Failed))
 	printPods(a.stdout, res.Reloaded)
 	return sweepError(res, err)
 }
 
+// sweepError is the sweep's error, or what in its result needs an operator.
 func sweepError(res tasks.RenewResult, err error) error {
-	if err == nil && len(res.Failed) > 0 {
-		return fmt.Errorf("%d certificate(s) failed to renew", len(res.Failed))
+	if err != nil {
+		return err
 	}
-	return err
+	if why := res.NeedsOperator(); why != "" {
+		return fmt.Errorf("needs an operator: %s", why)
+	}
+	return nil
 }
+
 
 func runRegen(a *app, reload, asJSON bool) error {
 	c, err := build(a.ctx, a)
@@ -226,13 +244,84 @@ func runCertificates(a *app, asJSON bool) error {
 		return err
 	}
 	infos := make([]acme.CertificateInfo, 0, len(statuses))
+	var broken []string
 	for _, s := range statuses {
 		infos = append(infos, acme.Describe(s, time.Now()))
+		if s.Err != nil {
+			broken = append(broken, string(s.Name))
+		}
+	}
+	// With MIDSUMMER_DB_URL set, the listing is checked against the rows.
+	var noRow, noCert []string
+	rowsChecked := a.cfg.DB.URL != ""
+	if rowsChecked {
+		noRow, noCert, err = crossCheckRows(a, m.Store(), statuses)
+		if err != nil {
+			return err
+		}
+		for i := range infos {
+			infos[i].NoRow = slices.Contains(noRow, infos[i].Name)
+		}
+	}
+	var problems []string
+	if len(broken) > 0 {
+		problems = append(problems, fmt.Sprintf("broken: %s", strings.Join(broken, ", ")))
+	}
+	if len(noRow) > 0 {
+		problems = append(problems, fmt.Sprintf("no custom domain row: %s", strings.Join(noRow, ", ")))
+	}
+	if len(noCert) > 0 {
+		problems = append(problems, fmt.Sprintf("rows with no certificate: %s", strings.Join(noCert, ", ")))
+	}
+	var ferr error
+	if len(problems) > 0 {
+		ferr = fmt.Errorf("needs an operator: %s", strings.Join(problems, "; "))
 	}
 	if asJSON {
-		return printJSON(a.stdout, infos, nil)
+		return printJSON(a.stdout, infos, ferr)
 	}
-	return acme.WriteCertificates(a.stdout, infos)
+	if err := acme.WriteCertificates(a.stdout, infos); err != nil {
+		return err
+	}
+	for _, d := range noCert {
+		fmt.Fprintf(a.stdout, "Row with no certificate: %s (the row says one is served; no lineage names it)\n", d)
+	}
+	if !rowsChecked {
+		fmt.Fprintf(a.stdout, "Rows not checked: %s is not set.\n", EnvDBURL)
+	}
+	return ferr
+}
+
+// crossCheckRows reads every custom domain row and returns the lineages no
+// row names and the rows no working lineage serves.
+func crossCheckRows(a *app, store *acme.Store, statuses []acme.Status) (noRow, noCert []string, err error) {
+	db, err := domaindb.New(a.ctx, domaindb.Config{URL: a.cfg.DB.URL, Logger: a.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer db.Close()
+	rows, _, err := db.ListAll(a.ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read custom domain rows: %w", err)
+	}
+	serving, err := store.Serving()
+	if err != nil {
+		return nil, nil, err
+	}
+	has := make(map[domain.Name]bool, len(rows))
+	for _, r := range rows {
+		has[r.Domain] = true
+	}
+	for _, s := range statuses {
+		found := false
+		for _, d := range s.Lineage.Names() {
+			found = found || has[d]
+		}
+		if !found {
+			noRow = append(noRow, string(s.Name))
+		}
+	}
+	return noRow, tasks.RowsWithoutCertificate(rows, serving), nil
 }
 
 func runVerifyDNS(a *app, d string, asJSON bool) error {
