@@ -197,7 +197,6 @@ func sweepError(res tasks.RenewResult, err error) error {
 	return nil
 }
 
-
 func runRegen(a *app, reload, asJSON bool) error {
 	c, err := build(a.ctx, a)
 	if err != nil {
