@@ -266,17 +266,8 @@ var Variables = []Variable{
 		set: func(c *Configs, v string) error { c.ACME.Dir, c.Nginx.LetsEncryptDir = v, v; return checkAbsolute(v) }},
 	{Name: EnvNginxConfPath, Default: nginxconf.DefaultConfPath, Doc: "the generated file",
 		set: text(func(c *Configs) *string { return &c.Nginx.ConfPath })},
-	{Name: EnvNginxBinary, Default: nginxconf.DefaultBinary, Doc: "nginx executable; when set, it must be found (an absolute path or a name on `PATH`)",
-		set: func(c *Configs, v string) error {
-			c.Nginx.Binary = v
-			if v == nginxconf.DefaultBinary {
-				return nil // the default is for the pre-flight to judge: a worker reloading other pods may have none
-			}
-			if _, err := exec.LookPath(v); err != nil {
-				return fmt.Errorf("an executable (absolute path or a name on PATH): %w", err)
-			}
-			return nil
-		}},
+	{Name: EnvNginxBinary, Default: nginxconf.DefaultBinary, Doc: "nginx executable; when set, it must be found (an absolute path or a name on `PATH`; fleet workers, which have no nginx, excepted)",
+		set: text(func(c *Configs) *string { return &c.Nginx.Binary })}, // checked in crossCheck
 	{Name: EnvNginxMainConf, Unset: "nginx's default", Doc: "`-c` for `nginx -t` and `nginx -s reload`",
 		set: text(func(c *Configs) *string { return &c.Nginx.MainConf })},
 	{Name: EnvNginxPrefix, Unset: "nginx's default", Doc: "`-p`",
@@ -412,6 +403,13 @@ func loadConfigs(get func(string) string, n needs) (Configs, error) {
 // on the subcommand.
 func crossCheck(c Configs, n needs) []error {
 	var errs []error
+	// A set NGINX_BINARY must be found; the default is for the pre-flight to
+	// judge, and fleet workers (the postgres store) run no nginx at all.
+	if b := c.Nginx.Binary; b != "" && b != nginxconf.DefaultBinary && c.StoreKind != storePostgres {
+		if _, err := exec.LookPath(b); err != nil {
+			errs = append(errs, &ConfigError{Name: EnvNginxBinary, Value: b, Expect: "an executable (absolute path or a name on PATH): " + err.Error()})
+		}
+	}
 	if n.db && c.DB.URL == "" {
 		errs = append(errs, &ConfigError{Name: EnvDBURL, Expect: "a PostgreSQL URL such as postgres://user:pass@host:5432/db"})
 	}

@@ -276,12 +276,14 @@ func TestFleetEndToEnd(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "certificate-store") || strings.Contains(out, "nginx") {
 		t.Errorf("check exit %d (a fleet worker checks the store, not nginx):\n%s%s", code, out, errOut)
 	}
+	// The removed domain's certificate (not purged) has no row any more:
+	// both commands say so and exit 1, as an operator should look at it.
 	code, out, errOut = runCLI(t, with(), "certificates")
-	if code != exitOK || !strings.Contains(out, d2) {
+	if code != exitFailed || !strings.Contains(out, d2) || !strings.Contains(errOut, "no custom domain row: "+d) {
 		t.Errorf("certificates exit %d:\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "renew", "--dry-run")
-	if code != exitOK || !strings.Contains(out, d2+": kept") {
+	if code != exitFailed || !strings.Contains(out, d2+": kept") || !strings.Contains(out, d+": no row") {
 		t.Errorf("renew --dry-run exit %d:\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "issue", "--domain", d2)
