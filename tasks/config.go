@@ -121,6 +121,11 @@ type Config struct {
 	// (CERTMGR_FORCE_INTERVAL, CERTMGR_TENANT_ORDERS_PER_HOUR, Let's
 	// Encrypt's account limits). Zero fields take domaindb's defaults.
 	Budgets domaindb.Budgets
+	// ReloadMinInterval spaces the regenerations and reloads that issue tasks
+	// share: issuances that finish close together are published by one
+	// regeneration and one reload per pod, at most one per interval
+	// (CERTMGR_RELOAD_MIN_INTERVAL). Default 2s.
+	ReloadMinInterval time.Duration
 	// Names validates names that arrive in task arguments and flags.
 	Names domain.Policy
 	// Logger receives the pipeline's logs (component=tasks). Default: none.
@@ -151,6 +156,7 @@ func (c Config) withDefaults() Config {
 	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 12*time.Hour)
 	c.SweepJitter = cmp.Or(c.SweepJitter, time.Hour)
+	c.ReloadMinInterval = cmp.Or(c.ReloadMinInterval, 2*time.Second)
 	return c
 }
 
@@ -179,6 +185,7 @@ type Service struct {
 	cfg     Config
 	log     zerolog.Logger
 	metrics *metrics
+	shared  *sharedPublish
 }
 
 // New checks cfg and returns the Service.
@@ -192,7 +199,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	m.accountOrdersLeft.Set(float64(cmp.Or(cfg.Budgets.AccountOrdersPer3h, 300)))
-	return &Service{cfg: cfg, log: cfg.Logger.With().Str("component", "tasks").Logger(), metrics: m}, nil
+	s := &Service{cfg: cfg, log: cfg.Logger.With().Str("component", "tasks").Logger(), metrics: m}
+	s.shared = newSharedPublish(s)
+	return s, nil
 }
 
 // Register puts every task of the contract on mux, with the metrics

@@ -122,7 +122,14 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 	res.Status, res.NotAfter = string(domaindb.StatusIssued), lineage.NotAfter.UTC().Format(time.RFC3339)
 	s.setExpiry(lineage)
 
-	pub, err := s.publish(ctx, publishOptions{reload: res.Issued})
+	var pub published
+	if res.Issued {
+		// A new certificate: share the regeneration and reload with the
+		// issuances finishing about now.
+		pub, err = s.shared.publish(ctx)
+	} else {
+		pub, err = s.publish(ctx, publishOptions{})
+	}
 	res.Reloaded = pub.reloaded.Pods
 	if err != nil {
 		s.recordFailure(ctx, row, err)

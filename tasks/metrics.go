@@ -30,6 +30,7 @@ type metrics struct {
 	// orders per 3 hours; budgetRefusals counts orders refused by budget.
 	accountOrdersLeft prometheus.Gauge
 	budgetRefusals    *prometheus.CounterVec
+	sharedPublishes   prometheus.Counter // regenerations shared by issue tasks
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,13 +63,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "ACME orders the account may still make in the current 3-hour window (Let's Encrypt: 300), as of the last order certmgr made, counted across replicas."}),
 		budgetRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_order_budget_refusals_total",
 			Help: "Orders refused before reaching the CA, by budget (forced_reissue, tenant_orders_per_hour, account_orders_per_3h, certificates_per_registered_domain_per_week, duplicate_certificates_per_week, failed_validations_per_hour)."}, []string{"budget"}),
+		sharedPublishes: prometheus.NewCounter(prometheus.CounterOpts{Name: "certmgr_shared_publishes_total",
+			Help: "Regenerations and reloads that issue tasks finishing close together shared (at most one per CERTMGR_RELOAD_MIN_INTERVAL)."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
 		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache,
-		m.accountOrdersLeft, m.budgetRefusals} {
+		m.accountOrdersLeft, m.budgetRefusals, m.sharedPublishes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
@@ -191,3 +192,63 @@ func tenantSkipReason(sk nginxconf.Skipped) string {
 // notOwnerReason is the last_error of a row whose name's certificate was
 // issued for another row.
 const notOwnerReason = "This domain is not served yet: its DNS must be verified for this account; issue SSL again."
+
+// sharedPublish folds the publications of issue tasks that finish close
+// together into one regeneration and one reload per pod (nginxconf.Coalesce:
+// a task arriving while one runs waits for the next, which covers its
+// change), and spaces them at least ReloadMinInterval apart: tasks arriving
+// during the wait join the same round. Every task gets the outcome of the
+// round that covered it (or of a later one, which covers it too).
+type sharedPublish struct {
+	s        *Service
+	coalesce nginxconf.Reloader
+
+	mu      sync.Mutex
+	lastRun time.Time
+	last    published
+}
+
+func newSharedPublish(s *Service) *sharedPublish {
+	sp := &sharedPublish{s: s}
+	sp.coalesce = nginxconf.Coalesce(reloadFunc(sp.round))
+	return sp
+}
+
+// sharedPublishTimeout bounds one shared round: it runs detached from the
+// task that started it, since the others share it.
+const sharedPublishTimeout = 5 * time.Minute
+
+func (sp *sharedPublish) round(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, sharedPublishTimeout)
+	defer cancel()
+	sp.mu.Lock()
+	wait := time.Until(sp.lastRun.Add(sp.s.cfg.ReloadMinInterval))
+	sp.mu.Unlock()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	p, err := sp.s.publish(ctx, publishOptions{reload: true})
+	sp.mu.Lock()
+	sp.lastRun, sp.last = time.Now(), p
+	sp.mu.Unlock()
+	sp.s.metrics.sharedPublishes.Inc()
+	return err
+}
+
+func (sp *sharedPublish) publish(ctx context.Context) (published, error) {
+	err := sp.coalesce.Reload(ctx)
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.last, err
+}
+
+// reloadFunc adapts a function to nginxconf.Reloader.
+type reloadFunc func(ctx context.Context) error
+
+func (f reloadFunc) Reload(ctx context.Context) error { return f(ctx) }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
 )
 
@@ -340,4 +342,68 @@ func mustChecker(t *testing.T, b *bundle) *dnscheck.Checker {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// gatedReloader holds the first reload until open is closed.
+type gatedReloader struct {
+	tasks.Reloader
+	open  chan struct{}
+	first sync.Once
+}
+
+func (g *gatedReloader) Reload(ctx context.Context) (podreload.Result, error) {
+	g.first.Do(func() { <-g.open })
+	return g.Reloader.Reload(ctx)
+}
+
+// Four issuances finishing close together share the regenerations and
+// reloads: the first reload is held until all four certificates are stored, so the
+// other three gather for the next round (at most one per
+// CERTMGR_RELOAD_MIN_INTERVAL). Two reloads in all, and every task gets the
+// pod's outcome and is served.
+func TestIssuancesFinishingTogetherShareOneReload(t *testing.T) {
+	t.Parallel()
+	gate := &gatedReloader{open: make(chan struct{})}
+	b := setup(t, setupOpt{tasks: func(c *tasks.Config) {
+		gate.Reloader = c.Reloader
+		c.Reloader = gate
+		c.ReloadMinInterval = 2 * time.Second
+	}})
+	ctx := context.Background()
+	names := []domain.Name{b.domain("share1"), b.domain("share2"), b.domain("share3"), b.domain("share4")}
+	for _, d := range names {
+		b.pg.InsertDomain(t, string(d))
+	}
+	before := b.reloader.n.Load()
+	results := make([]tasks.IssueResult, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, d := range names {
+		wg.Go(func() { results[i], errs[i] = b.svc.Issue(ctx, string(d), false) })
+	}
+	// Open the gate once every row records its new certificate: each task
+	// is then on its way to the shared publication.
+	pool := b.pg.Pool(t)
+	go func() {
+		defer close(gate.open)
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			var n int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM tenant_customdomain WHERE cert_expires_at IS NOT NULL`).Scan(&n)
+			if err == nil && n == len(names) {
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	for i, r := range results {
+		if errs[i] != nil || !r.Issued || len(r.Reloaded) != 1 || r.Reloaded[0].Outcome != podreload.OutcomeReloaded {
+			t.Errorf("%s: %+v, %v; want issued with the pod reloaded", names[i], r, errs[i])
+		}
+	}
+	if n := b.reloader.n.Load() - before; n != 2 {
+		t.Errorf("%d reloads for %d issuances finishing together; want 2 (the held one and one shared)", n, len(names))
+	}
+	for _, d := range names {
+		b.waitServed(d, func(*x509.Certificate) bool { return true })
+	}
 }

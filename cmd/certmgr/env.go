@@ -68,6 +68,7 @@ const (
 	EnvTXTLabel             = "CUSTOM_DOMAIN_TXT_LABEL"
 	EnvForceInterval        = "CERTMGR_FORCE_INTERVAL"
 	EnvTenantOrdersPerHour  = "CERTMGR_TENANT_ORDERS_PER_HOUR"
+	EnvReloadMinInterval    = "CERTMGR_RELOAD_MIN_INTERVAL"
 	EnvBrokerOptions        = "CELERY_BROKER_TRANSPORT_OPTIONS"
 	EnvBackendOptions       = "CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS"
 	EnvMaxMessageBytes      = "CERTMGR_MAX_MESSAGE_BYTES"
@@ -337,6 +338,8 @@ var Variables = []Variable{
 		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.Budgets.ForceInterval })},
 	{Name: EnvTenantOrdersPerHour, Default: "20", Doc: "ACME orders one tenant (or event) may cause per hour; more fail at once with `RateLimited`, before reaching the CA",
 		set: number(1, 1000000, func(c *Configs) *int { return &c.Tasks.Budgets.TenantOrdersPerHour })},
+	{Name: EnvReloadMinInterval, Default: "2", Doc: "seconds between two regenerations and reloads shared by issue tasks: issuances that finish close together are published together, each task still getting every pod's outcome",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.ReloadMinInterval })},
 	{Name: EnvTaskTimeLimit, Default: "300", Doc: "seconds a task sent without its own Celery time limit may run; past it the task fails with `TimeLimitExceeded` (not retried) and releases its lock",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.DefaultTimeLimit })},
 	{Name: EnvShutdownGrace, Default: "60", Doc: "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery",
