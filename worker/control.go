@@ -19,18 +19,18 @@ import (
 // shapes celery/worker/control.py gives, reconnecting with backoff when the
 // broker goes away.
 type controller struct {
-	cfg      Config
-	mb       mailbox
-	h        Handler
-	ev       *events
-	exec     *executor
-	revoked  *revocations
-	shutdown func() // asks the Server to stop gracefully
-	started  time.Time
-	log      zerolog.Logger
-	errs     *rateLimited
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cfg             Config
+	mb              mailbox
+	h               Handler
+	ev              *events
+	exec            *executor
+	revoked         *revocations
+	requestShutdown func() // asks the Server to stop gracefully
+	started         time.Time
+	log             zerolog.Logger
+	errs            *rateLimited
+	cancel          context.CancelFunc
+	wg              sync.WaitGroup
 }
 
 func (c *controller) start(ctx context.Context) {
@@ -40,8 +40,8 @@ func (c *controller) start(ctx context.Context) {
 	go func() { defer c.wg.Done(); c.loop(ctx) }()
 }
 
-// stop stops listening and returns when no command is being answered.
-func (c *controller) stop() {
+// shutdown stops listening and returns when no command is being answered.
+func (c *controller) shutdown() {
 	c.cancel()
 	c.wg.Wait()
 }
@@ -202,7 +202,7 @@ func (c *controller) command(ctx context.Context, method string, args map[string
 		return ok("pool will shrink")
 	case "shutdown":
 		c.log.Warn().Msg("shutdown requested by remote control")
-		go c.shutdown()
+		go c.requestShutdown()
 		return noReply{}
 	}
 	return noReply{}

@@ -17,7 +17,16 @@
 // A handler returns nil (SUCCESS, with the value given to Task.SetResult), an
 // error (FAILURE; give it an exc_type with an ExcType method or Fail), or
 // RetryAfter(d) (the task is re-sent with retries+1 and an eta, like
-// Task.retry; after MaxRetries it fails).
+// Task.retry; after MaxRetries, or RetryAfterMax's own limit, it fails with
+// the wrapped cause, or MaxRetriesExceededError when there is none).
+//
+// Around the handler the Server does what a Python worker does: it applies
+// the message's link callbacks, next chain step and link_error errbacks,
+// joins chords on the Redis result backend (Celery 5.2's keys), honours
+// revokes (kept in Redis for every replica), answers `celery inspect` and
+// `celery control`, and sends task events. docs/celery-compat.md, written by
+// the differential suite in worker/internal/compat, says what matches Python
+// Celery and what does not.
 //
 // # Why the protocol layer is ours
 //

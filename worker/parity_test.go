@@ -150,3 +150,32 @@ func TestEnableDisableEventsAtRunTime(t *testing.T) {
 		t.Fatal("task events sent after disable_events")
 	}
 }
+
+// pool_grow and pool_shrink change how many tasks run at once, as
+// `inspect stats` reports it.
+func TestPoolGrowShrink(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	s.cfg.Concurrency = 2
+	s.start(t)
+	concurrency := func() int {
+		code := fmt.Sprintf("from celery import Celery\nr = Celery(broker=%q).control.inspect(destination=[%q], timeout=2).stats() or {}\nprint(r.get(%q, {}).get('pool', {}).get('max-concurrency', -1))\n",
+			s.redis.URL, s.cfg.Hostname, s.cfg.Hostname)
+		out, err := exec.Command(testpeers.Python, "-c", code).CombinedOutput()
+		if err != nil {
+			t.Fatalf("inspect stats: %v\n%s", err, out)
+		}
+		var n int
+		_, _ = fmt.Sscan(string(out), &n)
+		return n
+	}
+	waitFor(t, 10*time.Second, "stats answered", func() bool { return concurrency() == 2 })
+	pythonControl(t, s.redis.URL, fmt.Sprintf("pool_grow(3, destination=[%q])", s.cfg.Hostname))
+	waitFor(t, 10*time.Second, "pool grown to 5", func() bool { return concurrency() == 5 })
+	pythonControl(t, s.redis.URL, fmt.Sprintf("pool_shrink(10, destination=[%q])", s.cfg.Hostname))
+	waitFor(t, 10*time.Second, "pool shrunk to 1, never 0", func() bool { return concurrency() == 1 })
+	id := s.celery.Send(t, testpeers.SendOptions{Task: worker.PingTask})
+	if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
+		t.Fatalf("the shrunk pool runs nothing: %v", cerr)
+	}
+}

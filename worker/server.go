@@ -127,7 +127,7 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		restoreInterval: cfg.RestoreInterval, heartbeatInterval: cfg.HeartbeatInterval,
 		visibility: cfg.VisibilityTimeout, log: log, errs: errs,
 	}
-	s.control = &controller{shutdown: s.remoteShutdown, cfg: cfg, mb: broker, h: h, ev: s.ev, exec: s.exec, revoked: s.revoked, log: log, errs: errs}
+	s.control = &controller{requestShutdown: s.remoteShutdown, cfg: cfg, mb: broker, h: h, ev: s.ev, exec: s.exec, revoked: s.revoked, log: log, errs: errs}
 	return s
 }
 
@@ -222,7 +222,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.exec.shutdown(ctx, s.cfg.ShutdownGrace)
 	s.settle.shutdown()
 	s.exec.stopHard()
-	s.control.stop()
+	s.control.shutdown()
 	s.maint.shutdown()
 	s.ev.offline()
 	s.broker.Close()
