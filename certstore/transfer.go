@@ -82,7 +82,7 @@ func (s *Store) Export(ctx context.Context, dir string) (int, error) {
 		return 0, err
 	}
 	for _, l := range ls {
-		if _, err := WriteLineage(dir, l); err != nil {
+		if _, err := WriteLineage(dir, l, true); err != nil {
 			return 0, fmt.Errorf("export to %s: %w", dir, err)
 		}
 	}

@@ -89,7 +89,8 @@ func (m *Mirror) Pull(ctx context.Context) error {
 			return fmt.Errorf("pull certificate store: %w", err)
 		}
 		for _, l := range ls {
-			if _, err := certstore.WriteLineage(m.dir, l); err != nil {
+			// Unsynced: the mirror is rebuilt from the store at every start.
+			if _, err := certstore.WriteLineage(m.dir, l, false); err != nil {
 				return fmt.Errorf("pull certificate store: %w", err)
 			}
 		}
