@@ -22,7 +22,7 @@ const (
 func ParseDirectoryURL(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("directory URL %q: want https://host/...", s)
+		return "", fmt.Errorf("directory URL %q: want an https URL with a host", s)
 	}
 	return s, nil
 }

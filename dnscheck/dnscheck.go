@@ -50,8 +50,6 @@ type Config struct {
 	CAIdentifier string
 	// Logger receives debug lines about queries. Default: disabled.
 	Logger zerolog.Logger
-	// Now is the clock for dns_verified_at. Default time.Now.
-	Now func() time.Time
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -62,9 +60,6 @@ func (c Config) withDefaults() (Config, error) {
 	c.TXTLabel = cmp.Or(c.TXTLabel, "_certmgr")
 	c.MaxCNAMEHops = cmp.Or(c.MaxCNAMEHops, 8)
 	c.CAIdentifier = cmp.Or(c.CAIdentifier, "letsencrypt.org")
-	if c.Now == nil {
-		c.Now = time.Now
-	}
 	c.Servers = ParseServers(strings.Join(c.Servers, ","))
 	if len(c.Servers) == 0 {
 		rc, err := dns.ClientConfigFromFile(c.ResolvConf)
@@ -506,7 +501,6 @@ func (c *Checker) exchange(ctx context.Context, m *dns.Msg, server string) (*dns
 	return resp, nil
 }
 
-func (c *Checker) now() time.Time { return c.cfg.Now() }
 
 // Servers returns the resolvers the Checker asks, in order.
 func (c *Checker) Servers() []string { return slices.Clone(c.cfg.Servers) }

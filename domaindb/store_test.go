@@ -65,8 +65,6 @@ func (b *bundle) row(t *testing.T, id int64) (status, lastError string, updated 
 	return status, lastError, updated
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func TestGet(t *testing.T) {
 	t.Parallel()
 	b := setup(t)

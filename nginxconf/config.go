@@ -257,6 +257,7 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	if c.Timeout <= 0 {
+		//lint:ignore ST1005 validate names the Config field first
 		errs = append(errs, fmt.Errorf("Timeout %s: want > 0", c.Timeout))
 	}
 	return errors.Join(errs...)
@@ -272,6 +273,7 @@ func ParseUpstream(u string) (string, error) {
 }
 
 func checkUpstream(u string) error {
+	//lint:ignore ST1005 validate names the Config field first
 	bad := fmt.Errorf("Upstream (NGINX_UPSTREAM) %q: want host:port, [v6]:port or unix:/path", u)
 	if !plainWord(u) {
 		return bad

@@ -139,9 +139,11 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if c.Concurrency < 1 {
+		//lint:ignore ST1005 validate names the Config field first
 		errs = append(errs, fmt.Errorf("Concurrency %d: must be at least 1", c.Concurrency))
 	}
 	if c.Prefetch < 0 {
+		//lint:ignore ST1005 validate names the Config field first
 		errs = append(errs, fmt.Errorf("Prefetch %d: must not be negative", c.Prefetch))
 	}
 	if c.VisibilityTimeout < time.Second {

@@ -12,6 +12,8 @@ import (
 
 // SkipRetry in an error's chain makes the task fail now even when the chain
 // also asks for a retry (a wrapped RetryAfter from a lower layer).
+//
+//lint:ignore ST1012 asynq's name for the same sentinel (STYLE.md habit 7)
 var SkipRetry = errors.New("skip retry")
 
 // RetryError asks for the task to be sent again after Delay, as Celery's

@@ -143,6 +143,7 @@ func TestFailuresCarryExcType(t *testing.T) {
 	})
 	s.mux.HandleFunc("tenant.tasks.panics", func(ctx context.Context, task *worker.Task) error {
 		var m map[string]int
+		//lint:ignore SA5000 the handler panics on purpose
 		m["boom"]++ // nil map write
 		return nil
 	})

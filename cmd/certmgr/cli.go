@@ -52,12 +52,6 @@ func commands() []*command {
 		checkCommand(), agentCommand(), migrateCommand(), storeCommand()}
 }
 
-// notBuilt is what a subcommand returns until its issue lands: it must not
-// pretend to work.
-func notBuilt(name string) error {
-	return fmt.Errorf("certmgr %s is not built yet", name)
-}
-
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	global := flag.NewFlagSet("certmgr", flag.ContinueOnError)
