@@ -40,7 +40,10 @@ func (s *Store) ensureTables(ctx context.Context) error {
 		}
 		for _, ddl := range []string{ownersTable, budgetTable,
 			`ALTER TABLE certmgr_acme_order ADD COLUMN IF NOT EXISTS renewal boolean NOT NULL DEFAULT false`,
-			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_at ON certmgr_acme_order (at)`} {
+			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_at ON certmgr_acme_order (at)`,
+			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_domain ON certmgr_acme_order (domain, at)`,
+			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_owner ON certmgr_acme_order (owner, at)`,
+			`CREATE INDEX IF NOT EXISTS certmgr_acme_order_registered ON certmgr_acme_order (registered, at)`} {
 			if _, err := tx.Exec(ctx, ddl); err != nil {
 				return err
 			}
