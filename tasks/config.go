@@ -207,7 +207,7 @@ func New(cfg Config) (*Service, error) {
 // Register puts every task of the contract on mux, with the metrics
 // middleware.
 func (s *Service) Register(mux *worker.ServeMux) {
-	mux.Use(s.metrics.middleware, deadlineMiddleware)
+	mux.Use(s.metrics.middleware, deadlineMiddleware, taskLogging)
 	mux.HandleFunc(IssueTask, s.issueTask)
 	mux.HandleFunc(VerifyTask, s.verifyTask)
 	mux.HandleFunc(RemoveTask, s.removeTask)
@@ -227,4 +227,45 @@ func deadlineMiddleware(next worker.Handler) worker.Handler {
 		}
 		return err
 	})
+}
+
+// taskKey carries the running task in ctx, for logFor.
+type taskKey struct{}
+
+// taskState is the running task and the domain its logger names already.
+type taskState struct {
+	t      *worker.Task
+	domain domain.Name
+}
+
+// taskLogging puts the task in ctx so the pipeline's lines carry its task_id
+// and task, and the domain once known (logFor); the worker's own lines about
+// the task (succeeded, failed, retried) then carry the domain too.
+func taskLogging(next worker.Handler) worker.Handler {
+	return worker.HandlerFunc(func(ctx context.Context, t *worker.Task) error {
+		return next.ProcessTask(context.WithValue(ctx, taskKey{}, &taskState{t: t}), t)
+	})
+}
+
+// logFor is the logger for lines about domain d: the task's (task_id, task,
+// domain) when running as a task, which it also marks with d; else the
+// service's with domain.
+func (s *Service) logFor(ctx context.Context, d domain.Name) *zerolog.Logger {
+	st, ok := ctx.Value(taskKey{}).(*taskState)
+	if !ok {
+		l := s.log.With().Str("domain", string(d)).Logger()
+		return &l
+	}
+	switch st.domain {
+	case "":
+		st.t.WithLogger(st.t.Logger().With().Str("domain", string(d)).Logger())
+		st.domain = d
+	case d:
+	default:
+		// A second domain in one task: its lines name it, not the first.
+		l := s.log.With().Str("domain", string(d)).Logger()
+		return &l
+	}
+	l := st.t.Logger().With().Str("component", "tasks").Logger()
+	return &l
 }

@@ -50,7 +50,7 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		return res, err
 	}
 	res.Domain, res.Status = string(row.Domain), string(row.Status)
-	log := s.log.With().Str("domain", string(row.Domain)).Int64("domain_id", row.ID).Logger()
+	log := s.logFor(ctx, row.Domain).With().Int64("domain_id", row.ID).Logger()
 
 	unlock, err := s.cfg.Domains.Lock(ctx, row.Domain)
 	if err != nil {
@@ -169,7 +169,7 @@ func (s *Service) recordFailure(ctx context.Context, row domaindb.CustomDomain, 
 		st, werr = s.cfg.Domains.MarkFailed(wctx, row.ID, c.tenant)
 	}
 	if werr != nil {
-		s.log.Warn().Err(werr).Str("domain", string(row.Domain)).Msg("could not record the failure on the row")
+		s.logFor(ctx, row.Domain).Warn().Err(werr).Msg("could not record the failure on the row")
 		return row.Status
 	}
 	return st

@@ -234,7 +234,7 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	}
 	other()
 
-	res, err = b.svc.Sweep(ctx, false)
+	res, err = b.sweep(ctx)
 	if err != nil {
 		t.Fatalf("sweep: %v (%+v)", err, res)
 	}
@@ -262,7 +262,7 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	}
 
 	// A second sweep finds nothing due and does not reload.
-	res, err = b.svc.Sweep(ctx, false)
+	res, err = b.sweep(ctx)
 	if err != nil || len(res.Renewed) != 0 {
 		t.Fatalf("second sweep = %+v, %v", res, err)
 	}

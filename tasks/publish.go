@@ -125,6 +125,12 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	}
 	for _, sk := range p.generated.Skipped {
 		if r, ok := byName[sk.Name]; ok {
+			if sk.Kind == nginxconf.SkipExpired && r.LastError != "" {
+				// An expired certificate whose row already says why (a
+				// failed renewal's cause, in the tenant's words) keeps that:
+				// "expired" alone would hide what to fix.
+				continue
+			}
 			if werr := s.cfg.Domains.SetLastError(ctx, r.ID, tenantSkipReason(sk)); werr != nil {
 				s.log.Warn().Err(werr).Str("domain", string(sk.Name)).Msg("could not record why the domain is not served")
 			}

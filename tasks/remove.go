@@ -45,6 +45,7 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		return res, err
 	}
 	res.Domain = string(name)
+	s.logFor(ctx, name) // the task's lines name the domain from here on
 	unlock, err := s.cfg.Domains.Lock(ctx, name)
 	if err != nil {
 		return res, fmt.Errorf("lock %s: %w", name, err)
@@ -57,7 +58,7 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		return res, &InUseError{Domain: name, ID: row.ID}
 	}
 	if err == nil {
-		s.log.Warn().Str("domain", string(name)).Int64("domain_id", row.ID).
+		s.logFor(ctx, name).Warn().Int64("domain_id", row.ID).
 			Msg("remove task for a domain whose row still exists; it is left out of nginx until the next issue")
 	} else if !errors.Is(err, domaindb.ErrNotFound) {
 		return res, err
@@ -82,7 +83,7 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		if found && len(l.Names()) > 1 {
 			// The lineage serves other names too: deleting it would take
 			// their certificate away.
-			s.log.Warn().Str("domain", string(name)).Str("lineage", string(l.Name)).Strs("domains", l.Domains).
+			s.logFor(ctx, name).Warn().Str("lineage", string(l.Name)).Strs("domains", l.Domains).
 				Msg("purge skipped: the certificate also serves other names")
 			found = false
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,7 +72,9 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	}
 	res.Checked = len(statuses)
 	res.RowsWithoutCertificate = RowsWithoutCertificate(rows, serving)
-	for _, st := range statuses {
+	progress := s.sweepProgress(len(statuses), dryRun)
+	for i, st := range statuses {
+		progress(i)
 		s.setExpiry(st.Lineage)
 		e := entryOf(st)
 		names := st.Lineage.Names()
@@ -124,6 +127,38 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	return res, err
 }
 
+// sweepProgress logs the start of a sweep and then, every progressEvery
+// lineages or every progressInterval, "N of M" at info level, so a long sweep
+// is seen to move. It returns the function the loop calls before lineage i.
+func (s *Service) sweepProgress(total int, dryRun bool) func(i int) {
+	s.log.Info().Int("lineages", total).Bool("dry_run", dryRun).Msg("renewal sweep started")
+	last := time.Now()
+	return func(i int) {
+		if i == 0 || (i%progressEvery != 0 && time.Since(last) < progressInterval) {
+			return
+		}
+		last = time.Now()
+		s.log.Info().Int("done", i).Int("lineages", total).
+			Msgf("renewal sweep: %s of %s", thousands(i), thousands(total))
+	}
+}
+
+// A sweep logs its progress every progressEvery lineages, or every
+// progressInterval when lineages are slow (renewals).
+const (
+	progressEvery    = 500
+	progressInterval = 30 * time.Second
+)
+
+// thousands writes n with comma separators: 3,300.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
 // renewOne renews one lineage, with all its names, under the lock of its
 // first name (issue takes the same lock for any name of a lineage), after
 // checking again that it is still due (another replica or an issue task may
@@ -173,6 +208,10 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 		for _, r := range rows {
 			s.recordFailure(ctx, r, err)
 		}
+		// The sweep goes on with the other lineages: this is the one line
+		// that says this renewal failed, for alerting on errors.
+		s.log.Error().Err(err).Str("domain", string(primary)).Strs("domains", l.Domains).Str("lineage", string(l.Name)).
+			Str("last_error", classify(primary, err).tenant).Msg("certificate renewal failed")
 		return err
 	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
@@ -181,11 +220,15 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 		for _, r := range rows {
 			s.recordFailure(ctx, r, err)
 		}
+		// The sweep goes on with the other lineages: this is the one line
+		// that says this renewal failed, for alerting on errors.
+		s.log.Error().Err(err).Str("domain", string(primary)).Strs("domains", l.Domains).Str("lineage", string(l.Name)).
+			Str("last_error", classify(primary, err).tenant).Msg("certificate renewal failed")
 		return err
 	}
 	s.metrics.renewed.Inc()
 	s.setExpiry(renewed)
-	s.log.Info().Str("lineage", string(l.Name)).Strs("domains", renewed.Domains).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
+	s.log.Info().Str("domain", string(primary)).Str("lineage", string(l.Name)).Strs("domains", renewed.Domains).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
 	var errs []error
 	for _, r := range rows {
 		if err := s.cfg.Domains.RecordOwner(ctx, r.Domain, r); err != nil {

@@ -144,7 +144,7 @@ func TestSweepDoesNotRenewANameThatLeftThePlatform(t *testing.T) {
 	b.pebble.DNS.SetCNAME(t, string(d), "shops.elsewhere.example.net")
 	b.clock.Advance(5 * 24 * time.Hour)
 
-	res, err := b.svc.Sweep(ctx, false)
+	res, err := b.sweep(ctx)
 	if err != nil {
 		t.Fatalf("sweep: %v (%+v)", err, res)
 	}

@@ -1,11 +1,13 @@
 package tasks_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"path/filepath"
@@ -48,6 +50,33 @@ type bundle struct {
 	svc      *tasks.Service
 	registry *prometheus.Registry
 	clock    *clock
+	logs     *syncBuffer // the service's JSON log lines
+}
+
+// syncBuffer collects log lines written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// lines returns the JSON lines logged so far whose message is msg.
+func (s *syncBuffer) lines(msg string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(s.b.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil && m["message"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // clock is a movable clock for the renewal policy.
@@ -128,7 +157,8 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 	bd.pebble = testpeers.Pebble(t, testpeers.PebbleOptions{HTTPPort: bd.nginx.HTTPPort, DNS: dns,
 		Profiles: map[string]time.Duration{"classic": 90 * 24 * time.Hour, "shortlived": 6 * 24 * time.Hour}})
 	bd.celery = testpeers.Celery(t, bd.redis.URL)
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	bd.logs = &syncBuffer{}
+	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), bd.logs)).Level(zerolog.InfoLevel)
 	ctx := context.Background()
 
 	var err error
@@ -160,7 +190,7 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 		ConfPath: filepath.Join(bd.nginx.ConfDir, "custom-domains.conf"), Binary: bd.nginx.Binary,
 		MainConf: bd.nginx.MainConf, Prefix: bd.nginx.Prefix, Upstream: "127.0.0.1:9",
 		HTTPSPort: bd.nginx.HTTPSPort, HTTPPort: bd.nginx.HTTPPort,
-		ACMEWebroot: bd.nginx.Webroot, LetsEncryptDir: store, Logger: log,
+		ACMEWebroot: bd.nginx.Webroot, LetsEncryptDir: store, Logger: log, Now: bd.clock.Now,
 	}
 	gen, err := nginxconf.New(ncfg)
 	if err != nil {
@@ -274,5 +304,20 @@ func (b *bundle) waitServed(d domain.Name, ok func(*x509.Certificate) bool) *x50
 			b.t.Fatalf("nginx does not serve the expected certificate for %s: last %v", d, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sweep runs a renewal sweep, again while another test's sweep holds the
+// sweep lock (an advisory lock of the whole Postgres server, not of the
+// test's schema): tests sweep in parallel.
+func (b *bundle) sweep(ctx context.Context) (tasks.RenewResult, error) {
+	b.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := b.svc.Sweep(ctx, false)
+		if err != nil || !res.Skipped || time.Now().After(deadline) {
+			return res, err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -39,6 +39,7 @@ func (s *Service) verify(ctx context.Context, ref domainRef) (VerifyResult, erro
 	if err != nil {
 		return VerifyResult{Domain: ref.String()}, err
 	}
+	s.logFor(ctx, row.Domain) // the task's lines name the domain from here on
 	v, err := s.checkDNS(ctx, row)
 	if errors.As(err, new(*dnscheck.NotVerifiedError)) {
 		return v, nil

@@ -276,7 +276,7 @@ func (e *executor) run(d *delivery) {
 	e.fl.mu.Unlock()
 	if terminated {
 		cancel()
-		t.logger.Warn().Err(err).Dur("runtime", runtime).Msg("task terminated by revoke")
+		t.logger.Warn().Err(err).Float64("runtime_s", runtime.Seconds()).Msg("task terminated by revoke")
 		e.ev.task("task-revoked", m, map[string]any{"expired": false, "terminated": true, "signum": 15})
 		e.finishRevoked(t, d, "terminated")
 		return
@@ -292,7 +292,7 @@ func (e *executor) run(d *delivery) {
 	switch {
 	case err == nil:
 		result, _ := t.Result()
-		t.logger.Info().Dur("runtime", runtime).Msg("task succeeded")
+		t.logger.Info().Float64("runtime_s", runtime.Seconds()).Msg("task succeeded")
 		e.ev.task("task-succeeded", m, map[string]any{"result": fmt.Sprint(result), "runtime": runtime.Seconds()})
 		e.canvas.onSuccess(t, m, result)
 		meta := e.meta(t, m, celery.StateSuccess, result, "")
@@ -333,7 +333,7 @@ func (e *executor) run(d *delivery) {
 		if nr := (*NotRegisteredError)(nil); errors.As(err, &nr) {
 			info.ExcMessage = []any{m.Task} // KeyError's str() adds the quotes
 		}
-		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Dur("runtime", runtime).Msg("task failed")
+		t.logger.Error().Err(err).Str("exc_type", info.ExcType).Float64("runtime_s", runtime.Seconds()).Msg("task failed")
 		e.ev.task("task-failed", m, map[string]any{"exception": excInfoRepr(info), "traceback": tb})
 		meta := e.meta(t, m, celery.StateFailure, info, tb)
 		e.storeNow(t, meta, celery.StateFailure)
