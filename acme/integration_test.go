@@ -37,13 +37,6 @@ func init() {
 	SetLegoLogger(zerolog.Nop())
 }
 
-// clock is a settable time source for Config.Now.
-type clock struct{ offset atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Set(t time.Time)         { c.offset.Store(int64(time.Until(t))) }
-func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-
 // acmeSetup is the bundle every issuance test starts from: nginx serving the
 // webroot on its HTTP port, challtestsrv resolving test names to 127.0.0.1,
 // Pebble validating against that nginx, and a Manager with its own store.
@@ -51,7 +44,7 @@ type acmeSetup struct {
 	nginx  *testpeers.NginxPeer
 	dns    *testpeers.ChallTestSrvPeer
 	pebble *testpeers.PebblePeer
-	clock  *clock
+	clock  *testpeers.Clock
 	cfg    Config
 	m      *Manager
 }
@@ -78,7 +71,7 @@ func webrootServer(port int, webroot string) string {
 
 func setup(t *testing.T, opts setupOptions) *acmeSetup {
 	t.Helper()
-	s := &acmeSetup{clock: &clock{}}
+	s := &acmeSetup{clock: &testpeers.Clock{}}
 	s.dns = testpeers.ChallTestSrv(t)
 	// nginx starts with no server; the webroot server needs its port first.
 	s.nginx = testpeers.Nginx(t, testpeers.NginxOptions{})

@@ -17,6 +17,8 @@ import (
 
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // Advisory locks are per database, not per schema: every test locks names that
@@ -76,7 +78,7 @@ func TestLockWaitEndsWithContext(t *testing.T) {
 	}
 	unlock()
 	// The abandoned wait must not have left a lock behind.
-	eventually(t, 10*time.Second, func() error {
+	testpeers.Eventually(t, 10*time.Second, "the lock's state", func() error {
 		u, ok, err := b.store.TryLock(context.Background(), string(name))
 		if err != nil || !ok {
 			return fmt.Errorf("TryLock = %v, %v", ok, err)
@@ -196,23 +198,6 @@ func waitLine(t *testing.T, lines <-chan string, want ...string) string {
 		case <-timeout:
 			t.Fatalf("no %v from helper", want)
 		}
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		<-tick.C
 	}
 }
 
@@ -345,7 +330,7 @@ func TestLockWaitIsBounded(t *testing.T) {
 	}
 	unlock()
 	// The abandoned wait left no lock behind.
-	eventually(t, 10*time.Second, func() error {
+	testpeers.Eventually(t, 10*time.Second, "the lock's state", func() error {
 		u, ok, err := s.TryLock(context.Background(), string(name))
 		if err != nil || !ok {
 			return fmt.Errorf("TryLock = %v, %v", ok, err)

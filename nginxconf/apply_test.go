@@ -98,7 +98,7 @@ func TestApplyRefusedCandidate(t *testing.T) {
 	f.peer.WaitWorkersReplaced(t, workersBefore)
 	// Let the client see the reloaded nginx too.
 	target := requests.Load() + 20
-	waitUntil(t, func() bool { return requests.Load() >= target || failures.Load() > 0 })
+	testpeers.Until(t, 10*time.Second, "20 more requests after the reload", func() bool { return requests.Load() >= target || failures.Load() > 0 })
 	close(stop)
 	wg.Wait()
 
@@ -234,7 +234,7 @@ func TestCoalesce(t *testing.T) {
 	for range 5 {
 		go func() { errs <- c.Reload(ctx) }()
 	}
-	waitUntil(t, func() bool { return c.waiting() == 6 })
+	testpeers.Until(t, 10*time.Second, "the coalescer's state", func() bool { return c.waiting() == 6 })
 	br.release <- nil // the first ends; the five share one more
 	<-br.started
 	fail := errors.New("reload failed")
@@ -271,20 +271,6 @@ func TestCoalesceCallerGivesUp(t *testing.T) {
 		t.Errorf("Reload = %v; want context.Canceled", err)
 	}
 	br.release <- nil // the reload itself still finishes
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatal("condition not met in 10s")
-		}
-	}
 }
 
 // TestHashSizedForTenThousand: with 10,000 names nginx builds its name and

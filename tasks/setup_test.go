@@ -49,7 +49,7 @@ type bundle struct {
 	reloader *countingReloader
 	svc      *tasks.Service
 	registry *prometheus.Registry
-	clock    *clock
+	clock    *testpeers.Clock
 	logs     *syncBuffer // the service's JSON log lines
 }
 
@@ -78,12 +78,6 @@ func (s *syncBuffer) lines(msg string) []map[string]any {
 	}
 	return out
 }
-
-// clock is a movable clock for the renewal policy.
-type clock struct{ offset atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // countingIssuer counts ACME orders: the test's own count of what reached the CA.
 type countingIssuer struct {
@@ -147,7 +141,7 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	suffix := hex.EncodeToString(b[:])
-	bd := &bundle{t: t, suffix: suffix, target: "custom.platform-" + suffix + ".test", clock: &clock{}}
+	bd := &bundle{t: t, suffix: suffix, target: "custom.platform-" + suffix + ".test", clock: &testpeers.Clock{}}
 	bd.names = domain.Policy{CNAMETarget: bd.target, AllowPrivateSuffixes: []string{"test"}}
 	bd.redis = testpeers.Redis(t)
 	bd.pg = testpeers.Postgres(t)

@@ -174,7 +174,7 @@ func TestDisabledResultBackend(t *testing.T) {
 	}
 	c := r.Pool().Get()
 	defer c.Close()
-	waitFor(t, 10*time.Second, "the message acknowledged", func() bool {
+	testpeers.Until(t, 10*time.Second, "the message acknowledged", func() bool {
 		n, _ := redis.Int(c.Do("HLEN", "unacked"))
 		return n == 0
 	})

@@ -119,7 +119,7 @@ func TestBrokerTransportOptionsWithPythonCelery(t *testing.T) {
 	if n, _ := redis.Int(c.Do("EXISTS", "unacked", "unacked_index", "certmgr", "celery-task-meta-"+ids[0])); n != 1 {
 		t.Errorf("%d unprefixed kombu keys exist (only the result should)", n)
 	}
-	waitFor(t, 10*time.Second, "every message acknowledged", func() bool {
+	testpeers.Until(t, 10*time.Second, "every message acknowledged", func() bool {
 		n, _ := redis.Int(c.Do("HLEN", "midsummer:unacked"))
 		m, _ := redis.Int(c.Do("ZCARD", "midsummer:unacked_index"))
 		return n == 0 && m == 0

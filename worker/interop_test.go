@@ -67,7 +67,7 @@ func TestPythonAndGoWorkersShareQueue(t *testing.T) {
 	py := testpeers.StartPyWorker(t, testpeers.PyWorkerOptions{BrokerURL: s.redis.URL, Hostname: "py-" + strconv.Itoa(os.Getpid()) + "@share"})
 	s.start(t)
 	ids := s.celery.SendMany(t, testpeers.SendOptions{Task: "test.record", Args: []any{"runs"}, Kwargs: map[string]any{"sleep": 0.01}, Count: 200})
-	waitFor(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
+	testpeers.Until(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
 	got := runs(t, s.redis, "runs")
 	byWho := map[string]int{}
 	for _, id := range ids {
@@ -79,7 +79,7 @@ func TestPythonAndGoWorkersShareQueue(t *testing.T) {
 		}
 	}
 	t.Logf("runs by worker: %v (python %s)", byWho, py.Hostname)
-	waitFor(t, 10*time.Second, "nothing left unacked", func() bool { return s.hlen(t, "unacked") == 0 })
+	testpeers.Until(t, 10*time.Second, "nothing left unacked", func() bool { return s.hlen(t, "unacked") == 0 })
 }
 
 func TestLongTaskNotRestoredByPythonWorker(t *testing.T) {
@@ -196,7 +196,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		cmd := start()
 		// Kill at a random moment once it is consuming.
 		before := len(runs(t, s.redis, "runs"))
-		waitFor(t, 30*time.Second, "worker consuming", func() bool { return len(runs(t, s.redis, "runs")) > before })
+		testpeers.Until(t, 30*time.Second, "worker consuming", func() bool { return len(runs(t, s.redis, "runs")) > before })
 		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond) // the random moment
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -205,7 +205,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		t.Logf("kill %d: %d of %d tasks done", i+1, len(runs(t, s.redis, "runs")), len(ids))
 	}
 	start()
-	waitFor(t, 120*time.Second, "every task ran after the kills", func() bool { return len(runs(t, s.redis, "runs")) >= len(ids) })
+	testpeers.Until(t, 120*time.Second, "every task ran after the kills", func() bool { return len(runs(t, s.redis, "runs")) >= len(ids) })
 	got := runs(t, s.redis, "runs")
 	dup := 0
 	for _, id := range ids {
@@ -217,7 +217,7 @@ func TestKill9LosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d tasks, %d ran more than once (acks-late redelivery after kill -9)", len(ids), dup)
-	waitFor(t, 30*time.Second, "queue and unacked empty", func() bool {
+	testpeers.Until(t, 30*time.Second, "queue and unacked empty", func() bool {
 		return s.hlen(t, "unacked") == 0 && s.llen(t, "certmgr") == 0
 	})
 
@@ -247,13 +247,13 @@ func TestPythonWorkerRestoresDeadCertmgrMessages(t *testing.T) {
 	if err != nil || len(ds) != len(ids) {
 		t.Fatalf("fetch: %d, %v", len(ds), err)
 	}
-	waitFor(t, 5*time.Second, "the visibility timeout (1s) to pass", func() bool {
+	testpeers.Until(t, 5*time.Second, "the visibility timeout (1s) to pass", func() bool {
 		oldest, _ := redis.Strings(s.redis.Do(t, "ZRANGE", "unacked_index", 0, 0, "WITHSCORES"), nil)
 		score, _ := strconv.ParseFloat(oldest[1], 64)
 		return float64(time.Now().UnixMicro())/1e6-score > 1.5
 	})
 	testpeers.StartPyWorker(t, testpeers.PyWorkerOptions{BrokerURL: s.redis.URL, VisibilityTimeout: 1, Hostname: "py-" + strconv.Itoa(os.Getpid()) + "@restore"})
-	waitFor(t, 60*time.Second, "the Python worker to run the restored tasks", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
+	testpeers.Until(t, 60*time.Second, "the Python worker to run the restored tasks", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
 	for id, who := range runs(t, s.redis, "runs") {
 		if len(who) != 1 || who[0] != "py" {
 			t.Errorf("task %s ran by %v", id, who)

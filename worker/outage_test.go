@@ -61,7 +61,7 @@ func TestBrokerOutageReconnectsQuietly(t *testing.T) {
 	}
 
 	rs.Stop()
-	waitFor(t, 10*time.Second, "the worker to notice the outage", func() bool { return logs.count("error") > 0 })
+	testpeers.Until(t, 10*time.Second, "the worker to notice the outage", func() bool { return logs.count("error") > 0 })
 	time.Sleep(3 * time.Second) // the outage itself: several backoff rounds of fetch, heartbeat, control
 	rs.Start(t)
 

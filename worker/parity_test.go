@@ -43,12 +43,12 @@ func TestRevokeOutlivesRestartAndReachesNewReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The broadcast only reaches subscribed workers: wait for the first.
-	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
 		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
 		return exec.Command(testpeers.Python, "-c", code).Run() == nil
 	})
 	pythonControl(t, s.redis.URL, `revoke(["rv-1", "rv-2"])`)
-	waitFor(t, 10*time.Second, "revoked ids stored", func() bool {
+	testpeers.Until(t, 10*time.Second, "revoked ids stored", func() bool {
 		n, _ := redis.Int(s.redis.Do(t, "ZCARD", "certmgr.revoked"), nil)
 		return n == 2
 	})
@@ -90,7 +90,7 @@ func TestRemoteShutdownStopsRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
 		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
 		return exec.Command(testpeers.Python, "-c", code).Run() == nil
 	})
@@ -113,7 +113,7 @@ func TestEnableDisableEventsAtRunTime(t *testing.T) {
 	s.mux.HandleFunc("tenant.tasks.evented", func(context.Context, *worker.Task) error { return nil })
 	events := subscribeEvents(t, s)
 	s.start(t)
-	waitFor(t, 10*time.Second, "worker answers ping", func() bool {
+	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
 		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
 		return exec.Command(testpeers.Python, "-c", code).Run() == nil
 	})
@@ -169,11 +169,11 @@ func TestPoolGrowShrink(t *testing.T) {
 		_, _ = fmt.Sscan(string(out), &n)
 		return n
 	}
-	waitFor(t, 10*time.Second, "stats answered", func() bool { return concurrency() == 2 })
+	testpeers.Until(t, 10*time.Second, "stats answered", func() bool { return concurrency() == 2 })
 	pythonControl(t, s.redis.URL, fmt.Sprintf("pool_grow(3, destination=[%q])", s.cfg.Hostname))
-	waitFor(t, 10*time.Second, "pool grown to 5", func() bool { return concurrency() == 5 })
+	testpeers.Until(t, 10*time.Second, "pool grown to 5", func() bool { return concurrency() == 5 })
 	pythonControl(t, s.redis.URL, fmt.Sprintf("pool_shrink(10, destination=[%q])", s.cfg.Hostname))
-	waitFor(t, 10*time.Second, "pool shrunk to 1, never 0", func() bool { return concurrency() == 1 })
+	testpeers.Until(t, 10*time.Second, "pool shrunk to 1, never 0", func() bool { return concurrency() == 1 })
 	id := s.celery.Send(t, testpeers.SendOptions{Task: worker.PingTask})
 	if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
 		t.Fatalf("the shrunk pool runs nothing: %v", cerr)

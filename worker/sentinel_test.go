@@ -34,7 +34,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	master := rs.Master(t)
 	replica := rs.Other(master)
 	rc := rs.Conn(t, replica, 0)
-	waitFor(t, 30*time.Second, "the replica holds every message", func() bool {
+	testpeers.Until(t, 30*time.Second, "the replica holds every message", func() bool {
 		l, _ := redis.Int(rc.Do("LLEN", "certmgr"))
 		return l == n
 	})
@@ -55,12 +55,12 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	runServerMux(t, worker.Config{BrokerURL: url, BrokerTransportOptions: opts, Concurrency: 2, Prefetch: 2,
 		VisibilityTimeout: 3 * time.Second, RefreshInterval: 500 * time.Millisecond, RestoreInterval: time.Second}, outer)
 
-	waitFor(t, 60*time.Second, "a quarter of the tasks ran", func() bool { return len(runs(t, rec, "runs")) >= n/4 })
+	testpeers.Until(t, 60*time.Second, "a quarter of the tasks ran", func() bool { return len(runs(t, rec, "runs")) >= n/4 })
 	rs.Kill(master)
 	t.Logf("master on %d killed after %d tasks", master, len(runs(t, rec, "runs")))
-	waitFor(t, 30*time.Second, "the sentinels promote the replica", func() bool { return rs.Master(t) == replica })
+	testpeers.Until(t, 30*time.Second, "the sentinels promote the replica", func() bool { return rs.Master(t) == replica })
 
-	waitFor(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
+	testpeers.Until(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
 	got := runs(t, rec, "runs")
 	twice := 0
 	for _, id := range ids {
@@ -74,7 +74,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	t.Logf("%d of %d tasks ran twice across the failover", twice, n)
 	nc := rs.Conn(t, replica, 0)
 	defer nc.Close()
-	waitFor(t, 30*time.Second, "every result on the new master", func() bool {
+	testpeers.Until(t, 30*time.Second, "every result on the new master", func() bool {
 		for _, id := range ids {
 			if ok, _ := redis.Bool(nc.Do("EXISTS", "celery-task-meta-"+id)); !ok {
 				return false
@@ -85,7 +85,7 @@ func TestSentinelFailoverLosesNothing(t *testing.T) {
 	if res := py.get(t, ids[n-1]); res.State != "SUCCESS" || string(res.Result) != `"go"` {
 		t.Errorf("AsyncResult through the sentinels: %+v", res)
 	}
-	waitFor(t, 30*time.Second, "nothing left queued or unacknowledged", func() bool {
+	testpeers.Until(t, 30*time.Second, "nothing left queued or unacknowledged", func() bool {
 		q, _ := redis.Int(nc.Do("LLEN", "certmgr"))
 		u, _ := redis.Int(nc.Do("HLEN", "unacked"))
 		return q == 0 && u == 0

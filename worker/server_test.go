@@ -63,18 +63,6 @@ func (s *setup) start(t *testing.T) *worker.Server {
 	return srv
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (s *setup) llen(t *testing.T, key string) int {
 	n, _ := redis.Int(s.redis.Do(t, "LLEN", key), nil)
 	return n
@@ -172,7 +160,7 @@ func TestFailuresCarryExcType(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 5*time.Second, "all acknowledged", func() bool { return s.hlen(t, "unacked") == 0 })
+	testpeers.Until(t, 5*time.Second, "all acknowledged", func() bool { return s.hlen(t, "unacked") == 0 })
 }
 
 func TestRetryIsSeenAsRetryThenSuccess(t *testing.T) {
@@ -261,14 +249,14 @@ func TestCountdownHeldThenRun(t *testing.T) {
 	sent := time.Now()
 	id := s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.later", Countdown: 2})
 	// While waiting for its eta the message is held in unacked, not lost.
-	waitFor(t, 10*time.Second, "message held in unacked", func() bool { return s.hlen(t, "unacked") == 1 })
+	testpeers.Until(t, 10*time.Second, "message held in unacked", func() bool { return s.hlen(t, "unacked") == 1 })
 	if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
 		t.Fatal(cerr)
 	}
 	if at := <-ran; at.Sub(sent) < 1900*time.Millisecond {
 		t.Errorf("ran %s after sending, before its countdown of 2s", at.Sub(sent))
 	}
-	waitFor(t, 5*time.Second, "acknowledged", func() bool { return s.hlen(t, "unacked") == 0 })
+	testpeers.Until(t, 5*time.Second, "acknowledged", func() bool { return s.hlen(t, "unacked") == 0 })
 }
 
 func TestExpiredTaskIsRevoked(t *testing.T) {
@@ -313,7 +301,7 @@ func TestPriorityZeroServedFirst(t *testing.T) {
 	}
 	s.start(t)
 	s.celery.Get(t, last, 30*time.Second)
-	waitFor(t, 10*time.Second, "both ran", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 2 })
+	testpeers.Until(t, 10*time.Second, "both ran", func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 2 })
 	if order[0] != "high" {
 		t.Errorf("order = %v", order)
 	}
@@ -391,7 +379,7 @@ func TestBadMessagesGoToDeadListWorkerGoesOn(t *testing.T) {
 	if res, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil || !jsonEqual(res, `"pong"`) {
 		t.Fatalf("ping after bad messages: %s %v", res, cerr)
 	}
-	waitFor(t, 5*time.Second, "two dead messages", func() bool { return s.llen(t, "certmgr.dead") == 2 })
+	testpeers.Until(t, 5*time.Second, "two dead messages", func() bool { return s.llen(t, "certmgr.dead") == 2 })
 	dead, _ := redis.ByteSlices(s.redis.Do(t, "LRANGE", "certmgr.dead", 0, -1), nil)
 	if string(dead[0]) != string(pickle) && string(dead[1]) != string(pickle) {
 		t.Error("pickled message not kept whole in the dead list")

@@ -43,13 +43,13 @@ func TestACMEServerDownThen503(t *testing.T) {
 
 	proxy.down(t)
 	task := s.celery.Send(t, sendIssue(id))
-	waitUntil(t, 60*time.Second, "a retry while the CA is down", func() bool { return len(retryDelays(w.logText(), task)) >= 1 })
+	testpeers.Until(t, 60*time.Second, "a retry while the CA is down", func() bool { return len(retryDelays(w.logText(), task)) >= 1 })
 	if r := s.row(d); r.Status == "ssl_issued" || !strings.Contains(r.LastError, "certificate authority could not be reached") {
 		t.Errorf("row during the outage = %+v", r)
 	}
 	proxy.up(t)
 	proxy.set503(true)
-	waitUntil(t, 60*time.Second, "a retry while the CA answers 503", func() bool {
+	testpeers.Until(t, 60*time.Second, "a retry while the CA answers 503", func() bool {
 		return len(retryDelays(w.logText(), task)) >= 2 && proxy.served503.Load() > 0
 	})
 	proxy.set503(false)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // kill -9 of the worker process at each stage of the issue pipeline. The
@@ -84,7 +86,7 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 
 			w1 := s.startWorker("w1")
 			task := s.celery.Send(t, sendIssue(id))
-			waitUntil(t, 60*time.Second, "the stage to kill at", func() bool { return tc.killWhen(s, d) })
+			testpeers.Until(t, 60*time.Second, "the stage to kill at", func() bool { return tc.killWhen(s, d) })
 			w1.kill9()
 			if n := s.hlen("unacked"); n != 1 {
 				t.Fatalf("after kill -9 unacked holds %d messages, want the killed task's 1", n)
@@ -110,7 +112,7 @@ func TestKillWorkerAtEachStage(t *testing.T) {
 			}
 			// Nothing runs it a second time: two visibility timeouts later
 			// the broker is empty and one success was logged in all.
-			waitUntil(t, 10*time.Second, "the ack", func() bool { return s.hlen("unacked") == 0 })
+			testpeers.Until(t, 10*time.Second, "the ack", func() bool { return s.hlen("unacked") == 0 })
 			deadline := time.Now().Add(5 * time.Second)
 			for time.Now().Before(deadline) {
 				if s.llen("certmgr") != 0 || s.hlen("unacked") != 0 {

@@ -78,7 +78,7 @@ func TestHostileInput(t *testing.T) {
 			}
 		}
 		pingAlive(t, s, w)
-		waitUntil(t, 30*time.Second, "every malformed message in certmgr.dead", func() bool {
+		testpeers.Until(t, 30*time.Second, "every malformed message in certmgr.dead", func() bool {
 			return s.llen("certmgr.dead") == len(raw)
 		})
 		if _, err := os.Stat(pwned); err == nil {

@@ -37,7 +37,7 @@ func TestPostgresDownWhileTasksArrive(t *testing.T) {
 	// The outage lasts until every task was retried twice (the stack's
 	// CERTMGR_RETRY_BASE is 1 s, so a few seconds): none fails for good
 	// meanwhile, and the worker stays up.
-	waitUntil(t, 90*time.Second, "two retries of every task during the outage", func() bool {
+	testpeers.Until(t, 90*time.Second, "two retries of every task during the outage", func() bool {
 		if !w.alive() {
 			t.Fatalf("the worker exited while the database was down")
 		}

@@ -62,7 +62,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 	rs.Start(t)
 
 	var missing []string
-	waitUntil(t, 120*time.Second, "every task's SUCCESS result", func() bool {
+	testpeers.Until(t, 120*time.Second, "every task's SUCCESS result", func() bool {
 		missing = missing[:0]
 		c := s.redis.Get()
 		defer c.Close()
@@ -91,7 +91,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 			t.Errorf("AsyncResult(%s).get() = %s %v", id, raw, cerr)
 		}
 	}
-	waitUntil(t, 10*time.Second, "the last acks", func() bool { return s.hlen("unacked") == 0 })
+	testpeers.Until(t, 10*time.Second, "the last acks", func() bool { return s.hlen("unacked") == 0 })
 	s.quiet()
 	if n := s.llen("certmgr.dead"); n != 0 {
 		t.Errorf("%d messages were dead-lettered", n)

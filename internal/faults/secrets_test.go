@@ -150,7 +150,7 @@ func TestRunningWorkerNeverPrintsThePassword(t *testing.T) {
 		id := cel.Send(t, testpeers.SendOptions{Task: "tenant.tasks.issue_custom_domain_task", Args: []any{"shop.example.com"}})
 		key := "celery-task-meta-" + id
 		var meta string
-		waitUntil(t, 60*time.Second, "the task's result in Redis", func() bool {
+		testpeers.Until(t, 60*time.Second, "the task's result in Redis", func() bool {
 			v, err := redis.String(doRedis(rd, "GET", key))
 			meta = v
 			return err == nil && v != ""
@@ -182,7 +182,7 @@ func TestReadyzFailsWhileDraining(t *testing.T) {
 	}
 	cel := testpeers.Celery(t, rd.URL)
 	cel.Send(t, testpeers.SendOptions{Task: "tenant.tasks.issue_custom_domain_task", Args: []any{"slow-dns.example.com"}})
-	waitUntil(t, 30*time.Second, "the task to be in flight", func() bool {
+	testpeers.Until(t, 30*time.Second, "the task to be in flight", func() bool {
 		n, _ := redis.Int(doRedis(rd, "HLEN", "unacked"))
 		return n == 1
 	})

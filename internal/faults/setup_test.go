@@ -368,18 +368,6 @@ func tailString(s string, n int) string {
 	return s
 }
 
-// waitUntil polls cond every 20ms until it holds or timeout passes.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // do runs one Redis command on the broker database.
 func (s *stack) do(cmd string, args ...any) (any, error) {
 	c := s.redis.Get()

@@ -48,7 +48,7 @@ func TestHugeMessagesKeepWorkerSmall(t *testing.T) {
 		t.Fatalf("sent %v", ids)
 	}
 	for _, id := range ids {
-		waitUntil(t, 2*time.Minute, "FAILURE of "+id, func() bool {
+		testpeers.Until(t, 2*time.Minute, "FAILURE of "+id, func() bool {
 			m, ok := s.meta(id)
 			return ok && m.Status == "FAILURE"
 		})
