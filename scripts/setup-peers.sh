@@ -4,13 +4,16 @@
 # Quick when everything is already there: it only checks.
 #
 #   Debian: nginx certbot python3-celery celery python3-redis ssl-cert kubectl, and
-#           curl, openssl and time for the demo and the benchmarks
+#           curl, openssl and time for the demo and the benchmarks,
+#           python3-django-celery-results python3-psycopg2 (the django-db
+#           result backend's oracle) and rabbitmq-server
 #   Go:     pebble + pebble-challtestsrv at PEBBLE_VERSION
-#   Running: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432
+#   Running: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432,
+#            RabbitMQ on 127.0.0.1:5672 (guest/guest)
 set -euo pipefail
 
 PEBBLE_VERSION="${PEBBLE_VERSION:-v2.10.3}"
-DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time python3-django-celery-results python3-psycopg2)
+DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time python3-django-celery-results python3-psycopg2 rabbitmq-server)
 
 log() { printf 'setup-peers: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -59,7 +62,15 @@ fi
 psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
 
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  log "starting rabbitmq-server on 127.0.0.1:5672 (guest/guest)"
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 0.2; done
+  as_root rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+fi
+
 redis-cli -h 127.0.0.1 ping >/dev/null
+(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
 pg_isready -h 127.0.0.1 -p 5432 -q
-/usr/bin/python3 -c 'import celery, redis' 
+/usr/bin/python3 -c 'import celery, redis, django_celery_results, psycopg2' 
 log "all peers ready"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
 	"github.com/midsummer/certmgr/worker/internal/celery"
 	"github.com/midsummer/certmgr/worker/internal/djangodb"
 	"github.com/midsummer/certmgr/worker/internal/redisbroker"
@@ -22,12 +23,20 @@ const (
 // CheckResultBackend parses CELERY_RESULT_BACKEND the way NewServer will: a
 // Redis URL, django-db or disabled. rpc:// and the other Celery backends are
 // refused by name.
-func CheckResultBackend(v string) error {
+func CheckResultBackend(brokerURL, v string) error {
 	switch {
 	case v == BackendDjangoDB || v == BackendDisabled:
 		return nil
 	case strings.HasPrefix(v, "rpc://"):
-		return fmt.Errorf("result backend rpc:// replies over AMQP, and certmgr's broker is Redis: use redis://, django-db or disabled")
+		if !amqpbroker.IsURL(brokerURL) {
+			return fmt.Errorf("result backend rpc:// replies over AMQP, and the broker is Redis: use redis://, django-db or disabled")
+		}
+		return nil
+	case amqpbroker.IsURL(v):
+		if v == brokerURL {
+			return nil // unset: disabled, as Celery's default with an AMQP broker
+		}
+		return fmt.Errorf("result backend amqp:// was removed from Celery: use rpc://")
 	case strings.HasPrefix(v, "db+"), strings.HasPrefix(v, "django-cache"), strings.HasPrefix(v, "cache+"),
 		strings.HasPrefix(v, "mongodb"), strings.HasPrefix(v, "s3"), strings.HasPrefix(v, "elasticsearch"):
 		scheme, _, _ := strings.Cut(v, ":")
@@ -36,6 +45,40 @@ func CheckResultBackend(v string) error {
 	return CheckURL(v)
 }
 
+// newAMQPServer is NewServer for a RabbitMQ broker. Its result backend is
+// rpc:// (the broker itself), a Redis URL, django-db or disabled; with none
+// configured (the broker's URL, certmgr's default) it is disabled, as
+// Celery's is when result_backend is unset.
+func newAMQPServer(cfg Config, h Handler) (*Server, error) {
+	if cfg.BrokerTransportOptions != "" {
+		return nil, fmt.Errorf("worker broker: CELERY_BROKER_TRANSPORT_OPTIONS are kombu's Redis options; certmgr takes none for amqp://")
+	}
+	broker, err := amqpbroker.New(amqpbroker.Config{URL: cfg.BrokerURL, Queue: cfg.Queue, Prefetch: cfg.Concurrency,
+		Hostname: cfg.Hostname, MaxMessageBytes: max(cfg.MaxMessageBytes, 0)})
+	if err != nil {
+		return nil, fmt.Errorf("worker broker: %w", err)
+	}
+	var results backend
+	switch {
+	case strings.HasPrefix(cfg.ResultBackendURL, "rpc://"):
+		results = nopCloser{broker}
+	case cfg.ResultBackendURL == cfg.BrokerURL:
+		results = disabledBackend{}
+	default:
+		if results, err = newResultBackend(cfg); err != nil {
+			broker.Close()
+			return nil, fmt.Errorf("worker result backend: %w", err)
+		}
+	}
+	return newServer(cfg, h, broker, results, nil), nil
+}
+
+// nopCloser is the broker as its own result backend (rpc://): the Server
+// closes the broker once, as the broker.
+type nopCloser struct{ resultStore }
+
+func (nopCloser) Close() error { return nil }
+
 func newResultBackend(cfg Config) (backend, error) {
 	switch cfg.ResultBackendURL {
 	case BackendDjangoDB:
@@ -43,7 +86,7 @@ func newResultBackend(cfg Config) (backend, error) {
 	case BackendDisabled:
 		return disabledBackend{}, nil
 	}
-	if err := CheckResultBackend(cfg.ResultBackendURL); err != nil {
+	if err := CheckResultBackend(cfg.BrokerURL, cfg.ResultBackendURL); err != nil {
 		return nil, err
 	}
 	opts, err := redisbroker.ParseBackendOptions("CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS", cfg.ResultBackendTransportOptions)

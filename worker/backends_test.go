@@ -192,7 +192,7 @@ func TestResultBackendRefusedByName(t *testing.T) {
 		"redis://:hunter2@h:99999/0": "port",
 		"django-db-but-misspelt://x": "scheme",
 	} {
-		err := worker.CheckResultBackend(v)
+		err := worker.CheckResultBackend("redis://localhost:6379/0", v)
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: %v", v, err)
 		}

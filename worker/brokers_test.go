@@ -19,7 +19,7 @@ import (
 
 // pyOptions runs testdata/celery_options.py: Python Celery configured with
 // broker_transport_options as a Django app would be.
-type pyOptions struct{ broker, options, backendOptions string }
+type pyOptions struct{ broker, backend, options, backendOptions string }
 
 func (p pyOptions) run(t *testing.T, timeout time.Duration, args ...string) string {
 	t.Helper()
@@ -27,6 +27,9 @@ func (p pyOptions) run(t *testing.T, timeout time.Duration, args ...string) stri
 	defer cancel()
 	args = append([]string{"testdata/celery_options.py", args[0], "--broker", p.broker, "--options", p.options,
 		"--backend-options", cmp.Or(p.backendOptions, "{}")}, args[1:]...)
+	if p.backend != "" {
+		args = append(args, "--backend", p.backend)
+	}
 	out, err := exec.CommandContext(ctx, testpeers.Python, args...).Output()
 	if err != nil {
 		var stderr []byte

@@ -4,12 +4,17 @@ import (
 	"context"
 	"time"
 
+	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
 	"github.com/midsummer/certmgr/worker/internal/redisbroker"
 )
 
 // CheckURL parses a broker or result backend URL the way NewServer will.
 // Its error names the problem and never contains the URL's password.
 func CheckURL(rawURL string) error {
+	if amqpbroker.IsURL(rawURL) {
+		_, _, _, err := amqpbroker.ParseURL(rawURL)
+		return err
+	}
 	_, err := redisbroker.ParseURL(rawURL)
 	return err
 }
@@ -32,15 +37,27 @@ func CheckBackendTransportOptions(setting, raw string) error {
 }
 
 // BrokerPinger checks that the broker answers, for readiness probes.
-type BrokerPinger struct{ b *redisbroker.Broker }
+type BrokerPinger struct {
+	b interface {
+		Ping(context.Context) error
+		Close() error
+	}
+}
 
 // NewBrokerPinger prepares a pinger for cfg's broker; it does not connect.
 func NewBrokerPinger(cfg Config) (*BrokerPinger, error) {
+	cfg = cfg.withDefaults()
+	if amqpbroker.IsURL(cfg.BrokerURL) {
+		b, err := amqpbroker.New(amqpbroker.Config{URL: cfg.BrokerURL, Queue: cfg.Queue, DialTimeout: 2 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		return &BrokerPinger{b: b}, nil
+	}
 	opts, err := redisbroker.ParseOptions("CELERY_BROKER_TRANSPORT_OPTIONS", cfg.BrokerTransportOptions)
 	if err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	b, err := redisbroker.New(redisbroker.Config{URL: cfg.BrokerURL, Queue: cfg.Queue, Options: opts,
 		DialTimeout: 2 * time.Second, CommandTimeout: 2 * time.Second})
 	if err != nil {
@@ -49,7 +66,7 @@ func NewBrokerPinger(cfg Config) (*BrokerPinger, error) {
 	return &BrokerPinger{b: b}, nil
 }
 
-// Ping sends PING.
+// Ping checks the connection (RabbitMQ: connects once and keeps it).
 func (p *BrokerPinger) Ping(ctx context.Context) error { return p.b.Ping(ctx) }
 
 // Close releases the connection.

@@ -12,7 +12,9 @@ import (
 
 // Config configures a Server. Zero values take the documented defaults.
 type Config struct {
-	// BrokerURL is the Redis broker Django sends to (CELERY_BROKER_URL).
+	// BrokerURL is the broker Django sends to (CELERY_BROKER_URL): a Redis
+	// URL (redis://, rediss://, redis+socket://, unix://, sentinel://) or
+	// RabbitMQ's (amqp://, pyamqp://, amqps://).
 	// Default redis://localhost:6379/0.
 	BrokerURL string
 	// ResultBackendURL is CELERY_RESULT_BACKEND: a Redis URL in any form

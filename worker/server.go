@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
 	"github.com/midsummer/certmgr/worker/internal/redisbroker"
 )
 
@@ -66,6 +67,9 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	}
 	if h == nil {
 		return nil, errors.New("worker: nil handler")
+	}
+	if amqpbroker.IsURL(cfg.BrokerURL) {
+		return newAMQPServer(cfg, h)
 	}
 	broker, err := redisbroker.New(redisbroker.Config{
 		URL: cfg.BrokerURL, Queue: cfg.Queue, VisibilityTimeout: cfg.VisibilityTimeout, MutexTTL: cfg.RestoreMutexTTL,

@@ -89,7 +89,7 @@ func TestBadConfigurationExits2NamingTheVariable(t *testing.T) {
 		{"missing db", with(EnvDBURL, ""), []string{"worker"}, "MIDSUMMER_DB_URL is required"},
 		{"missing target", with(EnvCNAMETarget, ""), []string{"renew"}, "CUSTOM_DOMAIN_CNAME_TARGET is required"},
 		{"db not a url", with(EnvDBURL, "db.internal"), []string{"worker"}, `MIDSUMMER_DB_URL="db.internal" is invalid`},
-		{"broker scheme", with(EnvBrokerURL, "amqp://guest@rabbit//"), []string{"worker"}, "CELERY_BROKER_URL"},
+		{"broker scheme", with(EnvBrokerURL, "sqs://key:hunter2@"), []string{"worker"}, `CELERY_BROKER_URL="sqs://REDACTED@" is invalid`},
 		{"broker password hidden", with(EnvBrokerURL, "redis://:hunter2@h:99999/0"), []string{"worker"}, `CELERY_BROKER_URL="redis://REDACTED@h:99999/0" is invalid: expected redis url redis://:***@h:99999/0: the port is not a number`},
 		{"rpc backend on redis", with(EnvResultBackend, "rpc://"), []string{"worker"}, "CELERY_RESULT_BACKEND=\"rpc://\" is invalid: expected result backend rpc:// replies over AMQP"},
 		{"transport option", with(EnvBrokerOptions, `{"fanout_patterns": false}`), []string{"worker"}, `CELERY_BROKER_TRANSPORT_OPTIONS: option "fanout_patterns": not supported`},

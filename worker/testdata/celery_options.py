@@ -7,6 +7,8 @@ Run with Debian's /usr/bin/python3 (python3-celery 5.2). Options are JSON:
       prints one task id per line
   celery_options.py get --broker URL --backend URL --options JSON --id ID [--timeout S]
       prints {"state", "result", "exc_type", "message"} as JSON
+  celery_options.py call --broker URL --backend URL --task NAME [--args JSON] [--timeout S]
+      send_task then AsyncResult.get() in one process (rpc://); prints as get
   celery_options.py ping --broker URL --options JSON [--timeout S]
       prints the replies of `celery inspect ping` as JSON
 """
@@ -22,12 +24,16 @@ def make_app(ns):
     app.conf.broker_transport_options = json.loads(ns.options)
     app.conf.result_backend_transport_options = json.loads(ns.backend_options)
     app.conf.result_extended = False
+    if ns.max_priority:
+        from kombu import Exchange, Queue
+        app.conf.task_queues = [Queue("certmgr", Exchange("certmgr"), routing_key="certmgr",
+                                      queue_arguments={"x-max-priority": ns.max_priority})]
     return app
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["send", "get", "ping"])
+    ap.add_argument("cmd", choices=["send", "get", "ping", "call"])
     ap.add_argument("--broker", required=True)
     ap.add_argument("--backend")
     ap.add_argument("--options", default="{}")
@@ -36,6 +42,7 @@ def main():
     ap.add_argument("--queue", default="certmgr")
     ap.add_argument("--args", default="[]")
     ap.add_argument("--priority", type=int)
+    ap.add_argument("--max-priority", type=int, default=0, help="declare the queue with x-max-priority")
     ap.add_argument("--count", type=int, default=1)
     ap.add_argument("--arg-bytes", type=int, default=0, help="append one argument of this many bytes")
     ap.add_argument("--id")
@@ -52,9 +59,16 @@ def main():
         with app.producer_or_acquire() as producer:
             for _ in range(ns.count):
                 print(app.send_task(ns.task, args=args, producer=producer, **opts).id)
-    elif ns.cmd == "get":
-        r = app.AsyncResult(ns.id)
-        out = {"state": None, "result": None, "exc_type": None, "message": None}
+    elif ns.cmd in ("get", "call"):
+        if ns.cmd == "call":
+            # Send and wait in one process: what rpc:// needs (results come
+            # back to this process's reply queue only).
+            args = json.loads(ns.args)
+            opts = {"queue": ns.queue}
+            r = app.send_task(ns.task, args=args, **opts)
+        else:
+            r = app.AsyncResult(ns.id)
+        out = {"id": r.id, "state": None, "result": None, "exc_type": None, "message": None}
         try:
             value = r.get(timeout=ns.timeout, propagate=False)
         except Exception as exc:

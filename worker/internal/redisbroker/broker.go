@@ -633,7 +633,7 @@ func (b *Broker) Publish(ctx context.Context, queue string, priority int, raw []
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Do("LPUSH", celery.QueueForPriority(queue, min(max(priority, 0), 9)), raw); err != nil {
+	if _, err := c.Do("LPUSH", b.k.list(queue, priority), raw); err != nil {
 		return fmt.Errorf("publish to %s: %w", queue, err)
 	}
 	return nil
@@ -656,15 +656,15 @@ func (b *Broker) AddRevoked(ctx context.Context, ids []string, until time.Time, 
 		return err
 	}
 	defer c.Close()
-	args := []any{RevokedKey}
+	args := []any{b.k.prefix + RevokedKey}
 	for _, id := range ids {
 		args = append(args, epoch(until), id)
 	}
 	_ = c.Send("MULTI")
 	_ = c.Send("ZADD", args...)
-	_ = c.Send("ZREMRANGEBYSCORE", RevokedKey, "-inf", epoch(time.Now()))
-	_ = c.Send("ZREMRANGEBYRANK", RevokedKey, 0, -(max + 1))
-	_ = c.Send("PEXPIREAT", RevokedKey, until.UnixMilli())
+	_ = c.Send("ZREMRANGEBYSCORE", b.k.prefix+RevokedKey, "-inf", epoch(time.Now()))
+	_ = c.Send("ZREMRANGEBYRANK", b.k.prefix+RevokedKey, 0, -(max + 1))
+	_ = c.Send("PEXPIREAT", b.k.prefix+RevokedKey, until.UnixMilli())
 	if _, err := c.Do("EXEC"); err != nil {
 		return fmt.Errorf("add %d revoked ids: %w", len(ids), err)
 	}
@@ -678,7 +678,7 @@ func (b *Broker) Revoked(ctx context.Context) (map[string]time.Time, error) {
 		return nil, err
 	}
 	defer c.Close()
-	vals, err := redis.Strings(c.Do("ZRANGEBYSCORE", RevokedKey, epoch(time.Now()), "+inf", "WITHSCORES"))
+	vals, err := redis.Strings(c.Do("ZRANGEBYSCORE", b.k.prefix+RevokedKey, epoch(time.Now()), "+inf", "WITHSCORES"))
 	if err != nil {
 		return nil, fmt.Errorf("read revoked ids: %w", err)
 	}

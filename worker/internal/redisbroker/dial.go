@@ -543,3 +543,12 @@ func askSentinel(ctx context.Context, addr string, o Options, timeout time.Durat
 	}
 	return net.JoinHostPort(hp[0], hp[1]), nil
 }
+
+// TLSFromQuery takes Celery's ssl_* parameters out of q and builds the TLS
+// configuration they describe for host (also used for amqps:// URLs). present
+// reports whether any was given.
+func TLSFromQuery(q url.Values, host string) (cfg *tls.Config, present bool, err error) {
+	p, _ := takeTLSParams(q)
+	cfg, err = p.config(host)
+	return cfg, p.any, err
+}

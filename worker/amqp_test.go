@@ -1,0 +1,232 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/worker"
+)
+
+func (p pyOptions) call(t *testing.T, task string, args string) pyResult {
+	t.Helper()
+	var r pyResult
+	out := p.run(t, 2*time.Minute, "call", "--task", task, "--args", args, "--timeout", "30")
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	return r
+}
+
+// inspectPing waits until `celery inspect ping` through the broker gets a
+// reply from hostname.
+func (p pyOptions) inspectPing(t *testing.T, hostname string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var m map[string]map[string]any
+		_ = json.Unmarshal([]byte(p.run(t, time.Minute, "ping", "--timeout", "1")), &m)
+		if m[hostname]["ok"] == "pong" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no inspect ping reply from %s: %v", hostname, m)
+		}
+	}
+}
+
+// On RabbitMQ with rpc:// results, as a Django app pairs them: the queue the
+// worker declares is the one Celery declares (Python's own declare would
+// fail on a mismatch), inspect ping answers through kombu's pidbox
+// exchanges, and Python's AsyncResult gets a success, a failure and a
+// retried task's final state through its reply queue.
+func TestRabbitMQWithPythonCelery(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	testpeers.Celery(t, rb.URL)
+	var tries atomic.Int32
+	mux := worker.NewServeMux()
+	worker.RegisterBuiltins(mux)
+	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
+		return worker.Fail("ValueError", errors.New("boom"))
+	})
+	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
+		if tries.Add(1) == 1 {
+			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
+		}
+		task.SetResult("ok")
+		return nil
+	})
+	cfg := worker.Config{BrokerURL: rb.URL, ResultBackendURL: "rpc://", Concurrency: 2}
+	runServerMux(t, cfg, mux)
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	py.inspectPing(t, "certmgr@"+t.Name())
+
+	if res := py.call(t, "certmgr.ping", "[]"); res.State != "SUCCESS" || string(res.Result) != `"pong"` {
+		t.Errorf("ping: %+v", res)
+	}
+	if res := py.call(t, "test.fail", "[]"); res.State != "FAILURE" || res.ExcType != "ValueError" || res.Message != "boom" {
+		t.Errorf("failure: %+v", res)
+	}
+	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
+		t.Errorf("retry: %+v after %d tries", res, tries.Load())
+	}
+}
+
+// A queue that exists with x-max-priority (declared by the Django app's
+// task_queues) is used as it is, and RabbitMQ serves the highest priority
+// first.
+func TestRabbitMQKeepsExistingPriorityQueue(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	rec := testpeers.Redis(t)
+	testpeers.Celery(t, rb.URL)
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	var ids []string
+	for _, pri := range []string{"1", "9", "5"} {
+		ids = append(ids, py.run(t, time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--priority", pri, "--max-priority", "10"))
+	}
+	mux := worker.NewServeMux()
+	mux.Handle("test.record", recordHandler(rec.Pool()))
+	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 1, Prefetch: 1}, mux)
+	waitFor(t, 60*time.Second, "three tasks ran", func() bool { return len(runs(t, rec, "runs")) == 3 })
+	c := rec.Pool().Get()
+	defer c.Close()
+	order, _ := c.Do("LRANGE", "runs", 0, -1)
+	var got []string
+	for _, v := range order.([]any) {
+		got = append(got, strings.TrimPrefix(string(v.([]byte)), "go:"))
+	}
+	if want := []string{ids[1], ids[2], ids[0]}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("ran %v, want priorities 9, 5, 1: %v", got, want)
+	}
+}
+
+// startAMQPPyWorker runs testdata/amqp_worker_app.py as a Celery worker.
+func startAMQPPyWorker(t *testing.T, brokerURL, recordURL, hostname string) {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := os.ReadFile("testdata/amqp_worker_app.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "amqp_worker_app.py"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "worker.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(testpeers.Python, "-m", "celery", "-A", "amqp_worker_app", "worker", "-Q", "certmgr",
+		"-P", "solo", "-c", "1", "-n", hostname, "--without-mingle", "--without-gossip", "-l", "info")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "AMQPWORKER_BROKER="+brokerURL, "AMQPWORKER_RECORD="+recordURL, "PYTHONPATH="+dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("python worker log:\n%s", b)
+		}
+	})
+	waitFor(t, 60*time.Second, "the python worker is ready", func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), " ready.")
+	})
+}
+
+// A Python Celery worker and certmgr share the queue on RabbitMQ: 500 tasks,
+// each run exactly once, none lost.
+func TestRabbitMQCompetingPythonWorker(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	rec := testpeers.Redis(t)
+	testpeers.Celery(t, rb.URL)
+	startAMQPPyWorker(t, rb.URL, rec.URL, "py-"+strconv.Itoa(os.Getpid())+"@amqp")
+	mux := worker.NewServeMux()
+	mux.Handle("test.record", recordHandler(rec.Pool()))
+	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 2}, mux)
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	const n = 500
+	ids := strings.Fields(py.run(t, 2*time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--count", strconv.Itoa(n)))
+	if len(ids) != n {
+		t.Fatalf("sent %d", len(ids))
+	}
+	waitFor(t, 3*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
+	got := runs(t, rec, "runs")
+	byWho := map[string]int{}
+	for _, id := range ids {
+		if len(got[id]) != 1 {
+			t.Errorf("task %s ran %d times: %v", id, len(got[id]), got[id])
+		}
+		for _, w := range got[id] {
+			byWho[w]++
+		}
+	}
+	t.Logf("500 tasks on RabbitMQ, runs by worker: %v", byWho)
+	if byWho["go"] == 0 || byWho["py"] == 0 {
+		t.Errorf("one worker ran nothing: %v", byWho)
+	}
+}
+
+// RabbitMQ restarted (stop_app, start_app) while certmgr consumes a durable
+// queue of persistent messages: every task runs; those unacknowledged when
+// the connection dropped run again (at least once).
+//
+// Not parallel: stopping the shared node drops every connection to it, and
+// the other RabbitMQ tests of this package must not be running meanwhile.
+func TestRabbitMQRestartLosesNothing(t *testing.T) {
+	rb := testpeers.RabbitMQ(t)
+	rec := testpeers.Redis(t)
+	testpeers.Celery(t, rb.URL)
+	t.Cleanup(func() { _ = exec.Command("rabbitmqctl", "-q", "start_app").Run() })
+	mux := worker.NewServeMux()
+	rh := recordHandler(rec.Pool())
+	mux.HandleFunc("test.record", func(ctx context.Context, task *worker.Task) error {
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return rh(ctx, task)
+	})
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	const n = 200
+	ids := strings.Fields(py.run(t, 2*time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--count", strconv.Itoa(n)))
+	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 2}, mux)
+	waitFor(t, 60*time.Second, "a quarter ran", func() bool { return len(runs(t, rec, "runs")) >= n/4 })
+	testpeers.RabbitCtl(t, "stop_app")
+	t.Logf("rabbitmq stopped after %d tasks", len(runs(t, rec, "runs")))
+	testpeers.RabbitCtl(t, "start_app")
+	waitFor(t, 2*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
+	got := runs(t, rec, "runs")
+	twice := 0
+	for _, id := range ids {
+		if len(got[id]) == 0 {
+			t.Errorf("task %s lost", id)
+		}
+		if len(got[id]) > 1 {
+			twice++
+		}
+	}
+	t.Logf("%d of %d tasks ran twice across the restart", twice, n)
+}

@@ -1,0 +1,87 @@
+package amqpbroker
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/midsummer/certmgr/worker/internal/celery"
+)
+
+func TestParseURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"amqp://guest:guest@h:5672//":  "amqp://guest:guest@h:5672//",
+		"pyamqp://u:p@h/vh":            "amqp://u:p@h/vh",
+		"amqps://u:p@h:5671/vh":        "amqps://u:p@h:5671/vh",
+		"amqp://u:p@h/vh?heartbeat=30": "amqp://u:p@h/vh?heartbeat=30",
+	} {
+		got, _, _, err := ParseURL(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %q %v, want %q", in, got, err, want)
+		}
+	}
+	_, tlsCfg, _, err := ParseURL("amqps://u:p@h/vh?ssl_cert_reqs=CERT_NONE")
+	if err != nil || tlsCfg == nil || !tlsCfg.InsecureSkipVerify {
+		t.Errorf("amqps with CERT_NONE: %+v %v", tlsCfg, err)
+	}
+	for in, want := range map[string]string{
+		"amqp://u:hunter2@h/vh?ssl_cert_reqs=required": "need the amqps:// scheme",
+		"amqp://u:hunter2@h/vh?confirm_publish=1":      `"confirm_publish" is not supported`,
+		"qpid://u:hunter2@h/vh":                        `scheme "qpid"`,
+		"amqp://u:hunter2@/vh":                         "no host",
+	} {
+		_, _, _, err := ParseURL(in)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+}
+
+// An AMQP delivery becomes kombu's envelope (the worker's decoder reads it)
+// and a retry envelope becomes an AMQP message with the same header types.
+func TestEnvelopeRoundTrip(t *testing.T) {
+	t.Parallel()
+	body := `[["x"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]`
+	d := amqp.Delivery{
+		Headers: amqp.Table{"lang": "py", "task": "certmgr.ping", "id": "6c1c1d5e-0000-4000-8000-000000000001",
+			"retries": int32(0), "timelimit": []any{nil, nil}, "eta": nil, "root_id": "6c1c1d5e-0000-4000-8000-000000000001",
+			"parent_id": nil, "group": nil, "argsrepr": "['x']", "kwargsrepr": "{}", "ignore_result": false},
+		ContentType: "application/json", ContentEncoding: "utf-8", DeliveryMode: 2, Priority: 3,
+		CorrelationId: "6c1c1d5e-0000-4000-8000-000000000001", ReplyTo: "reply-q", Exchange: "certmgr", RoutingKey: "certmgr",
+		Body: []byte(body),
+	}
+	raw, err := Envelope(d, "1.7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := celery.DecodeMessage(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Task != "certmgr.ping" || m.ID != d.CorrelationId || len(m.Args) != 1 || m.Priority != 3 {
+		t.Fatalf("decoded %+v", m)
+	}
+	retry, err := celery.RetryEnvelope(raw, 1, time.Now().Add(time.Minute), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Publishing(retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Body) != body || p.CorrelationId != d.CorrelationId || p.ReplyTo != "reply-q" || p.DeliveryMode != 2 {
+		t.Errorf("publishing %+v", p)
+	}
+	if r, ok := p.Headers["retries"].(int64); !ok || r != 1 {
+		t.Errorf("retries header %T %v, want int64 1", p.Headers["retries"], p.Headers["retries"])
+	}
+	if _, ok := p.Headers["eta"].(string); !ok {
+		t.Errorf("eta header %T", p.Headers["eta"])
+	}
+	if err := p.Headers.Validate(); err != nil {
+		t.Errorf("headers not a valid AMQP table: %v", err)
+	}
+}
