@@ -100,7 +100,7 @@ func TestRabbitMQKeepsExistingPriorityQueue(t *testing.T) {
 	mux := worker.NewServeMux()
 	mux.Handle("test.record", recordHandler(rec.Pool()))
 	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 1, Prefetch: 1}, mux)
-	waitFor(t, 60*time.Second, "three tasks ran", func() bool { return len(runs(t, rec, "runs")) == 3 })
+	testpeers.Until(t, 60*time.Second, "three tasks ran", func() bool { return len(runs(t, rec, "runs")) == 3 })
 	c := rec.Pool().Get()
 	defer c.Close()
 	order, _ := c.Do("LRANGE", "runs", 0, -1)
@@ -148,7 +148,7 @@ func startAMQPPyWorker(t *testing.T, brokerURL, recordURL, hostname string) {
 			t.Logf("python worker log:\n%s", b)
 		}
 	})
-	waitFor(t, 60*time.Second, "the python worker is ready", func() bool {
+	testpeers.Until(t, 60*time.Second, "the python worker is ready", func() bool {
 		b, _ := os.ReadFile(logPath)
 		return strings.Contains(string(b), " ready.")
 	})
@@ -171,7 +171,7 @@ func TestRabbitMQCompetingPythonWorker(t *testing.T) {
 	if len(ids) != n {
 		t.Fatalf("sent %d", len(ids))
 	}
-	waitFor(t, 3*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
+	testpeers.Until(t, 3*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
 	got := runs(t, rec, "runs")
 	byWho := map[string]int{}
 	for _, id := range ids {
@@ -213,11 +213,11 @@ func TestRabbitMQRestartLosesNothing(t *testing.T) {
 	const n = 200
 	ids := strings.Fields(py.run(t, 2*time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--count", strconv.Itoa(n)))
 	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 2}, mux)
-	waitFor(t, 60*time.Second, "a quarter ran", func() bool { return len(runs(t, rec, "runs")) >= n/4 })
+	testpeers.Until(t, 60*time.Second, "a quarter ran", func() bool { return len(runs(t, rec, "runs")) >= n/4 })
 	testpeers.RabbitCtl(t, "stop_app")
 	t.Logf("rabbitmq stopped after %d tasks", len(runs(t, rec, "runs")))
 	testpeers.RabbitCtl(t, "start_app")
-	waitFor(t, 2*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
+	testpeers.Until(t, 2*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
 	got := runs(t, rec, "runs")
 	twice := 0
 	for _, id := range ids {
