@@ -130,7 +130,7 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 	} else {
 		pub, err = s.publish(ctx, publishOptions{})
 	}
-	res.Reloaded = pub.reloaded.Pods
+	res.Reloaded = pub.pods()
 	if err != nil {
 		s.recordFailure(ctx, row, err)
 		return res, err

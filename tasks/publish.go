@@ -28,6 +28,15 @@ type published struct {
 	reloaded  podreload.Result
 }
 
+// pods are the per-pod reload outcomes, an empty list (never null in a
+// result) when nothing was reloaded.
+func (p published) pods() []podreload.PodResult {
+	if p.reloaded.Pods == nil {
+		return []podreload.PodResult{}
+	}
+	return p.reloaded.Pods
+}
+
 func (p published) serves(d domain.Name) bool { return slices.Contains(p.generated.Served, d) }
 
 func (p published) skipReason(d domain.Name) string {

@@ -3,7 +3,7 @@ package tasks
 import (
 	"context"
 
-	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/worker"
 )
 
@@ -25,10 +25,10 @@ func (s *Service) Regenerate(ctx context.Context, reload bool) (RegenResult, err
 		Domains:  len(pub.generated.Served),
 		Changed:  pub.generated.Changed,
 		Skipped:  pub.generated.Skipped,
-		Reloaded: pub.reloaded.Pods,
+		Reloaded: pub.pods(),
 	}
-	if res.Reloaded == nil {
-		res.Reloaded = []podreload.PodResult{}
+	if res.Skipped == nil {
+		res.Skipped = []nginxconf.Skipped{}
 	}
 	return res, err
 }

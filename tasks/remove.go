@@ -64,7 +64,7 @@ func (s *Service) Remove(ctx context.Context, raw string, purge bool) (RemoveRes
 		return res, err
 	}
 	pub, err := s.publish(ctx, publishOptions{exclude: name})
-	res.Reloaded = pub.reloaded.Pods
+	res.Reloaded = pub.pods()
 	if err != nil {
 		return res, err
 	}

@@ -123,7 +123,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 		return res, nil
 	}
 	pub, err := s.publish(ctx, publishOptions{reload: true})
-	res.Reloaded = pub.reloaded.Pods
+	res.Reloaded = pub.pods()
 	return res, err
 }
 

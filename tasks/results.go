@@ -24,7 +24,7 @@ type IssueResult struct {
 type RegenResult struct {
 	Domains  int                   `json:"domains"`
 	Changed  bool                  `json:"changed"`
-	Skipped  []nginxconf.Skipped   `json:"skipped,omitempty"`
+	Skipped  []nginxconf.Skipped   `json:"skipped"`
 	Reloaded []podreload.PodResult `json:"reloaded"`
 }
 
@@ -51,9 +51,9 @@ type RenewResult struct {
 	Checked int           `json:"checked"`
 	Renewed []string      `json:"renewed"`
 	Failed  []RenewFailed `json:"failed"`
-	DryRun  bool          `json:"dry_run,omitempty"`
+	DryRun  bool          `json:"dry_run"`
 	// Skipped is set when another replica was sweeping: this one did nothing.
-	Skipped      bool                  `json:"skipped,omitempty"`
+	Skipped      bool                  `json:"skipped"`
 	Certificates []SweepEntry          `json:"certificates"`
 	Reloaded     []podreload.PodResult `json:"reloaded"`
 	// RowsWithoutCertificate are domains whose row says a certificate is
