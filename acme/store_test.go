@@ -100,7 +100,7 @@ func TestSaveWritesCertbotLayoutAndKeepsOldVersions(t *testing.T) {
 		t.Error("cert1.pem changed after renewal")
 	}
 	full, _ := os.ReadFile(l2.Live.Fullchain)
-	if !bytes.HasPrefix(full, bytes.TrimSpace(v2.Cert)) || !bytes.Contains(full, bytes.TrimSpace(ca.pem)) {
+	if !bytes.HasPrefix(full, bytes.TrimSpace(v2.Cert)) || !bytes.Contains(full, bytes.TrimSpace(ca.PEM)) {
 		t.Error("fullchain.pem is not cert followed by chain")
 	}
 
