@@ -3,6 +3,7 @@
 // without the database and ACME wiring of `certmgr worker`.
 //
 //	BENCH_BROKER=redis://127.0.0.1:6379/0 BENCH_CONCURRENCY=4 worker
+//	BENCH_BROKER=amqp://guest:guest@127.0.0.1:5672/v BENCH_BACKEND=redis://127.0.0.1:6379/0 worker
 package main
 
 import (
@@ -25,11 +26,12 @@ func main() {
 	mux := worker.NewServeMux()
 	worker.RegisterBuiltins(mux)
 	srv, err := worker.NewServer(worker.Config{
-		BrokerURL:   os.Getenv("BENCH_BROKER"),
-		Concurrency: conc,
-		Prefetch:    prefetch,
-		Hostname:    "certmgr-bench@localhost",
-		Logger:      zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
+		BrokerURL:        os.Getenv("BENCH_BROKER"),
+		ResultBackendURL: os.Getenv("BENCH_BACKEND"), // empty: the broker's (bench/rabbitmq sets a Redis)
+		Concurrency:      conc,
+		Prefetch:         prefetch,
+		Hostname:         "certmgr-bench@localhost",
+		Logger:           zerolog.New(os.Stderr).Level(zerolog.WarnLevel),
 	}, mux)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
