@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/certstore"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/nginxconf"
@@ -251,6 +252,17 @@ func (a *Agent) sync(ctx context.Context, full bool) (err error) {
 	var fetch []string
 	ds := make([]nginxconf.Domain, 0, len(snap.Served))
 	for _, sv := range snap.Served {
+		// The rows come from the database: a name that is not a plain
+		// domain (or lineage name) would make nginx -t refuse the whole
+		// file, so it is left out here, and the rest served.
+		if d, err := domain.Parse(sv.Domain); err != nil || string(d) != sv.Domain {
+			a.log.Warn().Str("domain", sv.Domain).Msg("served set names an invalid domain; left out")
+			continue
+		}
+		if _, err := acme.ParseLineageName(sv.Lineage); err != nil {
+			a.log.Warn().Str("domain", sv.Domain).Str("lineage", sv.Lineage).Msg("served set names an invalid lineage; left out")
+			continue
+		}
 		st, ok := snap.Lineages[sv.Lineage]
 		if !ok {
 			a.log.Warn().Str("domain", sv.Domain).Str("lineage", sv.Lineage).Msg("served domain names a lineage the store does not hold")
@@ -345,7 +357,9 @@ func (a *Agent) fetch(ctx context.Context, names []string) (int, error) {
 		names = names[len(batch):]
 		ls, err := a.cfg.Store.Lineages(ctx, certstore.LineageFilter{Names: batch})
 		if err != nil {
-			return written, err
+			if ls, err = a.fetchEach(ctx, batch, err); err != nil {
+				return written, err
+			}
 		}
 		work := make(chan certstore.Lineage)
 		errs := make(chan error, writers)
@@ -385,6 +399,29 @@ func (a *Agent) fetch(ctx context.Context, names []string) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// fetchEach reads a batch that failed as a whole lineage by lineage, so
+// that one unreadable lineage (a sealed key that does not open) costs its
+// own domains, not every update. It fails as the batch did when none can be
+// read (the store is unreachable).
+func (a *Agent) fetchEach(ctx context.Context, names []string, batchErr error) ([]certstore.Lineage, error) {
+	var out []certstore.Lineage
+	for _, n := range names {
+		ls, err := a.cfg.Store.Lineages(ctx, certstore.LineageFilter{Names: []string{n}})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			a.log.Error().Err(err).Str("lineage", n).Msg("lineage unreadable; its domains are left out")
+			continue
+		}
+		out = append(out, ls...)
+	}
+	if len(out) == 0 {
+		return nil, batchErr
+	}
+	return out, nil
 }
 
 // writers is how many lineages fetch writes at once.
