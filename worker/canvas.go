@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/midsummer/certmgr/worker/internal/celery"
 )
@@ -26,9 +23,7 @@ type canvas struct {
 	chords       chordJoiner // nil: the result backend cannot join chords
 	defaultQueue string
 	hostname     string
-	expires      time.Duration
 	persist      *persister
-	log          zerolog.Logger
 }
 
 // onSuccess applies callbacks and the next chain step, then completes the
@@ -277,8 +272,6 @@ func excRepr(raw json.RawMessage) string {
 	return info.ExcType + "(" + strings.Join(args, ", ") + ")"
 }
 
-var errNotJSON = errors.New("value does not encode as JSON")
-
 // pyJSON encodes v as Python's json.dumps does by default (", " and ": "
 // separators, non-ASCII escaped), which is how kombu encodes what Celery
 // stores, so members written by either worker are alike.
@@ -287,7 +280,7 @@ func pyJSON(v any) ([]byte, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return nil, fmt.Errorf("%w: %w", errNotJSON, err)
+		return nil, fmt.Errorf("encode as python json: %w", err)
 	}
 	raw := bytes.TrimRight(buf.Bytes(), "\n")
 	var out strings.Builder

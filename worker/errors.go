@@ -129,7 +129,7 @@ func defaultExcModule(excType string) string {
 // error built as fmt.Errorf("%w: %w", steer, cause), so that what a person
 // reads is the task's own error. It returns nil when nothing else is left.
 func cause(err error) error {
-	if err == nil || errors.Is(err, SkipRetry) && err == SkipRetry {
+	if err == nil || err == SkipRetry {
 		return nil
 	}
 	if _, ok := err.(*RetryError); ok {

@@ -113,41 +113,53 @@ func TestEnableDisableEventsAtRunTime(t *testing.T) {
 	s.mux.HandleFunc("tenant.tasks.evented", func(context.Context, *worker.Task) error { return nil })
 	events := subscribeEvents(t, s)
 	s.start(t)
-	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
-		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
-		return exec.Command(testpeers.Python, "-c", code).Run() == nil
-	})
-	sawTaskEvent := func(id string) bool {
-		if _, cerr := s.celery.Get(t, id, 30*time.Second); cerr != nil {
-			t.Fatal(cerr)
-		}
-		// A worker heartbeat published after the task's result bounds the wait.
-		pythonControl(t, s.redis.URL, fmt.Sprintf("heartbeat(destination=[%q])", s.cfg.Hostname))
-		for {
-			select {
-			case e := <-events:
-				if e["uuid"] == id {
-					return true
-				}
-				// control.heartbeat's says freq=5; the periodic ones say 2.
-				if e["type"] == "worker-heartbeat" && e["freq"] == float64(5) && e["hostname"] == s.cfg.Hostname {
-					return false
-				}
-			case <-time.After(15 * time.Second):
-				t.Fatal("no heartbeat after control.heartbeat()")
+	// One producer: a task with events off, one after enable_events, one
+	// after disable_events; each waited for, so its events (sent before its
+	// result is stored) are out before the next command. A last
+	// control.heartbeat (freq=5, the periodic ones say 2) marks the end.
+	code := fmt.Sprintf(`
+import sys, time
+from celery import Celery
+app = Celery(broker=%[1]q, backend=%[1]q)
+node = %[2]q
+deadline = time.time() + 30
+while node not in (app.control.inspect(timeout=0.5).ping() or {}):
+    if time.time() > deadline:
+        sys.exit("worker never answered ping")
+def run():
+    r = app.send_task("tenant.tasks.evented", queue="certmgr")
+    r.get(timeout=30)
+    print(r.id)
+run()
+app.control.enable_events(destination=[node], reply=True, timeout=5)
+run()
+app.control.disable_events(destination=[node], reply=True, timeout=5)
+run()
+app.control.heartbeat(destination=[node], reply=True, timeout=5)
+`, s.redis.URL, s.cfg.Hostname)
+	out, err := exec.Command(testpeers.Python, "-c", code).CombinedOutput()
+	if err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	var ids [3]string
+	if n, _ := fmt.Sscan(string(out), &ids[0], &ids[1], &ids[2]); n != 3 {
+		t.Fatalf("producer printed %q", out)
+	}
+	evented := map[string]bool{}
+	for done := false; !done; {
+		select {
+		case e := <-events:
+			if id, ok := e["uuid"].(string); ok {
+				evented[id] = true
 			}
+			done = e["type"] == "worker-heartbeat" && e["freq"] == float64(5) && e["hostname"] == s.cfg.Hostname
+		case <-time.After(15 * time.Second):
+			t.Fatal("no heartbeat after control.heartbeat()")
 		}
 	}
-	if sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
-		t.Fatal("task events sent before enable_events")
-	}
-	pythonControl(t, s.redis.URL, fmt.Sprintf("enable_events(destination=[%q])", s.cfg.Hostname))
-	if !sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
-		t.Fatal("no task events after enable_events")
-	}
-	pythonControl(t, s.redis.URL, fmt.Sprintf("disable_events(destination=[%q])", s.cfg.Hostname))
-	if sawTaskEvent(s.celery.Send(t, testpeers.SendOptions{Task: "tenant.tasks.evented"})) {
-		t.Fatal("task events sent after disable_events")
+	if want := [3]bool{false, true, false}; [3]bool{evented[ids[0]], evented[ids[1]], evented[ids[2]]} != want {
+		t.Errorf("task events sent (before enable, after enable, after disable) = %v, want %v",
+			[3]bool{evented[ids[0]], evented[ids[1]], evented[ids[2]]}, want)
 	}
 }
 

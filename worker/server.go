@@ -109,7 +109,7 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 	}
 	cv := &canvas{
 		pub: broker, results: results, defaultQueue: cfg.DefaultQueue,
-		hostname: cfg.Hostname, expires: cfg.ResultExpires, persist: persist, log: log,
+		hostname: cfg.Hostname, persist: persist,
 	}
 	if j, ok := results.(chordJoiner); ok {
 		cv.chords = j
