@@ -24,6 +24,16 @@ func pythonControl(t *testing.T, brokerURL, call string) {
 	}
 }
 
+// waitPing waits until the worker answers `celery inspect ping`: it is
+// subscribed to the pidbox, so broadcasts reach it.
+func waitPing(t *testing.T, s *setup) {
+	t.Helper()
+	code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
+	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
+		return exec.Command(testpeers.Python, "-c", code).Run() == nil
+	})
+}
+
 // A revoke reaches the workers that are up; one started later, or this one
 // restarted, still honours it: the ids are kept in Redis, with a bounded TTL.
 func TestRevokeOutlivesRestartAndReachesNewReplicas(t *testing.T) {
@@ -43,10 +53,7 @@ func TestRevokeOutlivesRestartAndReachesNewReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The broadcast only reaches subscribed workers: wait for the first.
-	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
-		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
-		return exec.Command(testpeers.Python, "-c", code).Run() == nil
-	})
+	waitPing(t, s)
 	pythonControl(t, s.redis.URL, `revoke(["rv-1", "rv-2"])`)
 	testpeers.Until(t, 10*time.Second, "revoked ids stored", func() bool {
 		n, _ := redis.Int(s.redis.Do(t, "ZCARD", "certmgr.revoked"), nil)
@@ -90,10 +97,7 @@ func TestRemoteShutdownStopsRun(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	testpeers.Until(t, 10*time.Second, "worker answers ping", func() bool {
-		code := fmt.Sprintf("from celery import Celery\nimport sys\nr = Celery(broker=%q).control.inspect(timeout=0.5).ping() or {}\nsys.exit(0 if %q in r else 1)\n", s.redis.URL, s.cfg.Hostname)
-		return exec.Command(testpeers.Python, "-c", code).Run() == nil
-	})
+	waitPing(t, s)
 	pythonControl(t, s.redis.URL, fmt.Sprintf("shutdown(destination=[%q])", s.cfg.Hostname))
 	select {
 	case err := <-done:
