@@ -16,8 +16,11 @@
 //     temporary main configuration that includes the candidate in place of the
 //     live file (the live file is never broken, not even for the length of the
 //     test), then renames it into place and keeps the previous file as
-//     .<name>.last-good. An unchanged result writes nothing.
-//   - [LocalReloader] runs `nginx -s reload`; [Coalesce] folds reload requests
+//     .<name>.last-good. An unchanged result (same SHA-256 as the live file)
+//     leaves the live file alone and runs no nginx -t.
+//   - [LocalReloader] sends SIGHUP to the master when its pid file is
+//     readable and runs `nginx -s reload` (one more full parse) only when it
+//     is not ([ReloadAuto]); [Coalesce] folds reload requests
 //     that arrive together into one. Both satisfy [Reloader], the interface the
 //     pod-wide reload in package podreload also implements.
 //
