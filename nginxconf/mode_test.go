@@ -31,7 +31,7 @@ func TestChoose(t *testing.T) {
 		{"1.22, many domains, keys unreadable", CertModeAuto, v122, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Listen},
 		{"1.28, few domains: the cache", CertModeAuto, v128, 10, nil, CertModeVariable, RuleCertCache, 1000, HTTP2Directive},
 		{"1.28, 50,000 domains", CertModeAuto, v128, 50000, nil, CertModeVariable, RuleCertCache, 105000, HTTP2Directive},
-		{"1.28, 100,000 domains: the cache is capped", CertModeAuto, v128, 100000, nil, CertModeVariable, RuleCertCache, DefaultCertCacheMax, HTTP2Directive},
+		{"1.28, 100,000 domains: the cache is capped at 75,000 domains", CertModeAuto, v128, 100000, nil, CertModeVariable, RuleCertCache, DefaultCertCacheMax, HTTP2Directive},
 		{"1.28, keys unreadable, few domains", CertModeAuto, v128, 10, unreadable, CertModePerServer, RuleSmallFleet, 0, HTTP2Directive},
 		{"1.28, keys unreadable, many", CertModeAuto, v128, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Directive},
 		{"configured per-server on 1.28", CertModePerServer, v128, 100000, nil, CertModePerServer, RuleConfigured, 0, HTTP2Directive},
