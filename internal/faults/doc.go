@@ -30,6 +30,13 @@
 //     an unescaped # or a wrong scheme is printed, /readyz names the database
 //     user; TestReadyzFailsWhileDraining fails, /readyz answered ok after SIGTERM.
 //
+// Fleet mode (CERTMGR_STORE=postgres, an agent beside nginx):
+// TestFleetWorkerKilledAfterTheStoreWrite kills the worker while it waits for
+// the agent, after the certificate is in PostgreSQL; the redelivered task
+// must find it there (one version, no second order). The agent's own faults
+// (PostgreSQL cut for 30 s, its LISTEN connection killed, restarts, hostile
+// rows) are in package agent's tests.
+//
 // Run it alone with `go test ./internal/faults` (about 2 minutes here; the
 // binary is built once in TestMain).
 package faults
