@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,7 +120,7 @@ func startPod(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podO
 func startPodCut(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions, proxy *tcpProxy) *pod {
 	t.Helper()
 	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
-	stopNginxOnCleanup(t, peer)
+	peer.StopOnCleanup(t)
 	defaults := t.TempDir()
 	ca := newTestCA(t)
 	def := ca.version(t, 1, "default.invalid")
@@ -270,30 +269,6 @@ func (p *pod) get(t testing.TB, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func stopNginxOnCleanup(t testing.TB, peer *testpeers.NginxPeer) {
-	t.Cleanup(func() {
-		b, err := os.ReadFile(filepath.Join(peer.Prefix, "nginx.pid"))
-		if err != nil {
-			return
-		}
-		master, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return
-		}
-		workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
-		syscall.Kill(master, syscall.SIGTERM)
-		deadline := time.Now().Add(20 * time.Second)
-		for _, pid := range append(strings.Fields(string(workers)), strconv.Itoa(master)) {
-			for time.Now().Before(deadline) {
-				if b, err := os.ReadFile("/proc/" + pid + "/stat"); err != nil || strings.Contains(string(b), ") Z") {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-	})
 }
 
 // tcpProxy forwards to a PostgreSQL server; Cut drops every connection and

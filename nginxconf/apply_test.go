@@ -381,7 +381,7 @@ func TestLocalReloaderAuto(t *testing.T) {
 		inc := filepath.Join(peer.Prefix, "pid.inc")
 		writeFile(t, inc, pidLine)
 		writeFile(t, peer.MainConf, strings.Replace(string(main), pidLine, "include "+inc+";\n", 1))
-		stopNginxOnCleanup(t, peer)
+		peer.StopOnCleanup(t)
 		peer.Start(t)
 		r, err := NewLocalReloader(Config{Binary: peer.Binary, MainConf: peer.MainConf, Prefix: peer.Prefix})
 		if err != nil {

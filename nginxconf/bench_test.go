@@ -124,7 +124,7 @@ func BenchmarkNginx(b *testing.B) {
 
 func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
 	peer := testpeers.Nginx(b, testpeers.NginxOptions{})
-	stopNginxOnCleanup(b, peer)
+	peer.StopOnCleanup(b)
 	le := store.dir
 	cfg := Config{
 		ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary,
@@ -282,7 +282,7 @@ func BenchmarkHandshake(b *testing.B) {
 	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
 		b.Run(string(mode), func(b *testing.B) {
 			peer := testpeers.Nginx(b, testpeers.NginxOptions{})
-			stopNginxOnCleanup(b, peer)
+			peer.StopOnCleanup(b)
 			cfg := Config{
 				ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary,
 				MainConf: peer.MainConf, Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort,

@@ -152,7 +152,7 @@ func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n i
 func setupScale(b *testing.B, store *benchStore, bin string, mode CertMode, names []domain.Name) *scaleNginx {
 	ng := &scaleNginx{prefix: map[CertMode]string{CertModePerServer: "ps-", CertModeVariable: "var-"}[mode]}
 	peer := testpeers.Nginx(b, testpeers.NginxOptions{Binary: bin})
-	stopNginxOnCleanup(b, peer)
+	peer.StopOnCleanup(b)
 	ng.peer = peer
 	le := store.dir
 	cfg := Config{

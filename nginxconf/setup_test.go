@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +43,7 @@ func setup(t *testing.T, mode CertMode, opts ...func(*Config)) *fixture {
 func setupNginx(t *testing.T, mode CertMode, binary string, opts ...func(*Config)) *fixture {
 	t.Helper()
 	peer := testpeers.Nginx(t, testpeers.NginxOptions{Binary: binary})
-	stopNginxOnCleanup(t, peer)
+	peer.StopOnCleanup(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(peer.ErrorLog)
@@ -159,47 +158,6 @@ func waitWorkers(t testing.TB, peer *testpeers.NginxPeer) []int {
 			t.Fatal("nginx has no worker processes")
 		}
 	}
-}
-
-// stopNginxOnCleanup stops nginx with SIGTERM and waits for its workers to
-// exit, before testpeers' own cleanup SIGKILLs the master (which would leave
-// the workers running as orphans, holding their ports and memory).
-func stopNginxOnCleanup(t testing.TB, peer *testpeers.NginxPeer) {
-	t.Cleanup(func() {
-		b, err := os.ReadFile(filepath.Join(peer.Prefix, "nginx.pid"))
-		if err != nil {
-			return
-		}
-		master, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return
-		}
-		workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
-		syscall.Kill(master, syscall.SIGTERM)
-		pids := append(strings.Fields(string(workers)), strconv.Itoa(master))
-		deadline := time.Now().Add(20 * time.Second)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for _, pid := range pids {
-			for {
-				if _, err := os.Stat("/proc/" + pid + "/status"); err != nil || isZombie(pid) || time.Now().After(deadline) {
-					break
-				}
-				<-tick.C
-			}
-		}
-	})
-}
-
-func isZombie(pid string) bool {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return true
-	}
-	// pid (comm) S ...: the state follows the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // waitReplaced waits until new workers replaced all of before; unlike

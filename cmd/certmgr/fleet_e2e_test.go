@@ -9,12 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -93,29 +91,6 @@ func sniSerial(port int, sni string) (string, int, error) {
 	return serial, status, nil
 }
 
-// stopNginx stops a test nginx with its workers before testpeers kills the
-// master (which would orphan the workers).
-func stopNginx(t *testing.T, ng *testpeers.NginxPeer) {
-	t.Cleanup(func() {
-		b, err := os.ReadFile(filepath.Join(ng.Prefix, "nginx.pid"))
-		if err != nil {
-			return
-		}
-		master, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
-		syscall.Kill(master, syscall.SIGTERM)
-		deadline := time.Now().Add(20 * time.Second)
-		for _, pid := range append(strings.Fields(string(workers)), strconv.Itoa(master)) {
-			for time.Now().Before(deadline) {
-				if b, err := os.ReadFile("/proc/" + pid + "/stat"); err != nil || strings.Contains(string(b), ") Z") {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-	})
-}
-
 // Fleet mode end to end: one PostgreSQL, two workers, three agents each with
 // its own nginx and certificate directory, tasks sent by Python Celery.
 func TestFleetEndToEnd(t *testing.T) {
@@ -126,7 +101,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	var nginxes []*testpeers.NginxPeer
 	for range 3 {
 		ng := testpeers.Nginx(t, testpeers.NginxOptions{})
-		stopNginx(t, ng)
+		ng.StopOnCleanup(t)
 		nginxes = append(nginxes, ng)
 	}
 	// The CA validates HTTP-01 on the first pod's nginx, which proxies the

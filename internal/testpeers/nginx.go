@@ -128,6 +128,48 @@ func (p *NginxPeer) Start(t testing.TB) {
 	}
 }
 
+// StopOnCleanup stops the nginx running on the prefix when t ends, whichever
+// process started it (the pid file names the master): SIGTERM, then a wait
+// of up to 20 s for the master and its workers to exit, so that no orphaned
+// worker keeps its ports and memory after the test. Tests whose nginx was
+// started by the code under test (an agent, a reload that re-executed the
+// binary) call it; Start registers the same stop for its own process.
+func (p *NginxPeer) StopOnCleanup(t testing.TB) {
+	t.Cleanup(func() {
+		b, err := os.ReadFile(filepath.Join(p.Prefix, "nginx.pid"))
+		if err != nil {
+			return
+		}
+		master, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return
+		}
+		workers, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", master, master))
+		_ = syscall.Kill(master, syscall.SIGTERM)
+		pids := append(strings.Fields(string(workers)), strconv.Itoa(master))
+		deadline := time.Now().Add(20 * time.Second)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for _, pid := range pids {
+			for !exited(pid) && time.Now().Before(deadline) {
+				<-tick.C
+			}
+		}
+	})
+}
+
+// exited reports whether process pid is gone or a zombie.
+func exited(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return true
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
 // Kill stops nginx at once, as a crash would; its workers go with it.
 func (p *NginxPeer) Kill() {
 	if p.proc == nil {
