@@ -501,6 +501,5 @@ func (c *Checker) exchange(ctx context.Context, m *dns.Msg, server string) (*dns
 	return resp, nil
 }
 
-
 // Servers returns the resolvers the Checker asks, in order.
 func (c *Checker) Servers() []string { return slices.Clone(c.cfg.Servers) }
