@@ -142,6 +142,10 @@ type Config struct {
 	// default 8080.
 	HTTPSPort int
 	HTTPPort  int
+	// ListenAddress (NGINX_LISTEN_ADDRESS) is the IP address the generated
+	// servers listen on, for example 127.0.0.1 or ::1. Default: every
+	// address (listen PORT).
+	ListenAddress string
 	// CertMode (NGINX_CERT_MODE) default auto.
 	CertMode CertMode
 	// AutoVariableAbove is the number of domains above which auto mode picks
@@ -207,6 +211,15 @@ func (c Config) WithDefaults() Config {
 // validate names the first bad field of a defaulted Config. Values that end
 // up in the generated file must be plain nginx words: a space, quote, brace,
 // semicolon, '#' or '$' could change the file's structure.
+// listen is what a listen directive names for port: the port, or the
+// address and the port.
+func (c Config) listen(port int) string {
+	if c.ListenAddress == "" {
+		return strconv.Itoa(port)
+	}
+	return net.JoinHostPort(c.ListenAddress, strconv.Itoa(port))
+}
+
 func (c Config) validate() error {
 	var errs []error
 	for _, f := range []struct{ name, v string }{
@@ -229,6 +242,9 @@ func (c Config) validate() error {
 		if host, port, err := net.SplitHostPort(c.ACMEChallengeProxy); err != nil || host == "" || port == "" || !plainWord(c.ACMEChallengeProxy) {
 			errs = append(errs, fmt.Errorf("ACMEChallengeProxy %q: want host:port", c.ACMEChallengeProxy))
 		}
+	}
+	if c.ListenAddress != "" && net.ParseIP(c.ListenAddress) == nil {
+		errs = append(errs, fmt.Errorf("ListenAddress (NGINX_LISTEN_ADDRESS) %q: want an IP address", c.ListenAddress))
 	}
 	for _, p := range []struct {
 		name string

@@ -149,11 +149,11 @@ func newRenderer(cfg Config, plan Plan, w io.Writer) *renderer {
 	listen := func(def string) string {
 		switch plan.HTTP2 {
 		case HTTP2Listen:
-			return fmt.Sprintf("    listen %d ssl http2%s;\n", cfg.HTTPSPort, def)
+			return fmt.Sprintf("    listen %s ssl http2%s;\n", cfg.listen(cfg.HTTPSPort), def)
 		case HTTP2Directive:
-			return fmt.Sprintf("    listen %d ssl%s;\n    http2 on;\n", cfg.HTTPSPort, def)
+			return fmt.Sprintf("    listen %s ssl%s;\n    http2 on;\n", cfg.listen(cfg.HTTPSPort), def)
 		}
-		return fmt.Sprintf("    listen %d ssl%s;\n", cfg.HTTPSPort, def)
+		return fmt.Sprintf("    listen %s ssl%s;\n", cfg.listen(cfg.HTTPSPort), def)
 	}
 	r.listenHTTPS, r.listenDefault = listen(""), listen(" default_server")
 	r.liveDir = filepath.Join(cfg.LetsEncryptDir, "live") + "/"
@@ -283,7 +283,7 @@ func (r *renderer) proxyLocation(path string) {
 func (r *renderer) httpServer(sites iter.Seq[Site], st siteStats) {
 	r.p("\n# HTTP: ACME HTTP-01 challenges, the health check, and a redirect to https.\n")
 	r.p("server {\n")
-	r.p("    listen %d;\n", r.cfg.HTTPPort)
+	r.p("    listen %s;\n", r.cfg.listen(r.cfg.HTTPPort))
 	if st.count == 0 {
 		r.p("    server_name _;\n")
 	}

@@ -268,3 +268,30 @@ func TestRenderFleetProxiesChallengesToTheAgent(t *testing.T) {
 		}
 	}
 }
+
+// NGINX_LISTEN_ADDRESS puts every generated server on one address.
+func TestRenderListenAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ addr, https, http string }{
+		{"", "listen 8443 ssl", "listen 8080;"},
+		{"127.0.0.1", "listen 127.0.0.1:8443 ssl", "listen 127.0.0.1:8080;"},
+		{"::1", "listen [::1]:8443 ssl", "listen [::1]:8080;"},
+	} {
+		out, err := Render(Config{ListenAddress: tc.addr}, sites("a.example.com"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			l = strings.TrimSpace(l)
+			if strings.HasPrefix(l, "listen ") && !strings.HasPrefix(l, tc.https) && l != tc.http {
+				t.Errorf("ListenAddress %q: %q", tc.addr, l)
+			}
+		}
+		if !strings.Contains(string(out), tc.https) || !strings.Contains(string(out), tc.http) {
+			t.Errorf("ListenAddress %q: no %q or %q in\n%s", tc.addr, tc.https, tc.http, out)
+		}
+	}
+	if _, err := Render(Config{ListenAddress: "localhost"}, sites("a.example.com")); err == nil {
+		t.Error("Render accepted a listen address that is not an IP")
+	}
+}

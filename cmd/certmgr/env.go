@@ -86,6 +86,7 @@ const (
 	EnvNginxMainConf        = "NGINX_MAIN_CONF"
 	EnvNginxPrefix          = "NGINX_PREFIX"
 	EnvNginxHTTPPort        = "NGINX_HTTP_PORT"
+	EnvNginxListenAddress   = "NGINX_LISTEN_ADDRESS"
 	EnvNginxDefaultCert     = "NGINX_DEFAULT_CERT"
 	EnvNginxDefaultKey      = "NGINX_DEFAULT_KEY"
 	EnvNginxNamesHash       = "NGINX_SERVER_NAMES_HASH"
@@ -279,6 +280,14 @@ var Variables = []Variable{
 		set: number(1, 65535, func(c *Configs) *int { return &c.Nginx.HTTPSPort })},
 	{Name: EnvNginxHTTPPort, Default: strconv.Itoa(nginxconf.DefaultHTTPPort), Doc: "port of the ACME challenge and redirect servers",
 		set: number(1, 65535, func(c *Configs) *int { return &c.Nginx.HTTPPort })},
+	{Name: EnvNginxListenAddress, Unset: "every address", Doc: "IP address the generated servers listen on (`127.0.0.1` for a server reached only through a local proxy, and the demo)",
+		set: func(c *Configs, v string) error {
+			if net.ParseIP(v) == nil {
+				return errors.New("an IP address such as 127.0.0.1 or ::1")
+			}
+			c.Nginx.ListenAddress = v
+			return nil
+		}},
 	{Name: EnvNginxCertMode, Default: string(nginxconf.CertModeAuto), Doc: "`auto`: per-server or variable, chosen from `nginx -V` and the number of domains (variable with `ssl_certificate_cache` on nginx ≥ 1.27.4; on older nginx per-server up to 1,000 domains), logged and on `/metrics` as `certmgr_nginx_cert_mode`; `per-server`; or `variable` (one block, certificate by `$ssl_server_name`). See [nginxconf/README.md](nginxconf/README.md)",
 		set: parsed(nginxconf.ParseCertMode, func(c *Configs) *nginxconf.CertMode { return &c.Nginx.CertMode })},
 	{Name: EnvNginxCertCacheMax, Default: strconv.Itoa(nginxconf.DefaultCertCacheMax), Doc: "upper bound of `ssl_certificate_cache max=` (entries, two per domain) in variable mode on nginx ≥ 1.27.4; each nginx worker has its own cache, about 12.6 KB per domain once warm: the default, 75,000 domains, keeps a worker under about 1 GB (bench/nginx/scale.sh)",
