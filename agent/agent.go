@@ -76,9 +76,20 @@ func (a *Agent) poke() {
 // Run syncs at start, on every notification and reconnection, and every
 // Resync, until ctx ends. A failed sync is retried with backoff; nginx keeps
 // serving its last good configuration meanwhile. Run returns ctx's error.
+//
+// When ctx ends (the pod is stopping) the agent deletes its heartbeat row, so
+// that tasks stop waiting for, and reporting, a pod that is gone; nginx in
+// the pod keeps serving until it is stopped itself.
 func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := a.cfg.Store.RemoveAgent(rctx, a.cfg.Pod); err != nil {
+			a.log.Warn().Err(err).Msg("heartbeat row not removed; tasks count this pod until it ages out")
+		}
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Add(2)

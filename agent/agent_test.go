@@ -113,6 +113,9 @@ func TestAgentConvergesAfterRestart(t *testing.T) {
 	// nginx, without its agent, still serves what it had.
 	p.waitServes(t, "a.example.com", a1, time.Second)
 
+	if v := appliedVersion(t, pg, p.name); v != -1 {
+		t.Errorf("the stopped agent's heartbeat row is still there (version %d)", v)
+	}
 	p.restart(t, pg, key, podOptions{})
 	p.waitServes(t, "b.example.com", b1, 30*time.Second)
 	p.waitServes(t, "c.example.com", c1, 5*time.Second)

@@ -20,6 +20,7 @@ type Store interface {
 	Snapshot(ctx context.Context) (certstore.Snapshot, error)
 	Lineages(ctx context.Context, f certstore.LineageFilter) ([]certstore.Lineage, error)
 	Heartbeat(ctx context.Context, a certstore.Agent) error
+	RemoveAgent(ctx context.Context, pod string) error
 	KeyAuth(ctx context.Context, token string) (string, error)
 	// ConnConfig is for the LISTEN connection.
 	ConnConfig() *pgx.ConnConfig
