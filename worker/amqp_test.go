@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
 )
@@ -36,12 +38,18 @@ func (p pyOptions) inspectPing(t *testing.T, hostname string) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var m map[string]map[string]any
-		_ = json.Unmarshal([]byte(p.run(t, time.Minute, "ping", "--timeout", "1")), &m)
-		if m[hostname]["ok"] == "pong" {
-			return
+		out, err := p.try(time.Minute, "ping", "--timeout", "1")
+		if err == nil {
+			_ = json.Unmarshal([]byte(out), &m)
+			if m[hostname]["ok"] == "pong" {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no inspect ping reply from %s: %v", hostname, m)
+			t.Fatalf("no inspect ping reply from %s: %v %v", hostname, m, err)
+		}
+		if err != nil {
+			t.Logf("inspect ping (retried): %v", err)
 		}
 	}
 }
@@ -68,7 +76,31 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 		task.SetResult("ok")
 		return nil
 	})
-	cfg := worker.Config{BrokerURL: rb.URL, ResultBackendURL: "rpc://", Concurrency: 2}
+	// A monitor's queue on celeryev, as `celery events` binds one.
+	conn, err := amqp.Dial(rb.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare("celeryev", "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	evq, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(evq.Name, "#", "celeryev", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	events, err := ch.Consume(evq.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := worker.Config{BrokerURL: rb.URL, ResultBackendURL: "rpc://", Concurrency: 2, SendTaskEvents: true}
 	runServerMux(t, cfg, mux)
 	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
 	py.inspectPing(t, "certmgr@"+t.Name())
@@ -81,6 +113,16 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 	}
 	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
 		t.Errorf("retry: %+v after %d tries", res, tries.Load())
+	}
+	seen := map[string]bool{}
+	timeout := time.After(30 * time.Second)
+	for !seen["worker.heartbeat"] || !seen["task.multi"] {
+		select {
+		case d := <-events:
+			seen[d.RoutingKey] = true
+		case <-timeout:
+			t.Fatalf("events on celeryev: saw %v, want worker.heartbeat and task.multi", seen)
+		}
 	}
 }
 
@@ -229,4 +271,37 @@ func TestRabbitMQRestartLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d tasks ran twice across the restart", twice, n)
+}
+
+// A countdown task is held unacknowledged until its eta, as Celery holds it,
+// and the prefetch count grows while it waits: with prefetch 1 the tasks
+// sent after it still run first.
+func TestRabbitMQCountdownHeldWithoutBlocking(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	rec := testpeers.Redis(t)
+	testpeers.Celery(t, rb.URL)
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	sent := time.Now()
+	late := py.run(t, time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--countdown", "4")
+	mux := worker.NewServeMux()
+	mux.Handle("test.record", recordHandler(rec.Pool()))
+	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 1, Prefetch: 1}, mux)
+	// The worker holds the countdown message before the others arrive.
+	time.Sleep(500 * time.Millisecond) // ordering the sends is the point of the test
+	soon := strings.Fields(py.run(t, time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--count", "3"))
+	testpeers.Until(t, 60*time.Second, "all four ran", func() bool { return len(runs(t, rec, "runs")) == 4 })
+	c := rec.Pool().Get()
+	defer c.Close()
+	order, _ := c.Do("LRANGE", "runs", 0, -1)
+	var got []string
+	for _, v := range order.([]any) {
+		got = append(got, strings.TrimPrefix(string(v.([]byte)), "go:"))
+	}
+	if len(got) != 4 || got[3] != late || !strings.Contains(strings.Join(got[:3], ","), soon[0]) {
+		t.Errorf("ran %v: want the three sent later (%v) before the countdown task %s", got, soon, late)
+	}
+	if d := time.Since(sent); d < 4*time.Second {
+		t.Errorf("the countdown task ran %s after it was sent, before its 4s countdown", d)
+	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,6 +115,14 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
 		return worker.Fail("ValueError", errors.New("boom"))
 	})
+	var tries atomic.Int32
+	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
+		if tries.Add(1) == 1 {
+			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
+		}
+		task.SetResult("ok")
+		return nil
+	})
 	runServerMux(t, worker.Config{BrokerURL: r.URL, ResultBackendURL: worker.BackendDjangoDB, DatabaseURL: pg.URL}, mux)
 
 	ok := dj.run(t, "send", "--task", "certmgr.ping")
@@ -122,6 +132,11 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	bad := dj.run(t, "send", "--task", "test.fail")
 	if res := dj.get(t, bad); res.State != "FAILURE" || res.ExcType != "ValueError" || res.Message != "boom" {
 		t.Errorf("failure through django-db: %+v", res)
+	}
+
+	again := dj.run(t, "send", "--task", "test.retry")
+	if res := dj.get(t, again); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
+		t.Errorf("retry through django-db: %+v after %d tries", res, tries.Load())
 	}
 
 	dj.run(t, "store", "--id", "python")

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -23,6 +24,16 @@ type pyOptions struct{ broker, backend, options, backendOptions string }
 
 func (p pyOptions) run(t *testing.T, timeout time.Duration, args ...string) string {
 	t.Helper()
+	out, err := p.try(timeout, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// try is run returning the failure (with Python's stderr) instead of ending
+// the test.
+func (p pyOptions) try(timeout time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	args = append([]string{"testdata/celery_options.py", args[0], "--broker", p.broker, "--options", p.options,
@@ -36,9 +47,9 @@ func (p pyOptions) run(t *testing.T, timeout time.Duration, args ...string) stri
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		t.Fatalf("celery_options.py %s: %v\n%s", args[1], err, stderr)
+		return "", fmt.Errorf("celery_options.py %s: %v\n%s", args[1], err, stderr)
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
 }
 
 type pyResult struct {

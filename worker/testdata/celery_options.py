@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--priority", type=int)
     ap.add_argument("--max-priority", type=int, default=0, help="declare the queue with x-max-priority")
     ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--countdown", type=float)
     ap.add_argument("--arg-bytes", type=int, default=0, help="append one argument of this many bytes")
     ap.add_argument("--id")
     ap.add_argument("--timeout", type=float, default=30)
@@ -53,6 +54,8 @@ def main():
         opts = {"queue": ns.queue}
         if ns.priority is not None:
             opts["priority"] = ns.priority
+        if ns.countdown is not None:
+            opts["countdown"] = ns.countdown
         args = json.loads(ns.args)
         if ns.arg_bytes:
             args.append("x" * ns.arg_bytes)
