@@ -305,3 +305,49 @@ func TestRabbitMQCountdownHeldWithoutBlocking(t *testing.T) {
 		t.Errorf("the countdown task ran %s after it was sent, before its 4s countdown", d)
 	}
 }
+
+// A graceful stop on RabbitMQ gives back what the worker holds but did not
+// finish (the running tasks cancelled after ShutdownGrace): the next worker
+// runs everything once, nothing is lost. (The stop rejects with requeue; the
+// connection's close would requeue them too, so this proves the outcome,
+// not which of the two did it.)
+func TestRabbitMQStopRequeues(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	rec := testpeers.Redis(t)
+	testpeers.Celery(t, rb.URL)
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	ids := strings.Fields(py.run(t, time.Minute, "send", "--task", "test.record", "--args", `["runs"]`, "--count", "5"))
+
+	started := make(chan string, 10)
+	slow := worker.NewServeMux()
+	slow.HandleFunc("test.record", func(ctx context.Context, task *worker.Task) error {
+		started <- task.ID
+		<-ctx.Done() // never finishes on its own
+		return ctx.Err()
+	})
+	srv, err := worker.NewServer(worker.Config{BrokerURL: rb.URL, Concurrency: 2, ShutdownGrace: 100 * time.Millisecond,
+		Hostname: "certmgr@slow"}, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	<-started
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Logf("stop: %v", err)
+	}
+
+	mux := worker.NewServeMux()
+	mux.Handle("test.record", recordHandler(rec.Pool()))
+	runServerMux(t, worker.Config{BrokerURL: rb.URL, Concurrency: 2}, mux)
+	testpeers.Until(t, 60*time.Second, "every task ran after the stop", func() bool { return len(runs(t, rec, "runs")) == len(ids) })
+	got := runs(t, rec, "runs")
+	for _, id := range ids {
+		if len(got[id]) != 1 {
+			t.Errorf("task %s ran %d times", id, len(got[id]))
+		}
+	}
+}
