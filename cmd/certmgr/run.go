@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
@@ -82,6 +83,15 @@ func runWorker(a *app) error {
 		}
 		c.tasks.RunSweeps(sweepCtx)
 	}()
+	// Broker and database outages: one line when each starts, one when it ends.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		watchOutages(sweepCtx, a.log.With().Str("component", "peers").Logger(), outageEvery, []peerPing{
+			{"broker", broker.Ping},
+			{"database", c.db.Ping},
+		})
+	}()
 	defer func() { stopSweeps(); wg.Wait() }()
 
 	a.log.Info().Str("queue", a.cfg.Worker.Queue).Int("concurrency", a.cfg.Worker.Concurrency).
@@ -89,6 +99,49 @@ func runWorker(a *app) error {
 	err = srv.Run(a.ctx)
 	a.log.Info().Msg("certmgr worker stopped")
 	return err
+}
+
+// outageEvery is how often the worker pings the broker and the database to
+// log outages and recoveries.
+const outageEvery = 2 * time.Second
+
+// peerPing is one peer the worker depends on and how to ask it.
+type peerPing struct {
+	name string
+	ping func(ctx context.Context) error
+}
+
+// watchOutages pings each peer every interval until ctx ends, and logs an
+// outage once at error level when it starts (with the first error) and once
+// at info level when the peer answers again (with how long it was down), so
+// alerting on errors sees it and a long outage does not flood the log.
+func watchOutages(ctx context.Context, log zerolog.Logger, every time.Duration, peers []peerPing) {
+	down := make([]time.Time, len(peers))
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for i, p := range peers {
+			pctx, cancel := context.WithTimeout(ctx, every)
+			err := p.ping(pctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case err != nil && down[i].IsZero():
+				down[i] = time.Now()
+				log.Error().Err(err).Str("peer", p.name).Msgf("%s unreachable", p.name)
+			case err == nil && !down[i].IsZero():
+				log.Info().Str("peer", p.name).Float64("down_s", time.Since(down[i]).Seconds()).Msgf("%s reachable again", p.name)
+				down[i] = time.Time{}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // opsHandler serves /healthz (the process answers), /readyz (not draining,
