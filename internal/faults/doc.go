@@ -37,6 +37,8 @@
 // (PostgreSQL cut for 30 s, its LISTEN connection killed, restarts, hostile
 // rows) are in package agent's tests.
 //
-// Run it alone with `go test ./internal/faults` (about 2 minutes here; the
-// binary is built once in TestMain).
+// Run it alone with `go test ./internal/faults` (about 1.5 minutes here; the
+// binary is built once in TestMain). Its cases run four at a time unless
+// -parallel says otherwise (they mostly wait), and its stacks retry
+// transient failures after 1 s (CERTMGR_RETRY_BASE) instead of 10 s.
 package faults

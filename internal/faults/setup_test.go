@@ -44,8 +44,18 @@ func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
 }
 
+// parallel is the suite's default -parallel: its cases mostly wait (for
+// visibility timeouts, retries, outages, nginx reloads), so four stacks at
+// once keep two cores busy where GOMAXPROCS (2 here) would leave them idle.
+const parallel = "4"
+
 func runMain(m *testing.M) int {
 	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", parallel)
+	}
 	if testing.Short() {
 		return m.Run() // every case skips itself; no binary needed
 	}
