@@ -23,6 +23,7 @@ type canvas struct {
 	chords       chordJoiner // nil: the result backend cannot join chords
 	defaultQueue string
 	hostname     string
+	oid          string // reply_to of the messages sent, like Celery's app.thread_oid
 	persist      *persister
 }
 
@@ -39,15 +40,11 @@ func (c *canvas) onSuccess(t *Task, m *celery.TaskMessage, result any) {
 	if len(m.Embed.Callbacks) > 1 {
 		groupID = celery.NewTag() // Celery applies several callbacks as a group
 	}
-	for i, cb := range m.Embed.Callbacks {
-		var idx *int
-		if groupID != "" {
-			idx = &i
-		}
-		c.apply(t, cb, []json.RawMessage{raw}, parent, root, groupID, idx, nil)
+	for _, cb := range m.Embed.Callbacks {
+		c.apply(t, cb, []json.RawMessage{raw}, parent, root, groupID, nil)
 	}
 	if n := len(m.Embed.Chain); n > 0 {
-		c.apply(t, m.Embed.Chain[n-1], []json.RawMessage{raw}, parent, root, "", nil, m.Embed.Chain[:n-1])
+		c.apply(t, m.Embed.Chain[n-1], []json.RawMessage{raw}, parent, root, "", m.Embed.Chain[:n-1])
 	}
 }
 
@@ -87,9 +84,9 @@ func (c *canvas) errbacks(t *Task, errbacks []json.RawMessage, taskID, root stri
 		return
 	}
 	arg, _ := json.Marshal(taskID)
-	groupID := celery.NewTag()
-	for i, eb := range errbacks {
-		c.apply(t, eb, []json.RawMessage{arg}, taskID, root, groupID, &i, nil)
+	groupID := celery.NewTag() // a group, without group_index, as Celery sends them
+	for _, eb := range errbacks {
+		c.apply(t, eb, []json.RawMessage{arg}, taskID, root, groupID, nil)
 	}
 }
 
@@ -145,7 +142,7 @@ func (c *canvas) chordPart(t *Task, m *celery.TaskMessage, state celery.State, r
 		results = append(results, part[3])
 	}
 	all, _ := json.Marshal(results)
-	c.apply(t, m.Embed.Chord, []json.RawMessage{all}, m.ID, rootOf(m), "", nil, nil)
+	c.apply(t, m.Embed.Chord, []json.RawMessage{all}, m.ID, rootOf(m), "", nil)
 }
 
 // chordError fails the chord body with celery.exceptions.ChordError and
@@ -168,7 +165,7 @@ func (c *canvas) chordError(t *Task, body *celery.Signature, msg string) {
 // apply sends a signature as Signature.apply_async(args, ...) does: args
 // go before the signature's own unless it is immutable; its options choose
 // id, queue, priority, links, group and limits.
-func (c *canvas) apply(t *Task, raw json.RawMessage, args []json.RawMessage, parent, root, groupID string, groupIndex *int, chain []json.RawMessage) {
+func (c *canvas) apply(t *Task, raw json.RawMessage, args []json.RawMessage, parent, root, groupID string, chain []json.RawMessage) {
 	sig, err := celery.ParseSignature(raw)
 	if err != nil {
 		t.logger.Error().Err(err).Msg("cannot apply a canvas signature; it is skipped")
@@ -183,6 +180,7 @@ func (c *canvas) apply(t *Task, raw json.RawMessage, args []json.RawMessage, par
 	} else {
 		r.Args = append(append([]json.RawMessage{}, args...), sig.Args...)
 	}
+	r.ArgsRepr, r.KwargsRepr, r.ReplyTo = pyReprArgs(r.Args), pyReprKwargs(r.Kwargs), c.oid
 	if !sig.Option("task_id", &r.ID) || r.ID == "" {
 		r.ID = celery.NewTag()
 	}
@@ -199,8 +197,6 @@ func (c *canvas) apply(t *Task, raw json.RawMessage, args []json.RawMessage, par
 	var idx int
 	if sig.Option("group_index", &idx) {
 		r.GroupIndex = &idx
-	} else if r.GroupID == groupID {
-		r.GroupIndex = groupIndex
 	}
 	if chord, ok := sig.Options["chord"]; ok && strings.TrimSpace(string(chord)) != "null" {
 		r.Embed.Chord = chord

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
+	"github.com/midsummer/certmgr/worker/internal/celery"
 	"github.com/midsummer/certmgr/worker/internal/redisbroker"
 )
 
@@ -109,7 +110,7 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 	}
 	cv := &canvas{
 		pub: broker, results: results, defaultQueue: cfg.DefaultQueue,
-		hostname: cfg.Hostname, persist: persist,
+		hostname: cfg.Hostname, oid: celery.NewTag(), persist: persist,
 	}
 	if j, ok := results.(chordJoiner); ok {
 		cv.chords = j

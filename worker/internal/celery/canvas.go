@@ -83,6 +83,11 @@ type TaskRequest struct {
 	Priority         int
 	Queue            string
 	Embed            Embed
+	// ArgsRepr and KwargsRepr are Python's repr() of the arguments (the
+	// caller renders them); default: their JSON.
+	ArgsRepr, KwargsRepr string
+	// ReplyTo is the sending app's id (Celery's app.thread_oid).
+	ReplyTo string
 }
 
 // EncodeTask renders a protocol 2 message as kombu's Redis transport stores
@@ -94,8 +99,14 @@ func EncodeTask(r TaskRequest) ([]byte, error) {
 	if r.Kwargs == nil {
 		r.Kwargs = map[string]json.RawMessage{}
 	}
+	// A chain that ran out is [] (Celery passes the popped list on); no
+	// callbacks is null.
+	var chain any
+	if r.Embed.Chain != nil {
+		chain = r.Embed.Chain
+	}
 	embed := map[string]any{"callbacks": nilIfEmpty(r.Embed.Callbacks), "errbacks": nilIfEmpty(r.Embed.Errbacks),
-		"chain": nilIfEmpty(r.Embed.Chain), "chord": nil}
+		"chain": chain, "chord": nil}
 	if len(r.Embed.Chord) > 0 {
 		embed["chord"] = r.Embed.Chord
 	}
@@ -107,8 +118,13 @@ func EncodeTask(r TaskRequest) ([]byte, error) {
 	if rootID == "" {
 		rootID = r.ID
 	}
-	argsRepr, _ := marshalPlain(r.Args)
-	kwargsRepr, _ := marshalPlain(r.Kwargs)
+	argsRepr, kwargsRepr := []byte(r.ArgsRepr), []byte(r.KwargsRepr)
+	if r.ArgsRepr == "" {
+		argsRepr, _ = marshalPlain(r.Args)
+	}
+	if r.KwargsRepr == "" {
+		kwargsRepr, _ = marshalPlain(r.Kwargs)
+	}
 	headers := map[string]any{
 		"lang": "py", "task": r.Task, "id": r.ID, "shadow": nil,
 		"eta": timeOrNull(r.ETA), "expires": timeOrNull(r.Expires),
@@ -125,7 +141,7 @@ func EncodeTask(r TaskRequest) ([]byte, error) {
 		"headers":          headers,
 		"properties": map[string]any{
 			"correlation_id": r.ID,
-			"reply_to":       "",
+			"reply_to":       r.ReplyTo,
 			"delivery_mode":  2,
 			"delivery_info":  DeliveryInfo{Exchange: "", RoutingKey: r.Queue},
 			"priority":       r.Priority,

@@ -28,7 +28,7 @@ var features = []feature{
 	{name: "`soft_time_limit`", status: "partly", why: "the handler's context deadline is the smaller of the soft and hard limits; Go cannot raise `SoftTimeLimitExceeded` inside a running function, the handler sees its context end instead"},
 	{name: "`task_track_started` (STARTED)", scenarios: []string{"track_started"}, why: "`CELERY_TASK_TRACK_STARTED=true`"},
 	{name: "`result_extended`", scenarios: []string{"result_extended"}, why: "`CELERY_RESULT_EXTENDED=true`"},
-	{name: "`link` callbacks", scenarios: []string{"link"}},
+	{name: "`link` callbacks (and the bytes of every canvas message a worker sends)", scenarios: []string{"link", "link_message"}},
 	{name: "`link_error` errbacks", scenarios: []string{"link_error"}, why: "published with the failed task's id (see the next rows for new-style errbacks)"},
 	{name: "`chain` (protocol 2)", scenarios: []string{"chain", "chain_failure"}},
 	{name: "`group`", scenarios: []string{"group"}},

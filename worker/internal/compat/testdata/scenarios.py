@@ -10,6 +10,7 @@ as they are.
   scenarios.py --broker URL --hostname NODE [--only a,b]   prints {name: observation}
 """
 import argparse
+import base64
 import json
 import re
 import sys
@@ -166,6 +167,53 @@ def s_link(c):
     r = c.send("compat.add", [2, 2], link=cb)
     out = {"parent": outcome(r), "callback": outcome(c.app.AsyncResult(cb_id))}
     out["calls"] = c.wait_calls(2)
+    return out
+
+
+def captured(c, queue, timeout=WAIT):
+    """The next message on a queue no worker consumes, as kombu stored it:
+    envelope keys, headers, properties and the decoded body."""
+    item = c.r.brpop(queue, timeout=timeout)
+    if item is None:
+        return None
+    env = json.loads(item[1])
+    body = json.loads(base64.b64decode(env["body"]))
+    props = dict(env["properties"])
+    props["delivery_tag"] = "<tag>" if props.get("delivery_tag") else None
+    props["reply_to"] = "<reply_to>" if props.get("reply_to") else props.get("reply_to")
+    headers = dict(env["headers"])
+    headers["origin"] = "<origin>" if headers.get("origin") else None
+    return {"keys": sorted(env), "content-type": env["content-type"], "content-encoding": env["content-encoding"],
+            "headers": headers, "properties": props, "body": body}
+
+
+def s_link_message(c):
+    """the messages a worker publishes for a `link` callback, the next chain step, a `link_error` errback and a chord body: every header and property"""
+    cb = c.sig("compat.echo", "from-link").set(queue="compat-capture")
+    c.label(cb.freeze().id, "callback")
+    parent = c.send("compat.add", [2, 2], link=cb, label="parent")
+    outcome(parent)
+    out = {"callback": captured(c, "compat-capture")}
+    res = chain(c.sig("compat.add", 1, 2), c.sig("compat.echo", "step").set(queue="compat-capture")).apply_async()
+    node = res
+    while node is not None:
+        c.label(node.id, "step")
+        node = node.parent
+    out["chain_step"] = captured(c, "compat-capture")
+    eb = c.sig("compat.on_error").set(queue="compat-capture")
+    c.label(eb.freeze().id, "errback")
+    outcome(c.send("compat.fail", ["bad"], link_error=eb, label="failed"))
+    out["errback"] = captured(c, "compat-capture")
+    if out["errback"]:
+        out["errback"]["headers"]["group"] = "<group>" if out["errback"]["headers"]["group"] else None
+    body = c.sig("compat.tsum").set(queue="compat-capture")
+    res = chord([c.sig("compat.add", 1, 1), c.sig("compat.add", 2, 2)], body).apply_async()
+    c.label(res.id, "body")
+    if res.parent is not None:
+        c.label(res.parent.id, "header")
+        for child in res.parent.results:
+            c.label(child.id, "member")
+    out["chord_body"] = captured(c, "compat-capture")
     return out
 
 
@@ -390,6 +438,7 @@ SCENARIOS = [
     ("result_extended", s_result_extended),
     ("link", s_link),
     ("link_error", s_link_error),
+    ("link_message", s_link_message),
     ("chain", s_chain),
     ("chain_failure", s_chain_failure),
     ("group", s_group),
