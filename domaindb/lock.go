@@ -57,7 +57,7 @@ func (e *LockBusyError) Error() string {
 // TryLock takes the advisory lock called name if it is free and reports whether it
 // did, without waiting. Lock names share one key space: TryLock(ctx, string(n)) and
 // Lock(ctx, n) exclude each other. Singletons use names that are not domains, such
-// as "renewal-sweep".
+// as "renewal-sweep/<target>".
 func (s *Store) TryLock(ctx context.Context, name string) (Unlock, bool, error) {
 	return s.lock(ctx, name, false)
 }

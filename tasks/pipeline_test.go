@@ -224,7 +224,7 @@ func TestSweepRenewsOnlyDueCertificatesWithOneReload(t *testing.T) {
 	b.clock.Advance(5 * 24 * time.Hour)
 
 	// While another replica sweeps (it holds the sweep lock), this one does nothing.
-	other, ok, err := b.db.TryLock(ctx, "renewal-sweep")
+	other, ok, err := b.db.TryLock(ctx, b.svc.SweepLock())
 	if err != nil || !ok {
 		t.Fatalf("take the sweep lock as another replica: %v %v", ok, err)
 	}

@@ -17,8 +17,12 @@ import (
 	"github.com/midsummer/certmgr/worker"
 )
 
-// sweepLock is the advisory lock that makes one replica sweep at a time.
-const sweepLock = "renewal-sweep"
+// SweepLock is the advisory lock that makes one replica of a platform sweep
+// at a time: "renewal-sweep/" and the CNAME target. (Advisory locks are
+// database-wide; two platforms, or two tests, sharing a PostgreSQL server
+// sweep independently. Per-domain locks still keep any two sweeps from
+// renewing one lineage twice.)
+func (s *Service) SweepLock() string { return "renewal-sweep/" + s.cfg.Names.CNAMETarget }
 
 func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
 	dry, err := boolKwarg(t, "dry_run")
@@ -41,7 +45,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	res := RenewResult{DryRun: dryRun, Renewed: []string{}, Failed: []RenewFailed{},
 		Certificates: []SweepEntry{}, Reloaded: []podreload.PodResult{}, RowsWithoutCertificate: []string{}}
 	if !dryRun {
-		unlock, ok, err := s.cfg.Domains.TryLock(ctx, sweepLock)
+		unlock, ok, err := s.cfg.Domains.TryLock(ctx, s.SweepLock())
 		if err != nil {
 			return res, fmt.Errorf("take the renewal sweep lock: %w", err)
 		}
