@@ -27,4 +27,23 @@
 // While a message is held (running, or waiting for its eta) its
 // `unacked_index` score is refreshed, so a Python worker's restore only ever
 // re-queues messages whose holder stopped refreshing them: a dead process.
+//
+// # Bounded messages
+//
+// With Config.MaxMessageBytes set, the fetch script moves a longer list entry
+// whole to the dead list inside Redis and returns only its envelope with the
+// body cut out (at most 64 KiB), so the worker can fail the task by id
+// without ever holding the body. The blocking peek's reply is the oldest
+// element, of any size: it is read on a raw connection that skips bulk
+// replies on the socket instead of storing them.
+//
+// # kombu's options and connections
+//
+// Options are kombu's Redis transport options: global_keyprefix prefixes
+// every key and channel as kombu's PrefixedStrictRedis does (queue lists,
+// unacked*, bindings, fanout channels), sep and priority_steps name the
+// priority lists as kombu's _q_for_pri does. ParseURL reads every URL form
+// Celery takes (redis, rediss with the ssl_* parameters, redis+socket, socket,
+// unix, sentinel); with sentinel:// the master is asked of the sentinels on
+// every new connection and its ROLE checked, so redials follow a failover.
 package redisbroker
