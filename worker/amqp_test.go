@@ -76,30 +76,6 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 		task.SetResult("ok")
 		return nil
 	})
-	// A monitor's queue on celeryev, as `celery events` binds one.
-	conn, err := amqp.Dial(rb.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.ExchangeDeclare("celeryev", "topic", true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	evq, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(evq.Name, "#", "celeryev", false, nil); err != nil {
-		t.Fatal(err)
-	}
-	events, err := ch.Consume(evq.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := worker.Config{BrokerURL: rb.URL, ResultBackendURL: "rpc://", Concurrency: 2, SendTaskEvents: true}
 	runServerMux(t, cfg, mux)
 	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
@@ -114,12 +90,46 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
 		t.Errorf("retry: %+v after %d tries", res, tries.Load())
 	}
+
+	// A monitor's queue on celeryev, as `celery events` binds one; then
+	// one more task.
+	conn, err := amqp.Dial(rb.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	if err := ch.ExchangeDeclare("celeryev", "topic", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	evq, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(evq.Name, "#", "celeryev", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	events, err := ch.Consume(evq.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := py.call(t, "certmgr.ping", "[]"); res.State != "SUCCESS" {
+		t.Errorf("ping: %+v", res)
+	}
 	seen := map[string]bool{}
 	timeout := time.After(30 * time.Second)
 	for !seen["worker.heartbeat"] || !seen["task.multi"] {
 		select {
-		case d := <-events:
-			seen[d.RoutingKey] = true
+		case d, ok := <-events:
+			if ok {
+				seen[d.RoutingKey] = true
+			}
+		case err := <-closed:
+			t.Fatalf("the events channel closed: %v (saw %v)", err, seen)
 		case <-timeout:
 			t.Fatalf("events on celeryev: saw %v, want worker.heartbeat and task.multi", seen)
 		}

@@ -54,7 +54,8 @@ func newAMQPServer(cfg Config, h Handler) (*Server, error) {
 		return nil, fmt.Errorf("worker broker: CELERY_BROKER_TRANSPORT_OPTIONS are kombu's Redis options; certmgr takes none for amqp://")
 	}
 	broker, err := amqpbroker.New(amqpbroker.Config{URL: cfg.BrokerURL, Queue: cfg.Queue, Prefetch: cfg.Concurrency,
-		Hostname: cfg.Hostname, MaxMessageBytes: max(cfg.MaxMessageBytes, 0)})
+		Hostname: cfg.Hostname, MaxMessageBytes: max(cfg.MaxMessageBytes, 0),
+		RPCResults: strings.HasPrefix(cfg.ResultBackendURL, "rpc://")})
 	if err != nil {
 		return nil, fmt.Errorf("worker broker: %w", err)
 	}

@@ -61,6 +61,9 @@ type Config struct {
 	// message is moved to the dead queue (RabbitMQ delivers it whole: its
 	// own max_message_size bounds what can arrive). 0: no limit.
 	MaxMessageBytes int
+	// RPCResults makes the broker the rpc:// result backend (StoreMany):
+	// it remembers each held task's reply_to.
+	RPCResults bool
 	// DialTimeout bounds connecting. Default 5s.
 	DialTimeout time.Duration
 }
@@ -80,7 +83,7 @@ type Broker struct {
 	deliver <-chan amqp.Delivery
 	held    map[string]*held
 	eta     int // held messages waiting for their eta (each adds one to the prefetch)
-	replyTo map[string]string
+	replyTo map[string]string // of oversize messages (not held) until their FAILURE is sent
 	closed  bool
 
 	pingConn *amqp.Connection // Ping's own
@@ -307,6 +310,11 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 			if derr := b.DeadLetter(ctx, tag, nil); derr != nil {
 				return out, derr
 			}
+			if b.cfg.RPCResults && d.CorrelationId != "" && d.ReplyTo != "" {
+				b.mu.Lock()
+				b.replyTo[d.CorrelationId] = d.ReplyTo // for the FAILURE the worker stores
+				b.mu.Unlock()
+			}
 			head := d
 			head.Body = nil
 			raw, _ := Envelope(head, "")
@@ -328,9 +336,6 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 		h.eta = futureETA(d.Headers)
 		b.mu.Lock()
 		b.held[tag] = h
-		if d.CorrelationId != "" && d.ReplyTo != "" {
-			b.replyTo[d.CorrelationId] = d.ReplyTo
-		}
 		if h.eta {
 			b.eta++
 			_ = b.ch.Qos(b.cfg.Prefetch+b.eta, 0, true)

@@ -163,10 +163,7 @@ func (b *Broker) StoreMany(ctx context.Context, results []celery.EncodedResult) 
 			return err
 		}
 		b.mu.Lock()
-		replyTo := b.replyTo[r.TaskID]
-		if celery.State(m.Status).Ready() {
-			delete(b.replyTo, r.TaskID)
-		}
+		replyTo := b.replyToOf(r.TaskID)
 		b.mu.Unlock()
 		if replyTo == "" {
 			continue
@@ -185,4 +182,20 @@ func (b *Broker) StoreMany(ctx context.Context, results []celery.EncodedResult) 
 		}
 	}
 	return nil
+}
+
+// replyToOf (under mu) is the reply_to of the held message of task id: the
+// worker stores a task's states before it settles the message. An oversize
+// message, never held, is looked up (once) in replyTo.
+func (b *Broker) replyToOf(id string) string {
+	for _, h := range b.held {
+		if h.d.CorrelationId == id && h.d.ReplyTo != "" {
+			return h.d.ReplyTo
+		}
+	}
+	if r, ok := b.replyTo[id]; ok {
+		delete(b.replyTo, id)
+		return r
+	}
+	return ""
 }
