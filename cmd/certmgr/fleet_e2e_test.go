@@ -265,6 +265,28 @@ func TestFleetEndToEnd(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "existing certificate kept") {
 		t.Errorf("issue exit %d:\n%s%s", code, out, errOut)
 	}
+	// A forced reissue from an operator's shell (a fresh scratch directory):
+	// version 2 goes into the store and every nginx serves it, the output
+	// listing the three pods.
+	code, out, errOut = runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "issue", "--domain", d2, "--force", "--json")
+	var forced struct {
+		Result tasks.IssueResult `json:"result"`
+	}
+	if code != exitOK || json.Unmarshal([]byte(out), &forced) != nil || !forced.Result.Issued {
+		t.Fatalf("issue --force exit %d:\n%s%s", code, out, errOut)
+	}
+	checkPods("issue --force", forced.Result.Reloaded)
+	var current int
+	var newSerial string
+	if err := pg.Conn(t).QueryRow(ctxT(t), `SELECT l.current_version, v.serial FROM certmgr_lineage l
+		JOIN certmgr_lineage_version v ON v.lineage = l.name AND v.version = l.current_version WHERE l.name = $1`, d2).Scan(&current, &newSerial); err != nil || current != 2 {
+		t.Fatalf("store after issue --force: version %d, %v", current, err)
+	}
+	for i, ng := range nginxes {
+		if got, _, err := sniSerial(ng.HTTPSPort, d2); err != nil || got != newSerial {
+			t.Errorf("nginx %d serves %s for %s after the reissue (%v), want version 2's %s", i, got, d2, err, newSerial)
+		}
+	}
 	code, out, errOut = runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "verify-dns", "--domain", d2)
 	if code != exitOK || !strings.Contains(out, "DNS verified") {
 		t.Errorf("verify-dns exit %d:\n%s%s", code, out, errOut)
