@@ -82,7 +82,7 @@ type Broker struct {
 	gen     uint64        // connection generation: tags of older ones are void
 	deliver <-chan amqp.Delivery
 	held    map[string]*held
-	eta     int // held messages waiting for their eta (each adds one to the prefetch)
+	eta     int               // held messages waiting for their eta (each adds one to the prefetch)
 	replyTo map[string]string // of oversize messages (not held) until their FAILURE is sent
 	closed  bool
 
