@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,5 +197,38 @@ func TestRedissWithPythonCelery(t *testing.T) {
 	id = py.run(t, time.Minute, "send", "--task", "certmgr.ping")
 	if res := py.get(t, id); res.State != "SUCCESS" {
 		t.Errorf("ping after it: %+v", res)
+	}
+}
+
+// Python Celery and certmgr on a Redis that listens on a Unix socket only:
+// redis+socket:// for the broker and the result backend, as Celery spells it.
+func TestUnixSocketWithPythonCelery(t *testing.T) {
+	t.Parallel()
+	sock := testpeers.StartRedisSocket(t)
+	url := "redis+socket://" + sock.Path
+	testpeers.Celery(t, url)
+	var tries atomic.Int32
+	mux := worker.NewServeMux()
+	worker.RegisterBuiltins(mux)
+	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
+		return worker.Fail("ValueError", errors.New("boom"))
+	})
+	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
+		if tries.Add(1) == 1 {
+			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
+		}
+		task.SetResult("ok")
+		return nil
+	})
+	runServerMux(t, worker.Config{BrokerURL: url}, mux)
+	py := pyOptions{broker: url, options: "{}"}
+	if res := py.call(t, "certmgr.ping", "[]"); res.State != "SUCCESS" || string(res.Result) != `"pong"` {
+		t.Errorf("ping: %+v", res)
+	}
+	if res := py.call(t, "test.fail", "[]"); res.State != "FAILURE" || res.ExcType != "ValueError" {
+		t.Errorf("failure: %+v", res)
+	}
+	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` {
+		t.Errorf("retry: %+v", res)
 	}
 }
