@@ -123,6 +123,29 @@ func TestDjangoDBResultBackend(t *testing.T) {
 		task.SetResult("ok")
 		return nil
 	})
+	mux.HandleFunc("test.add", func(ctx context.Context, task *worker.Task) error {
+		var a, b int
+		if err := task.Arg(0, &a); err != nil {
+			return err
+		}
+		if err := task.Arg(1, &b); err != nil {
+			return err
+		}
+		task.SetResult(a + b)
+		return nil
+	})
+	mux.HandleFunc("test.sum", func(ctx context.Context, task *worker.Task) error {
+		var xs []int
+		if err := task.Arg(0, &xs); err != nil {
+			return err
+		}
+		sum := 0
+		for _, x := range xs {
+			sum += x
+		}
+		task.SetResult(sum)
+		return nil
+	})
 	runServerMux(t, worker.Config{BrokerURL: r.URL, ResultBackendURL: worker.BackendDjangoDB, DatabaseURL: pg.URL}, mux)
 
 	ok := dj.run(t, "send", "--task", "certmgr.ping")
@@ -137,6 +160,20 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	again := dj.run(t, "send", "--task", "test.retry")
 	if res := dj.get(t, again); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
 		t.Errorf("retry through django-db: %+v after %d tries", res, tries.Load())
+	}
+
+	body := dj.run(t, "chord")
+	if res := dj.get(t, body); res.State != "SUCCESS" || string(res.Result) != "10" {
+		t.Errorf("chord through django-db: %+v", res)
+	}
+	var counters int
+	cc, err := pgx.Connect(context.Background(), pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close(context.Background())
+	if err := cc.QueryRow(context.Background(), "SELECT count(*) FROM django_celery_results_chordcounter").Scan(&counters); err != nil || counters != 0 {
+		t.Errorf("%d chord counters left (%v)", counters, err)
 	}
 
 	dj.run(t, "store", "--id", "python")

@@ -10,6 +10,8 @@ python3-django-celery-results, python3-psycopg2).
   django_results.py get --db URL --schema S --broker URL --id ID [--timeout S]
       AsyncResult(id).get() through DatabaseBackend; prints
       {"state", "result", "exc_type", "message", "traceback"} as JSON
+  django_results.py chord --db URL --schema S --broker URL
+      sends chord([test.add(1, 2), test.add(3, 4)])(test.sum()); prints the body's id
   django_results.py store --db URL --schema S --broker URL --id ID
       DatabaseBackend.store_result of a SUCCESS (ID-ok) and a FAILURE (ID-fail)
 """
@@ -44,7 +46,7 @@ def setup_django(db_url, schema):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["migrate", "send", "get", "store"])
+    ap.add_argument("cmd", choices=["migrate", "send", "get", "store", "chord"])
     ap.add_argument("--db", required=True)
     ap.add_argument("--schema", required=True)
     ap.add_argument("--broker")
@@ -71,6 +73,14 @@ def main():
         app.backend.store_result(ns.id + "-ok", "pong", "SUCCESS", request=Context(id=ns.id + "-ok", children=[]))
         app.backend.store_result(ns.id + "-fail", ValueError("boom"), "FAILURE", traceback="Traceback...",
                                  request=Context(id=ns.id + "-fail", children=[]))
+        return
+    if ns.cmd == "chord":
+        # chord([test.add(1, 2), test.add(3, 4)])(test.sum()): DatabaseBackend
+        # creates the ChordCounter; prints the body's id.
+        from celery import chord
+        header = [app.signature("test.add", args=(1, 2), queue="certmgr"),
+                  app.signature("test.add", args=(3, 4), queue="certmgr")]
+        print(chord(header)(app.signature("test.sum", queue="certmgr")).id)
         return
     if ns.cmd == "send":
         print(app.send_task(ns.task, args=json.loads(ns.args), queue="certmgr").id)

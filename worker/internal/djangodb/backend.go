@@ -11,6 +11,9 @@
 // traceback (DatabaseBackend keeps the traceback only with result_extended).
 // One difference: a SUCCESS row is never overwritten (a duplicate delivery
 // must not turn a success into a failure), as Celery's Redis backend does.
+//
+// Chords are joined as DatabaseBackend.on_chord_part_return joins them, on
+// the django_celery_results_chordcounter row the sender's apply_chord made.
 package djangodb
 
 import (
@@ -135,4 +138,95 @@ func pythonJSON(compact []byte) string {
 		}
 	}
 	return string(out)
+}
+
+// ChordCounterTable is django-celery-results' ChordCounter table, created by
+// the app's DatabaseBackend.apply_chord when it sends a chord.
+const ChordCounterTable = "django_celery_results_chordcounter"
+
+// ErrNestedChord is returned for a chord header holding groups, whose
+// results only Python's GroupResult can gather.
+var ErrNestedChord = errors.New("chord header holds nested groups")
+
+// ChordPartReturn is DatabaseBackend.on_chord_part_return: it stores this
+// header task's state (encoded [1, task_id, state, result]) and decrements
+// the group's ChordCounter under SELECT ... FOR UPDATE, in one transaction;
+// the last part deletes the counter and returns every part's encoding in
+// header order, read from the task result rows. A group without a counter
+// (not a django-db chord) is left alone, as DatabaseBackend does.
+func (b *Backend) ChordPartReturn(ctx context.Context, group string, index *int, encoded []byte) ([][]byte, bool, error) {
+	var part []json.RawMessage
+	if err := json.Unmarshal(encoded, &part); err != nil || len(part) != 4 {
+		return nil, false, fmt.Errorf("chord %s: part is not [1, id, state, result]", group)
+	}
+	var id, state string
+	if json.Unmarshal(part[1], &id) != nil || json.Unmarshal(part[2], &state) != nil {
+		return nil, false, fmt.Errorf("chord %s: part is not [1, id, state, result]", group)
+	}
+	meta, _ := json.Marshal(map[string]any{"children": []any{}})
+	var parts [][]byte
+	ready := false
+	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, upsert, id, state, pythonJSON(part[3]), pythonJSON(meta)); err != nil {
+			return err
+		}
+		var count int
+		var subTasks string
+		err := tx.QueryRow(ctx, `SELECT count, sub_tasks FROM `+ChordCounterTable+` WHERE group_id = $1 FOR UPDATE`, group).Scan(&count, &subTasks)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if count > 1 {
+			_, err := tx.Exec(ctx, `UPDATE `+ChordCounterTable+` SET count = count - 1 WHERE group_id = $1`, group)
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM `+ChordCounterTable+` WHERE group_id = $1`, group); err != nil {
+			return err
+		}
+		// sub_tasks is json.dumps of each header result's as_tuple():
+		// [[task_id, parent], children] with children null for a task.
+		var subs [][]json.RawMessage
+		if err := json.Unmarshal([]byte(subTasks), &subs); err != nil {
+			return fmt.Errorf("sub_tasks of %s: %w", group, err)
+		}
+		for _, s := range subs {
+			var idParent []json.RawMessage
+			if len(s) != 2 || json.Unmarshal(s[0], &idParent) != nil || len(idParent) < 1 {
+				return fmt.Errorf("sub_tasks of %s: not a result tuple", group)
+			}
+			if string(s[1]) != "null" {
+				return ErrNestedChord
+			}
+			var sid string
+			if err := json.Unmarshal(idParent[0], &sid); err != nil {
+				return fmt.Errorf("sub_tasks of %s: %w", group, err)
+			}
+			var st string
+			var res *string
+			err := tx.QueryRow(ctx, `SELECT status, result FROM `+Table+` WHERE task_id = $1`, sid).Scan(&st, &res)
+			if errors.Is(err, pgx.ErrNoRows) {
+				st = "PENDING"
+			} else if err != nil {
+				return err
+			}
+			r := json.RawMessage("null")
+			if res != nil && *res != "" {
+				r = json.RawMessage(*res)
+			}
+			enc, err := json.Marshal([]any{1, sid, st, r})
+			if err != nil {
+				return err
+			}
+			parts = append(parts, enc)
+		}
+		ready = true
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("chord %s part return: %w", group, err)
+	}
+	return parts, ready, nil
 }
