@@ -33,7 +33,12 @@
 // Fleet mode (CERTMGR_STORE=postgres, an agent beside nginx):
 // TestFleetWorkerKilledAfterTheStoreWrite kills the worker while it waits for
 // the agent, after the certificate is in PostgreSQL; the redelivered task
-// must find it there (one version, no second order). The agent's own faults
+// must find it there (one version, no second order).
+// TestFleetAgentKilledConvergesOnRestart SIGKILLs the `certmgr agent` binary
+// of pod app-0, issues two domains (validated through pod app-1) and removes
+// one meanwhile: the results say app-0 timed_out while its heartbeat row is
+// fresh and leave it out once stale; restarted, its nginx serves exactly the
+// new set (the removed domain 421) at the store's version. The agent's faults
 // (PostgreSQL cut for 30 s, its LISTEN connection killed, restarts, hostile
 // rows) are in package agent's tests.
 //

@@ -1,25 +1,33 @@
 package faults
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/podreload"
+	"github.com/midsummer/certmgr/tasks"
 )
 
 // fleet turns the stack into fleet mode: the store in the stack's
 // PostgreSQL, the worker's LETSENCRYPT_DIR a scratch directory of its own,
 // and one agent (pod app-0) beside the stack's nginx, writing the directory
-// that nginx reads.
-func (s *stack) fleet() *workerProc {
+// that nginx reads. It returns the agent and its environment (to restart it).
+func (s *stack) fleet() (*workerProc, map[string]string) {
 	s.t.Helper()
 	k := make([]byte, 32)
 	_, _ = rand.Read(k)
@@ -29,9 +37,15 @@ func (s *stack) fleet() *workerProc {
 	agentAddr := fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(s.t))
 	agentEnv := map[string]string{"CERTMGR_HTTP_ADDR": agentAddr, "POD_NAME": "app-0", "LETSENCRYPT_DIR": s.store}
 	s.env["LETSENCRYPT_DIR"] = s.t.TempDir() // the workers' mirror
-	a := s.startProc("agent", agentEnv, "agent")
-	testpeers.Until(s.t, 60*time.Second, "the agent's first sync", func() bool {
-		resp, err := http.Get("http://" + agentAddr + "/readyz")
+	return s.startAgent("agent", agentEnv), agentEnv
+}
+
+// startAgent runs `certmgr agent` with env and waits for its first sync.
+func (s *stack) startAgent(name string, env map[string]string) *workerProc {
+	s.t.Helper()
+	a := s.startProc(name, env, "agent")
+	testpeers.Until(s.t, 60*time.Second, name+"'s first sync", func() bool {
+		resp, err := http.Get("http://" + env["CERTMGR_HTTP_ADDR"] + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -120,4 +134,118 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Fleet mode: the agent of pod app-0 SIGKILLed, two domains issued and one
+// removed while it is down (the CA's HTTP-01 validation reaches pod app-1,
+// as a Service routes to a ready pod: app-0's nginx proxies the challenge to
+// its dead agent and answers 502), then restarted with the same pod name
+// and directory. While it is dead its heartbeat row stays: the tasks report
+// app-0 timed_out (never reloaded) as long as the row is fresh, and once it
+// is stale the pod is no longer listed. Restarted, the agent converges: its
+// nginx serves exactly the new set (the removed domain answers 421) and its
+// heartbeat row shows the store's version.
+func TestFleetAgentKilledConvergesOnRestart(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, stackOptions{gateHTTP01: true})
+	a, agentEnv := s.fleet()
+	ng1 := testpeers.Nginx(t, testpeers.NginxOptions{})
+	ng1.StopOnCleanup(t)
+	s.startAgent("agent-app-1", map[string]string{
+		"CERTMGR_HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(t)), "POD_NAME": "app-1", "LETSENCRYPT_DIR": t.TempDir(),
+		"NGINX_CONF_PATH": filepath.Join(ng1.ConfDir, "custom-domains.conf"), "NGINX_BINARY": ng1.Binary,
+		"NGINX_MAIN_CONF": ng1.MainConf, "NGINX_PREFIX": ng1.Prefix,
+		"NGINX_HTTP_PORT": strconv.Itoa(ng1.HTTPPort), "NGINX_HTTPS_PORT": strconv.Itoa(ng1.HTTPSPort),
+	})
+	s.env["CERTMGR_AGENT_WAIT"] = "3" // a dead agent costs each task this long
+	s.startWorker("w")
+	conn := s.pg.Conn(t)
+
+	gone := s.domain("gone")
+	goneID := s.pg.InsertDomain(t, gone)
+	if res := s.getIssue(s.celery.Send(t, sendIssue(goneID)), 90*time.Second); res.Status != "ssl_issued" {
+		t.Fatalf("issue %s = %+v", gone, res)
+	}
+	s.served(gone)
+
+	a.kill9()
+	s.http01.route(fmt.Sprintf("127.0.0.1:%d", ng1.HTTPPort))
+	b, c := s.domain("bee"), s.domain("sea")
+	ids := []string{s.celery.Send(t, sendIssue(s.pg.InsertDomain(t, b))), s.celery.Send(t, sendIssue(s.pg.InsertDomain(t, c)))}
+	for _, id := range ids {
+		raw, cerr := s.celery.Get(t, id, 90*time.Second)
+		if cerr != nil {
+			t.Fatalf("issue %s: %v", id, cerr)
+		}
+		var res tasks.IssueResult
+		if err := json.Unmarshal(raw, &res); err != nil || res.Status != "ssl_issued" || !res.Issued {
+			t.Fatalf("issue result %s (%v)", raw, err)
+		}
+		// The dead pod's row is at most 30 s old: listed, and not served.
+		if got := outcomes(res.Reloaded); got != "app-0=timed_out app-1=reloaded" {
+			t.Errorf("issue while app-0's agent is dead: pods %s, want app-0=timed_out app-1=reloaded (%+v)", got, res.Reloaded)
+		}
+	}
+
+	// Once the killed agent's heartbeat is stale its pod is gone from the
+	// result: the task does not wait for it and says so in the log.
+	testpeers.Until(t, 60*time.Second, "the dead agent's heartbeat stale", func() bool {
+		var stale bool
+		err := conn.QueryRow(ctxT(t), `SELECT last_seen < now() - interval '31 seconds' FROM certmgr_agent WHERE pod = 'app-0'`).Scan(&stale)
+		return err == nil && stale
+	})
+	s.pg.Exec(t, `DELETE FROM tenant_customdomain WHERE id = $1`, goneID)
+	raw, cerr := s.celery.Get(t, s.celery.Send(t, testpeers.SendOptions{Task: tasks.RemoveTask, Args: []any{gone}}), 60*time.Second)
+	if cerr != nil {
+		t.Fatalf("remove: %v", cerr)
+	}
+	var rr tasks.RemoveResult
+	if err := json.Unmarshal(raw, &rr); err != nil || !rr.Removed || outcomes(rr.Reloaded) != "app-1=reloaded" {
+		t.Fatalf("remove with app-0's heartbeat stale = %s (%v), want removed and only app-1 listed, reloaded", raw, err)
+	}
+
+	s.startAgent("agent2", agentEnv)
+	roots := s.roots()
+	testpeers.Until(t, 60*time.Second, "the restarted agent's nginx serves exactly the new set", func() bool {
+		for _, d := range []string{b, c} {
+			if leaf, err := s.handshake(d, roots); err != nil || len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != d {
+				return false
+			}
+		}
+		return s.httpsStatus(gone) == http.StatusMisdirectedRequest
+	})
+	testpeers.Until(t, 30*time.Second, "app-0's heartbeat at the store's version", func() bool {
+		var applied, version int64
+		err := conn.QueryRow(ctxT(t), `SELECT (SELECT applied_version FROM certmgr_agent WHERE pod = 'app-0'),
+			(SELECT version FROM certmgr_store_version)`).Scan(&applied, &version)
+		return err == nil && applied == version
+	})
+}
+
+// outcomes is "pod=outcome ..." of a task result's reloaded list.
+func outcomes(ps []podreload.PodResult) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Pod+"="+string(p.Outcome))
+	}
+	return strings.Join(out, " ")
+}
+
+// httpsStatus is the status nginx answers GET / with for SNI and Host d
+// (0 when the connection fails).
+func (s *stack) httpsStatus(d string) int {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp",
+		fmt.Sprintf("127.0.0.1:%d", s.nginx.HTTPSPort), &tls.Config{ServerName: d, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", d)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

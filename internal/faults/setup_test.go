@@ -591,15 +591,16 @@ type gate struct {
 	open    chan struct{}
 	arrived chan struct{}
 	once    sync.Once
+	proxy   *httputil.ReverseProxy // under mu; see route
 }
 
 func startGate(t *testing.T, upstream string) *gate {
 	g := &gate{port: testpeers.FreePort(t), open: make(chan struct{}), arrived: make(chan struct{})}
 	close(g.open) // open until closed by the test
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
+	g.route(upstream)
 	srv := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", g.port), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
-		open := g.open
+		open, proxy := g.open, g.proxy
 		g.mu.Unlock()
 		select {
 		case <-open:
@@ -620,6 +621,13 @@ func startGate(t *testing.T, upstream string) *gate {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return g
+}
+
+// route sends later requests to upstream, as a Service picks a ready pod.
+func (g *gate) route(upstream string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.proxy = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
 }
 
 // close makes the gate hold requests from now on.
