@@ -22,8 +22,9 @@ import (
 // djangoApp runs testdata/django_results.py: a Django project with
 // django-celery-results on the test's PostgreSQL schema.
 type djangoApp struct {
-	pg     *testpeers.PostgresPeer
-	broker string
+	pg       *testpeers.PostgresPeer
+	broker   string
+	extended bool // result_extended = True
 }
 
 func (d djangoApp) run(t *testing.T, args ...string) string {
@@ -31,6 +32,9 @@ func (d djangoApp) run(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args = append([]string{"testdata/django_results.py", args[0], "--db", d.pg.URL, "--schema", d.pg.Schema, "--broker", d.broker}, args[1:]...)
+	if d.extended {
+		args = append(args, "--extended")
+	}
 	out, err := exec.CommandContext(ctx, testpeers.Python, args...).Output()
 	if err != nil {
 		var stderr []byte
@@ -200,6 +204,99 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	defer c.Close()
 	if keys, _ := redis.Strings(c.Do("KEYS", "celery-task-meta-*")); len(keys) != 0 {
 		t.Errorf("results also went to Redis: %v", keys)
+	}
+}
+
+// CELERY_RESULT_EXTENDED=true with django-db: certmgr fills task_name,
+// task_args, task_kwargs, worker and traceback as DatabaseBackend does with
+// result_extended = True (rows compared column by column with the ones it
+// wrote for the same request), and AsyncResult reads task_name, args and
+// kwargs from them as from DatabaseBackend's own rows.
+func TestDjangoDBResultExtended(t *testing.T) {
+	t.Parallel()
+	requireDjangoCeleryResults(t)
+	r := testpeers.Redis(t)
+	pg := testpeers.Postgres(t)
+	testpeers.Celery(t, r.URL)
+	dj := djangoApp{pg: pg, broker: r.URL, extended: true}
+	dj.run(t, "migrate")
+
+	mux := worker.NewServeMux()
+	mux.HandleFunc("test.add", func(ctx context.Context, task *worker.Task) error {
+		var a, b int
+		if err := task.Arg(0, &a); err != nil {
+			return err
+		}
+		if err := task.Arg(1, &b); err != nil {
+			return err
+		}
+		task.SetResult(a + b)
+		return nil
+	})
+	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
+		return worker.Fail("ValueError", errors.New("boom"))
+	})
+	runServerMux(t, worker.Config{BrokerURL: r.URL, ResultBackendURL: worker.BackendDjangoDB, DatabaseURL: pg.URL,
+		ResultExtended: true}, mux)
+	hostname := "certmgr@" + t.Name()
+
+	const args, kwargs = `[2, 3]`, `{"zone": "été.example", "n": [1]}`
+	type extendedResult struct {
+		pyResult
+		Name     *string         `json:"name"`
+		TaskName string          `json:"task_name"`
+		Args     json.RawMessage `json:"args"`
+		Kwargs   json.RawMessage `json:"kwargs"`
+	}
+	get := func(id string) extendedResult {
+		var res extendedResult
+		if err := json.Unmarshal([]byte(dj.run(t, "get", "--id", id, "--timeout", "30")), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	ok := dj.run(t, "send", "--task", "test.add", "--args", args, "--kwargs", kwargs)
+	res := get(ok)
+	if res.State != "SUCCESS" || string(res.Result) != "5" || res.TaskName != "test.add" {
+		t.Errorf("AsyncResult through django-db with result_extended: %+v", res)
+	}
+	// DatabaseBackend keeps argsrepr and kwargsrepr: AsyncResult.args is
+	// the repr string Python's send_task made.
+	if string(res.Args) != `"[2, 3]"` || string(res.Kwargs) != `"{'zone': '\u00e9t\u00e9.example', 'n': [1]}"` {
+		t.Errorf("AsyncResult args %s kwargs %s", res.Args, res.Kwargs)
+	}
+	bad := dj.run(t, "send", "--task", "test.fail", "--args", args, "--kwargs", kwargs)
+	if res := dj.get(t, bad); res.State != "FAILURE" || res.ExcType != "ValueError" {
+		t.Errorf("failure through django-db with result_extended: %+v", res)
+	}
+
+	dj.run(t, "store", "--id", "python", "--task", "test.add", "--args", args, "--kwargs", kwargs,
+		"--hostname", hostname, "--result", "5")
+	// AsyncResult reads the row DatabaseBackend wrote for the same request
+	// as it reads ours.
+	if py := get("python-ok"); fmt.Sprintf("%+v", py) != fmt.Sprintf("%+v", res) {
+		t.Errorf("AsyncResult of certmgr's row %+v, of DatabaseBackend's %+v", res, py)
+	}
+	ourFail := readRow(t, pg, bad)
+	if ourFail.Traceback == nil || !strings.Contains(*ourFail.Traceback, "boom") {
+		t.Errorf("failure row keeps no traceback: %s", str(ourFail.Traceback))
+	}
+	for _, pair := range [][2]string{{ok, "python-ok"}, {bad, "python-fail"}} {
+		got, want := readRow(t, pg, pair[0]), readRow(t, pg, pair[1])
+		if want.TaskName == nil || want.TaskArgs == nil || want.Worker == nil {
+			t.Fatalf("DatabaseBackend wrote no extended columns: %+v", want)
+		}
+		if pair[1] == "python-fail" {
+			// Python's task name, exception module and traceback are its
+			// own; the rest of the row must match.
+			got.TaskName, got.Result, want.Result = want.TaskName, nil, nil
+			got.Traceback, want.Traceback = nil, nil
+		}
+		gj, _ := json.Marshal(got)
+		wj, _ := json.Marshal(want)
+		if string(gj) != string(wj) {
+			t.Errorf("row of %s differs from DatabaseBackend's with result_extended\n got %s\nwant %s", pair[0], gj, wj)
+		}
 	}
 }
 

@@ -434,12 +434,13 @@ func (e *executor) meta(t *Task, m *celery.TaskMessage, state celery.State, resu
 		info := celery.ExceptionInfo{ExcType: "EncodeError", ExcModule: "kombu.exceptions", ExcMessage: []any{err.Error()}}
 		raw, _ = celery.NewResultMeta(m.ID, celery.StateFailure, info, "", time.Now()).Encode()
 	}
-	return &celery.EncodedResult{TaskID: m.ID, Raw: raw}
+	return &celery.EncodedResult{TaskID: m.ID, Raw: raw, Request: meta.Extended}
 }
 
 // extended is what result_extended adds to a stored state.
 func extended(hostname string, m *celery.TaskMessage) *celery.Extended {
-	x := &celery.Extended{Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Worker: hostname, Retries: m.Retries}
+	x := &celery.Extended{Name: m.Task, Args: m.Args, Kwargs: m.Kwargs, Worker: hostname, Retries: m.Retries,
+		ArgsRepr: m.ArgsRepr, KwargsRepr: m.KwargsRepr, PeriodicTaskName: m.PeriodicTaskName}
 	if x.Args == nil {
 		x.Args = []json.RawMessage{}
 	}

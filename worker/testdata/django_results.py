@@ -14,6 +14,11 @@ python3-django-celery-results, python3-psycopg2).
       sends chord([test.add(1, 2), test.add(3, 4)])(test.sum()); prints the body's id
   django_results.py store --db URL --schema S --broker URL --id ID
       DatabaseBackend.store_result of a SUCCESS (ID-ok) and a FAILURE (ID-fail)
+  --extended (any command): result_extended = True; send takes --kwargs JSON,
+      get also prints "name", "task_name", "args" and "kwargs", and store writes the
+      request a worker named --hostname got for --task with --args/--kwargs
+      (argsrepr and kwargsrepr as Celery's send_task makes them), with
+      --result JSON as the SUCCESS
 """
 import argparse
 import json
@@ -52,6 +57,10 @@ def main():
     ap.add_argument("--broker")
     ap.add_argument("--task")
     ap.add_argument("--args", default="[]")
+    ap.add_argument("--kwargs", default="{}")
+    ap.add_argument("--extended", action="store_true")
+    ap.add_argument("--hostname")
+    ap.add_argument("--result", default='"pong"')
     ap.add_argument("--id")
     ap.add_argument("--timeout", type=float, default=30)
     ns = ap.parse_args()
@@ -64,6 +73,19 @@ def main():
     from celery import Celery
     app = Celery("django_app", broker=ns.broker)
     app.conf.result_backend = "django-db"
+    app.conf.result_extended = ns.extended
+    if ns.cmd == "store" and ns.extended:
+        from celery.app.task import Context
+        from celery.utils.saferepr import saferepr
+        args, kwargs = json.loads(ns.args), json.loads(ns.kwargs)
+
+        def request(task_id):
+            return Context(id=task_id, task=ns.task, args=args, kwargs=kwargs, argsrepr=saferepr(args),
+                           kwargsrepr=saferepr(kwargs), hostname=ns.hostname, children=[], properties={})
+        app.backend.store_result(ns.id + "-ok", json.loads(ns.result), "SUCCESS", request=request(ns.id + "-ok"))
+        app.backend.store_result(ns.id + "-fail", ValueError("boom"), "FAILURE", traceback="Traceback...",
+                                 request=request(ns.id + "-fail"))
+        return
     if ns.cmd == "store":
         # DatabaseBackend's own write, to compare rows with: a SUCCESS of
         # "pong" and a FAILURE of a ValueError.
@@ -83,7 +105,7 @@ def main():
         print(chord(header)(app.signature("test.sum", queue="certmgr")).id)
         return
     if ns.cmd == "send":
-        print(app.send_task(ns.task, args=json.loads(ns.args), queue="certmgr").id)
+        print(app.send_task(ns.task, args=json.loads(ns.args), kwargs=json.loads(ns.kwargs), queue="certmgr").id)
         sys.stdout.flush()
         return
     r = app.AsyncResult(ns.id)
@@ -95,6 +117,10 @@ def main():
         print(json.dumps(out))
         return
     out["state"] = r.state
+    if ns.extended:
+        # AsyncResult.name is None with DatabaseBackend (its meta names it
+        # task_name): both are printed.
+        out.update(name=r.name, task_name=r._get_task_meta().get("task_name"), args=r.args, kwargs=r.kwargs)
     out["traceback"] = r.traceback
     if isinstance(value, BaseException):
         out["exc_type"] = type(value).__name__

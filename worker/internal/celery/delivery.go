@@ -24,6 +24,9 @@ type Delivery struct {
 type EncodedResult struct {
 	TaskID string
 	Raw    []byte
+	// Request is what result_extended adds (nil without it), for backends
+	// that keep it in columns of their own (django-db).
+	Request *Extended
 }
 
 // NewTag returns a fresh delivery tag (a UUID4, like kombu's).

@@ -34,6 +34,8 @@ type Properties struct {
 	Priority      int          `json:"priority"`
 	BodyEncoding  string       `json:"body_encoding"`
 	DeliveryTag   string       `json:"delivery_tag"`
+	// PeriodicTaskName is set by django-celery-beat on the tasks it sends.
+	PeriodicTaskName string `json:"periodic_task_name,omitempty"`
 }
 
 // DeliveryInfo says where a message was published.
@@ -129,6 +131,7 @@ func DecodeMessage(raw []byte) (*TaskMessage, error) {
 	}
 	m.Priority = env.Properties.Priority
 	m.RoutingKey = env.Properties.DeliveryInfo.RoutingKey
+	m.PeriodicTaskName = env.Properties.PeriodicTaskName
 	return m, nil
 }
 
@@ -154,6 +157,8 @@ type TaskMessage struct {
 	Origin       string
 	ArgsRepr     string
 	KwargsRepr   string
+	// PeriodicTaskName is properties.periodic_task_name (django-celery-beat).
+	PeriodicTaskName string
 	// Embed is protocol 2's third body element: callbacks, errbacks, chain
 	// and chord. Zero for protocol 1.
 	Embed Embed

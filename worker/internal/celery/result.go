@@ -58,6 +58,14 @@ type Extended struct {
 	Worker  string                     `json:"worker"`
 	Retries int                        `json:"retries"`
 	Queue   *string                    `json:"queue"`
+	// ArgsRepr and KwargsRepr are the message's argsrepr and kwargsrepr
+	// headers ("" when absent), and PeriodicTaskName its
+	// periodic_task_name property (django-celery-beat's): not part of the
+	// stored document, but what django-celery-results keeps in task_args,
+	// task_kwargs and periodic_task_name.
+	ArgsRepr         string `json:"-"`
+	KwargsRepr       string `json:"-"`
+	PeriodicTaskName string `json:"-"`
 }
 
 // NewResultMeta builds the document for a state; date_done is set for final

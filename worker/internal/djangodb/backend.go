@@ -3,12 +3,16 @@
 // django_celery_results_taskresult in the Django app's PostgreSQL database,
 // written as DatabaseBackend writes them, so AsyncResult in Django reads them.
 //
-// A row is what TaskResultManager.store_result leaves with Celery's default
-// result_extended = False: task_id, status, result and meta ({"children": []})
-// as JSON text with Python's separators, content_type application/json,
-// content_encoding utf-8, date_created set once and date_done on every write,
-// and NULL task_name, task_args, task_kwargs, worker, periodic_task_name and
-// traceback (DatabaseBackend keeps the traceback only with result_extended).
+// A row is what TaskResultManager.store_result leaves: task_id, status,
+// result and meta ({"children": []}) as JSON text with Python's separators,
+// content_type application/json, content_encoding utf-8, date_created set
+// once and date_done on every write. With Celery's default result_extended =
+// False, task_name, task_args, task_kwargs, worker, periodic_task_name and
+// traceback are NULL. With result_extended (CELERY_RESULT_EXTENDED) they are
+// filled as DatabaseBackend._get_extended_properties fills them: the task's
+// name, the JSON of its argsrepr and kwargsrepr strings (of args and kwargs
+// themselves for a message without them), the worker's hostname, the
+// message's periodic_task_name property and the traceback.
 // One difference: a SUCCESS row is never overwritten (a duplicate delivery
 // must not turn a success into a failure), as Celery's Redis backend does.
 //
@@ -22,6 +26,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,11 +72,47 @@ func (b *Backend) Close() error {
 const upsert = `
 INSERT INTO ` + Table + ` AS r (task_id, status, result, meta, traceback, content_type, content_encoding,
   periodic_task_name, task_name, task_args, task_kwargs, worker, date_created, date_done)
-VALUES ($1, $2, $3, $4, NULL, 'application/json', 'utf-8', NULL, NULL, NULL, NULL, NULL, now(), now())
+VALUES ($1, $2, $3, $4, $5, 'application/json', 'utf-8', $6, $7, $8, $9, $10, now(), now())
 ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, result = EXCLUDED.result, meta = EXCLUDED.meta,
-  traceback = NULL, content_type = EXCLUDED.content_type, content_encoding = EXCLUDED.content_encoding,
+  traceback = EXCLUDED.traceback, content_type = EXCLUDED.content_type, content_encoding = EXCLUDED.content_encoding,
+  periodic_task_name = coalesce(EXCLUDED.periodic_task_name, r.periodic_task_name),
+  task_name = coalesce(EXCLUDED.task_name, r.task_name), task_args = coalesce(EXCLUDED.task_args, r.task_args),
+  task_kwargs = coalesce(EXCLUDED.task_kwargs, r.task_kwargs), worker = coalesce(EXCLUDED.worker, r.worker),
   date_done = EXCLUDED.date_done
 WHERE r.status <> 'SUCCESS'`
+
+// chordPartUpsert writes a chord part's state, which the task's own write
+// (with its request and traceback) has usually stored already: those
+// columns are kept.
+var chordPartUpsert = strings.Replace(upsert, "traceback = EXCLUDED.traceback", "traceback = r.traceback", 1)
+
+// extendedColumns are traceback, periodic_task_name, task_name, task_args,
+// task_kwargs and worker for a state: all NULL without result_extended (a
+// chord part's state, written without its request, keeps the request
+// columns its task's own writes filled).
+func extendedColumns(x *celery.Extended, traceback *string) []any {
+	if x == nil {
+		return []any{nil, nil, nil, nil, nil, nil}
+	}
+	args, kwargs := reprColumn(x.ArgsRepr, x.Args), reprColumn(x.KwargsRepr, x.Kwargs)
+	return []any{traceback, nullable(x.PeriodicTaskName), x.Name, args, kwargs, x.Worker}
+}
+
+// reprColumn is task_args or task_kwargs: the JSON of the repr string
+// protocol 2 carries, or of the arguments themselves (protocol 1).
+func reprColumn(repr string, v any) string {
+	if repr != "" {
+		return pythonJSON(marshal(repr))
+	}
+	return pythonJSON(marshal(v))
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
 
 // StoreMany writes states in order, in one transaction.
 func (b *Backend) StoreMany(ctx context.Context, results []celery.EncodedResult) error {
@@ -78,9 +122,10 @@ func (b *Backend) StoreMany(ctx context.Context, results []celery.EncodedResult)
 	batch := &pgx.Batch{}
 	for _, r := range results {
 		var m struct {
-			Status   string            `json:"status"`
-			Result   json.RawMessage   `json:"result"`
-			Children []json.RawMessage `json:"children"`
+			Status    string            `json:"status"`
+			Result    json.RawMessage   `json:"result"`
+			Children  []json.RawMessage `json:"children"`
+			Traceback *string           `json:"traceback"`
 		}
 		if err := json.Unmarshal(r.Raw, &m); err != nil {
 			return fmt.Errorf("store result of %s: %w", r.TaskID, err)
@@ -93,7 +138,8 @@ func (b *Backend) StoreMany(ctx context.Context, results []celery.EncodedResult)
 		if len(result) == 0 {
 			result = json.RawMessage("null")
 		}
-		batch.Queue(upsert, r.TaskID, m.Status, pythonJSON(result), pythonJSON(meta))
+		batch.Queue(upsert, append([]any{r.TaskID, m.Status, pythonJSON(result), pythonJSON(meta)},
+			extendedColumns(r.Request, m.Traceback)...)...)
 	}
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
 		return tx.SendBatch(ctx, batch).Close()
@@ -114,8 +160,10 @@ func (b *Backend) Get(ctx context.Context, taskID string) (status, result string
 }
 
 // pythonJSON re-spaces compact JSON the way Python's json.dumps writes it
-// (", " and ": " between items), which is what kombu's JSON serializer
-// leaves in the result and meta columns. Strings are copied untouched.
+// (", " and ": " between items) and escapes what its ensure_ascii escapes
+// (every character outside ' '..'~', as \uXXXX with surrogate pairs), which
+// is what kombu's JSON serializer leaves in the result, meta, task_args and
+// task_kwargs columns.
 func pythonJSON(compact []byte) string {
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, compact); err != nil {
@@ -124,7 +172,18 @@ func pythonJSON(compact []byte) string {
 	src := buf.Bytes()
 	out := make([]byte, 0, len(src)+len(src)/8)
 	inString, escaped := false, false
-	for _, c := range src {
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if c >= 0x7f {
+			r, size := utf8.DecodeRune(src[i:])
+			i += size - 1
+			if r1, r2 := utf16.EncodeRune(r); r1 != unicode.ReplacementChar {
+				out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+			} else {
+				out = fmt.Appendf(out, `\u%04x`, r)
+			}
+			continue
+		}
 		out = append(out, c)
 		switch {
 		case inString && escaped:
@@ -138,6 +197,16 @@ func pythonJSON(compact []byte) string {
 		}
 	}
 	return string(out)
+}
+
+// marshal is json.Marshal without Go's HTML escaping, which Python's
+// json.dumps does not do.
+func marshal(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimRight(buf.Bytes(), "\n")
 }
 
 // ChordCounterTable is django-celery-results' ChordCounter table, created by
@@ -167,7 +236,8 @@ func (b *Backend) ChordPartReturn(ctx context.Context, group string, index *int,
 	var parts [][]byte
 	ready := false
 	err := pgx.BeginFunc(ctx, b.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, upsert, id, state, pythonJSON(part[3]), pythonJSON(meta)); err != nil {
+		if _, err := tx.Exec(ctx, chordPartUpsert, append([]any{id, state, pythonJSON(part[3]), pythonJSON(meta)},
+			extendedColumns(nil, nil)...)...); err != nil {
 			return err
 		}
 		var count int
