@@ -291,6 +291,37 @@ func TestFleetEndToEnd(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "DNS verified") {
 		t.Errorf("verify-dns exit %d:\n%s%s", code, out, errOut)
 	}
+
+	// A renewal that is actually due: the CA's renewal window for version 2
+	// (served by nginx 0) has begun. `certmgr renew` renews it into the
+	// store as version 3 and every agent serves the new serial; the removed
+	// domain's lineage (no row) is left alone and makes the exit 1.
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(nginxes[0].HTTPSPort)),
+		&tls.Config{ServerName: d2, InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := conn.ConnectionState().PeerCertificates[0]
+	conn.Close()
+	setARIWindow(t, pb, v2, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
+	code, out, errOut = runCLI(t, with(EnvLetsEncryptDir, t.TempDir()), "renew", "--json")
+	var renewed struct {
+		Result tasks.RenewResult `json:"result"`
+	}
+	if code != exitFailed || json.Unmarshal([]byte(out), &renewed) != nil || len(renewed.Result.Renewed) != 1 || renewed.Result.Renewed[0] != d2 {
+		t.Fatalf("renew with %s due: exit %d, want 1 (the removed domain) with %s renewed:\n%s%s", d2, code, d2, out, errOut)
+	}
+	checkPods("renew", renewed.Result.Reloaded)
+	var renewedSerial string
+	if err := pg.Conn(t).QueryRow(ctxT(t), `SELECT l.current_version, v.serial FROM certmgr_lineage l
+		JOIN certmgr_lineage_version v ON v.lineage = l.name AND v.version = l.current_version WHERE l.name = $1`, d2).Scan(&current, &renewedSerial); err != nil || current != 3 || renewedSerial == newSerial {
+		t.Fatalf("store after renew: version %d serial %s (version 2's %s), %v; want version 3, a new serial", current, renewedSerial, newSerial, err)
+	}
+	for i, ng := range nginxes {
+		if got, _, err := sniSerial(ng.HTTPSPort, d2); err != nil || got != renewedSerial {
+			t.Errorf("nginx %d serves %s for %s after renew (%v), want version 3's %s", i, got, d2, err, renewedSerial)
+		}
+	}
 }
 
 func ctxT(t *testing.T) context.Context {
