@@ -652,7 +652,13 @@ func (s *Store) stageLive(n LineageName, version int) (string, error) {
 // (staged then holds the old directory), a rename when it does not.
 func swapDir(staged, path string) error {
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-		return os.Rename(staged, path)
+		// Another process may make its version live between the Lstat and
+		// the rename: then path is a non-empty directory, which rename(2)
+		// refuses, and the exchange below is the right move after all.
+		err := os.Rename(staged, path)
+		if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
 	}
 	err := unix.Renameat2(unix.AT_FDCWD, staged, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
 	if err == nil {
