@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -60,36 +64,85 @@ func trimNL(b []byte) []byte {
 	return b
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that no other test process on this
+// machine has been handed and that nothing listens on now.
+//
+// Ports come from below the kernel's ephemeral range (32768 and up), so an
+// outgoing connection (to Redis, Postgres, Pebble...) can never take the port
+// between this call and the peer binding it; and each port is reserved across
+// the test binaries that go test runs at once by an flock held until the
+// process exits. Binding :0 had both races: an nginx reload failed once with
+// "bind() to 0.0.0.0:36821 failed (98: Address already in use)".
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return reservePort(t, false)
 }
 
 // freeUDPPort returns a port free for both UDP and TCP on 127.0.0.1 (DNS
-// servers listen on both).
+// servers listen on both), reserved as FreePort's are.
 func freeUDPPort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find free udp port: %v", err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
+	return reservePort(t, true)
+}
+
+const (
+	portLow  = 20000
+	portHigh = 32767 // below the default ephemeral range, 32768-60999
+)
+
+var (
+	portMu    sync.Mutex
+	portLocks = map[int]*os.File{} // held open for the life of the process
+)
+
+func reservePort(t testing.TB, udp bool) int {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "certmgr-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatalf("reserve port: %v", err)
 	}
-	t.Fatal("no port free for both udp and tcp")
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 200 {
+		port := portLow + rand.IntN(portHigh-portLow+1)
+		if _, held := portLocks[port]; held {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatalf("reserve port: %v", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close() // another test process holds it
+			continue
+		}
+		if !portFree(port, udp) {
+			f.Close()
+			continue
+		}
+		portLocks[port] = f
+		return port
+	}
+	t.Fatalf("no free port between %d and %d", portLow, portHigh)
 	return 0
+}
+
+// portFree reports whether port can be bound on every address (nginx listens
+// on 0.0.0.0) and, with udp, for UDP on 127.0.0.1 too.
+func portFree(port int, udp bool) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	if udp {
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		u.Close()
+	}
+	return true
 }
 
 // startProcess runs a peer in the background, its output in logPath, and kills
