@@ -9,6 +9,10 @@ Run with Debian's /usr/bin/python3 (python3-celery 5.2). Options are JSON:
       prints {"state", "result", "exc_type", "message"} as JSON
   celery_options.py call --broker URL --backend URL --task NAME [--args JSON] [--timeout S]
       send_task then AsyncResult.get() in one process (rpc://); prints as get
+  celery_options.py chord --broker URL --backend URL [--timeout S]
+      chord([test.add(1, 2), test.add(3, 4)])(test.sum()) and the body's
+      AsyncResult.get() in one process; prints as get, or state "REFUSED"
+      with the exception when Celery refuses to start the chord
   celery_options.py ping --broker URL --options JSON [--timeout S]
       prints the replies of `celery inspect ping` as JSON
 """
@@ -33,7 +37,7 @@ def make_app(ns):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["send", "get", "ping", "call"])
+    ap.add_argument("cmd", choices=["send", "get", "ping", "call", "chord"])
     ap.add_argument("--broker", required=True)
     ap.add_argument("--backend")
     ap.add_argument("--options", default="{}")
@@ -62,8 +66,18 @@ def main():
         with app.producer_or_acquire() as producer:
             for _ in range(ns.count):
                 print(app.send_task(ns.task, args=args, producer=producer, **opts).id)
-    elif ns.cmd in ("get", "call"):
-        if ns.cmd == "call":
+    elif ns.cmd in ("get", "call", "chord"):
+        if ns.cmd == "chord":
+            from celery import chord
+            header = [app.signature("test.add", args=(1, 2), queue=ns.queue),
+                      app.signature("test.add", args=(3, 4), queue=ns.queue)]
+            try:
+                r = chord(header)(app.signature("test.sum", queue=ns.queue))
+            except Exception as exc:
+                print(json.dumps({"id": None, "state": "REFUSED", "result": None,
+                                  "exc_type": type(exc).__name__, "message": str(exc)}))
+                return
+        elif ns.cmd == "call":
             # Send and wait in one process: what rpc:// needs (results come
             # back to this process's reply queue only).
             args = json.loads(ns.args)

@@ -535,10 +535,26 @@ func (b *Broker) PublishFanout(ctx context.Context, exchange, routingKey string,
 		return err
 	}
 	defer c.Close()
-	if _, err := c.Do("PUBLISH", b.k.fanout(b.db, exchange, routingKey), raw); err != nil {
-		return fmt.Errorf("publish on %s: %w", exchange, err)
+	for _, ch := range b.fanoutChannels(exchange, routingKey) {
+		if _, err := c.Do("PUBLISH", ch, raw); err != nil {
+			return fmt.Errorf("publish on %s: %w", exchange, err)
+		}
 	}
 	return nil
+}
+
+// fanoutChannels are the channels of a fanout exchange. On sentinel:// kombu
+// 5.2 (Debian's, with Celery 5.2) never fills in the database of its
+// '/{db}.' prefix (SentinelChannel._get_pool skips the format), so its
+// pidbox and events travel on '/{db}.celery.pidbox' literally: certmgr uses
+// that channel too, and the formatted one a kombu that fills it in uses.
+func (b *Broker) fanoutChannels(exchange, routingKey string) []any {
+	ch := b.k.fanout(b.db, exchange, routingKey)
+	if len(b.dialer.ep.Sentinels) == 0 {
+		return []any{ch}
+	}
+	formatted := b.k.prefix + "/" + strconv.Itoa(b.db) + "."
+	return []any{ch, b.k.prefix + "/{db}." + strings.TrimPrefix(ch, formatted)}
 }
 
 // PublishDirect delivers a message on a direct exchange: to every queue bound
@@ -576,7 +592,7 @@ func (b *Broker) Subscribe(ctx context.Context, exchange string, fn func([]byte)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	psc := redis.PubSubConn{Conn: c}
-	if err := psc.Subscribe(b.k.fanout(b.db, exchange, "")); err != nil {
+	if err := psc.Subscribe(b.fanoutChannels(exchange, "")...); err != nil {
 		return fmt.Errorf("subscribe to %s: %w", exchange, err)
 	}
 	for {
