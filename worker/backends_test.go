@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,42 +113,10 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	dj := djangoApp{pg: pg, broker: r.URL}
 	dj.run(t, "migrate")
 
-	mux := worker.NewServeMux()
-	worker.RegisterBuiltins(mux)
-	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
-		return worker.Fail("ValueError", errors.New("boom"))
-	})
-	var tries atomic.Int32
-	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
-		if tries.Add(1) == 1 {
-			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
-		}
-		task.SetResult("ok")
-		return nil
-	})
-	mux.HandleFunc("test.add", func(ctx context.Context, task *worker.Task) error {
-		var a, b int
-		if err := task.Arg(0, &a); err != nil {
-			return err
-		}
-		if err := task.Arg(1, &b); err != nil {
-			return err
-		}
-		task.SetResult(a + b)
-		return nil
-	})
-	mux.HandleFunc("test.sum", func(ctx context.Context, task *worker.Task) error {
-		var xs []int
-		if err := task.Arg(0, &xs); err != nil {
-			return err
-		}
-		sum := 0
-		for _, x := range xs {
-			sum += x
-		}
-		task.SetResult(sum)
-		return nil
-	})
+	// The broker × backend matrix's handlers: test.fail, test.retry (once
+	// retried, then "ok"), test.add and test.sum.
+	var run matrixRun
+	mux := run.mux()
 	runServerMux(t, worker.Config{BrokerURL: r.URL, ResultBackendURL: worker.BackendDjangoDB, DatabaseURL: pg.URL}, mux)
 
 	ok := dj.run(t, "send", "--task", "certmgr.ping")
@@ -162,8 +129,8 @@ func TestDjangoDBResultBackend(t *testing.T) {
 	}
 
 	again := dj.run(t, "send", "--task", "test.retry")
-	if res := dj.get(t, again); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
-		t.Errorf("retry through django-db: %+v after %d tries", res, tries.Load())
+	if res := dj.get(t, again); res.State != "SUCCESS" || string(res.Result) != `"ok"` || run.tries.Load() != 2 {
+		t.Errorf("retry through django-db: %+v after %d tries", res, run.tries.Load())
 	}
 
 	body := dj.run(t, "chord")
