@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/go-acme/lego/v5/certcrypto"
 	"golang.org/x/sys/unix"
 
 	"github.com/midsummer/certmgr/acme"
@@ -306,6 +307,7 @@ func ReadLineage(dir, name string) (Lineage, error) {
 	if len(ns) == 0 {
 		return l, fmt.Errorf("read lineage %s: no complete version in %s", name, archive)
 	}
+	leaves := make(map[int]*x509.Certificate, len(ns))
 	for _, n := range ns {
 		v := Version{N: n}
 		for _, kind := range kinds {
@@ -328,6 +330,7 @@ func ReadLineage(dir, name string) (Lineage, error) {
 		if err != nil {
 			return l, fmt.Errorf("read lineage %s version %d: %w", name, n, err)
 		}
+		leaves[n] = leaf
 		v.Serial = hex.EncodeToString(leaf.SerialNumber.Bytes())
 		v.NotBefore, v.NotAfter = leaf.NotBefore, leaf.NotAfter
 		l.Versions = append(l.Versions, v)
@@ -343,9 +346,8 @@ func ReadLineage(dir, name string) (Lineage, error) {
 			}
 		}
 	}
-	cur, _ := l.CurrentVersion()
-	leaf, _ := parseLeaf(cur.Cert)
-	l.Domains = leafDomains(leaf)
+	// The names as acme lists them: the common name first.
+	l.Domains = certcrypto.ExtractDomains(leaves[l.Current])
 	return l, nil
 }
 
@@ -355,21 +357,6 @@ func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
 		return nil, errors.New("no PEM certificate")
 	}
 	return x509.ParseCertificate(block.Bytes)
-}
-
-// leafDomains are the certificate's names, the common name first, as acme
-// lists them.
-func leafDomains(c *x509.Certificate) []string {
-	var out []string
-	if c.Subject.CommonName != "" {
-		out = append(out, c.Subject.CommonName)
-	}
-	for _, n := range c.DNSNames {
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // writeIfDifferent replaces path atomically unless it already holds data
