@@ -60,7 +60,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.TXTLabel = cmp.Or(c.TXTLabel, "_certmgr")
 	c.MaxCNAMEHops = cmp.Or(c.MaxCNAMEHops, 8)
 	c.CAIdentifier = cmp.Or(c.CAIdentifier, "letsencrypt.org")
-	c.Servers = ParseServers(strings.Join(c.Servers, ","))
+	c.Servers = withPorts(c.Servers)
 	if len(c.Servers) == 0 {
 		rc, err := dns.ClientConfigFromFile(c.ResolvConf)
 		if err != nil {
@@ -110,21 +110,45 @@ func (c Config) validate() error {
 	return nil
 }
 
-// ParseServers splits CUSTOM_DOMAIN_DNS_SERVERS ("host:port,host:port"); a server
-// without a port gets 53.
-func ParseServers(s string) []string {
+// ParseServers parses CUSTOM_DOMAIN_DNS_SERVERS: comma-separated resolver IP
+// addresses, each optionally with :port (53 when left out). A host name is
+// refused: it would need a resolver to find the resolver, and a typo such as
+// "foo" must not pass as one.
+func ParseServers(s string) ([]string, error) {
 	var out []string
 	for f := range strings.SplitSeq(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
+		if f = strings.TrimSpace(f); f == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(f); err != nil {
-			f = net.JoinHostPort(strings.Trim(f, "[]"), "53")
+		hp := withPort(f)
+		host, port, err := net.SplitHostPort(hp)
+		n, perr := strconv.Atoi(port)
+		if err != nil || net.ParseIP(host) == nil || perr != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("comma-separated resolver IP addresses, each optionally with :port (e.g. 10.96.0.10:53); %q is not one", f)
 		}
-		out = append(out, f)
+		out = append(out, hp)
+	}
+	return out, nil
+}
+
+// withPorts trims servers, drops empty ones and gives the others without a
+// port port 53.
+func withPorts(servers []string) []string {
+	var out []string
+	for _, s := range servers {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, withPort(s))
+		}
 	}
 	return out
+}
+
+// withPort is host:port, host:53 when s has no port.
+func withPort(s string) string {
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return net.JoinHostPort(strings.Trim(s, "[]"), "53")
+	}
+	return s
 }
 
 // Checker runs DNS checks. It is safe for concurrent use.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -313,17 +314,49 @@ func TestNXDOMAIN(t *testing.T) {
 		"shop.example.com is a CNAME to gone.example.net, which does not exist; point it to "+target)
 }
 
+func TestParseServers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc, in string
+		want     []string
+		bad      string // the server named in the error
+	}{
+		{desc: "ports filled in, blanks dropped", in: " 10.0.0.1, [2001:db8::1]:5353,2001:db8::2,[2001:db8::3],127.0.0.1:5353,,",
+			want: []string{"10.0.0.1:53", "[2001:db8::1]:5353", "[2001:db8::2]:53", "[2001:db8::3]:53", "127.0.0.1:5353"}},
+		{desc: "nothing", in: " , ", want: nil},
+		{desc: "a word", in: "foo", bad: "foo"},
+		{desc: "a host name among addresses", in: "10.0.0.10:53,resolver.local", bad: "resolver.local"},
+		{desc: "a host name with a port", in: "dns.example:53", bad: "dns.example:53"},
+		{desc: "port out of range", in: "10.0.0.10:99999", bad: "10.0.0.10:99999"},
+		{desc: "port zero", in: "10.0.0.10:0", bad: "10.0.0.10:0"},
+		{desc: "named port", in: "10.0.0.10:dns", bad: "10.0.0.10:dns"},
+		{desc: "no host", in: ":53", bad: ":53"},
+	} {
+		got, err := dnscheck.ParseServers(tc.in)
+		switch {
+		case tc.bad == "" && (err != nil || !slices.Equal(got, tc.want)):
+			t.Errorf("%s: ParseServers(%q) = %q, %v; want %q", tc.desc, tc.in, got, err, tc.want)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), strconv.Quote(tc.bad))):
+			t.Errorf("%s: ParseServers(%q) = %q, %v; want an error naming %q", tc.desc, tc.in, got, err, tc.bad)
+		}
+	}
+}
+
 func TestConfig(t *testing.T) {
 	t.Parallel()
-	if got := dnscheck.ParseServers(" 10.0.0.1, [2001:db8::1]:5353,dns.example:53,,"); !slices.Equal(got,
-		[]string{"10.0.0.1:53", "[2001:db8::1]:5353", "dns.example:53"}) {
-		t.Errorf("ParseServers = %v", got)
+	// Config takes host:port as given, adding port 53 where it is left out.
+	c, err := dnscheck.New(dnscheck.Config{Servers: []string{" 10.0.0.1", "", "dns.example:53"}, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Servers(); !slices.Equal(got, []string{"10.0.0.1:53", "dns.example:53"}) {
+		t.Errorf("servers = %v", got)
 	}
 	rc := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(rc, []byte("search example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dnscheck.New(dnscheck.Config{ResolvConf: rc, Target: target})
+	c, err = dnscheck.New(dnscheck.Config{ResolvConf: rc, Target: target})
 	if err != nil {
 		t.Fatal(err)
 	}
