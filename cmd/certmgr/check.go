@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/worker"
 )
@@ -54,11 +55,11 @@ type probe struct {
 }
 
 // probes are the checks for components c and the broker.
-func probes(a *app, c *components, broker *worker.BrokerPinger) []probe {
-	ncfg := nginxConfig(a).WithDefaults()
+func probes(a *app, c *wire.Components, broker *worker.BrokerPinger) []probe {
+	ncfg := a.cfg.NginxConfig().WithDefaults()
 	ps := []probe{
 		{checkDatabase, func(ctx context.Context) (string, error) {
-			if err := c.db.Check(ctx); err != nil {
+			if err := c.DB.Check(ctx); err != nil {
 				return "", err
 			}
 			return "answers, and tenant_customdomain is readable with this user", nil
@@ -70,20 +71,20 @@ func probes(a *app, c *components, broker *worker.BrokerPinger) []probe {
 			return "answers PING", nil
 		}},
 		{checkCA, func(ctx context.Context) (string, error) {
-			if err := c.acme.CheckDirectory(ctx); err != nil {
+			if err := c.ACME.CheckDirectory(ctx); err != nil {
 				return "", err
 			}
-			return c.acme.DirectoryURL() + " answers with an ACME directory", nil
+			return c.ACME.DirectoryURL() + " answers with an ACME directory", nil
 		}},
 		{checkCertDir, func(context.Context) (string, error) {
 			return checkWritableDir(ncfg.LetsEncryptDir, false, "LETSENCRYPT_DIR")
 		}},
 	}
-	if c.store != nil {
+	if c.Store != nil {
 		// Fleet mode: no nginx, no webroot, no conf.d on a worker; the store
 		// was opened (migrated, key checked) by build.
 		return append(ps, probe{checkStore, func(ctx context.Context) (string, error) {
-			v, err := c.store.StoreVersion(ctx)
+			v, err := c.Store.StoreVersion(ctx)
 			if err != nil {
 				return "", err
 			}
@@ -207,11 +208,11 @@ func failed(outcomes []checkOutcome) []checkName {
 }
 
 func runCheck(a *app, asJSON bool) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	broker, err := worker.NewBrokerPinger(workerConfig(a))
 	if err != nil {
 		return err

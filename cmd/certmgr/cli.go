@@ -125,6 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "certmgr %s: %s\n", c.name, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return exitUsage
 	}
+	cfg.Logger = log
 	a.cfg = cfg
 	if err := apply(a); err != nil {
 		var ce *ConfigError

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/podreload"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -865,7 +866,7 @@ func (c *manifestCheck) checkMounts(p podTemplate, ct *corev1.Container, sub, wh
 		write    bool
 	}
 	var needs []need
-	fleet := s.StoreKind == storePostgres
+	fleet := s.StoreKind == wire.StorePostgres
 	switch {
 	case fleet && (sub == "worker" || sub == "issue" || sub == "renew"):
 		// Fleet workers write acme's working copy only; no nginx.
@@ -953,7 +954,7 @@ func storage(p podTemplate, ct *corev1.Container, dir string) string {
 // and more than one replica means the storage must be ReadWriteMany.
 func (c *manifestCheck) checkSharedStorage() {
 	s := c.settings
-	if s.StoreKind == storePostgres {
+	if s.StoreKind == wire.StorePostgres {
 		c.checkFleet()
 		return
 	}
@@ -1326,7 +1327,7 @@ func (c *manifestCheck) localReloadReachesNginx() bool {
 	for _, p := range c.pods {
 		for _, ct := range allContainers(p.spec) {
 			reloader := "worker"
-			if c.settings.StoreKind == storePostgres {
+			if c.settings.StoreKind == wire.StorePostgres {
 				reloader = "agent" // fleet workers reload nothing
 			}
 			if args, ok := certmgrArgs(ct); ok && len(args) > 0 && args[0] == reloader {

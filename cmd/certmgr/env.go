@@ -16,10 +16,9 @@ import (
 
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/agent"
-	"github.com/midsummer/certmgr/certstore"
 	"github.com/midsummer/certmgr/dnscheck"
 	"github.com/midsummer/certmgr/domain"
-	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
@@ -99,25 +98,16 @@ const (
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
 )
 
-// Configs is what the environment configures: each component's own Config,
-// filled by the table below, and the few settings that are certmgr's own.
-// Fields the environment does not reach (loggers, clocks, wiring) are set by
-// build.
+// Configs is what the environment configures: the Configs of the components
+// package wire assembles, the worker's and the agent's, and the one setting
+// that is certmgr's own. Fields the environment does not reach (loggers,
+// clocks, the parts each Config names) are set by run and wire.Build.
 type Configs struct {
+	wire.Config
 	Worker worker.Config
-	DB     domaindb.Config
-	Names  domain.Policy
-	DNS    dnscheck.Config
-	ACME   acme.Config
-	Nginx  nginxconf.Config
-	Reload podreload.Config
-	Tasks  tasks.Config
-	Store  certstore.Config
 	Agent  agent.Config
 
-	HTTPAddr  string    // of /healthz, /readyz and /metrics
-	StoreKind storeKind // which certificate store the commands run on
-	AgentWait time.Duration
+	HTTPAddr string // of /healthz, /readyz and /metrics
 }
 
 // Variable is one environment variable: its name, its default as the user
@@ -330,8 +320,8 @@ var Variables = []Variable{
 		set: text(func(c *Configs) *string { return &c.Reload.Kubeconfig })},
 	{Name: EnvHTTPAddr, Default: ":9102", Doc: "`/healthz`, `/readyz`, `/metrics`; for `certmgr agent` also the HTTP-01 answers",
 		set: text(func(c *Configs) *string { return &c.HTTPAddr })},
-	{Name: EnvStore, Default: string(storeFiles), Doc: "`files`: the certbot-layout `LETSENCRYPT_DIR`; `postgres`: fleet mode, certmgr's own tables in `MIDSUMMER_DB_URL` and a `certmgr agent` beside every nginx ([fleet mode](docs/deploy.md#fleet-mode))",
-		set: parsed(parseStoreKind, func(c *Configs) *storeKind { return &c.StoreKind })},
+	{Name: EnvStore, Default: string(wire.StoreFiles), Doc: "`files`: the certbot-layout `LETSENCRYPT_DIR`; `postgres`: fleet mode, certmgr's own tables in `MIDSUMMER_DB_URL` and a `certmgr agent` beside every nginx ([fleet mode](docs/deploy.md#fleet-mode))",
+		set: parsed(wire.ParseStoreKind, func(c *Configs) *wire.StoreKind { return &c.StoreKind })},
 	{Name: EnvStoreKey, Unset: "required with `postgres`", Doc: "base64 of 32 random bytes sealing private keys (AES-256-GCM); `new,old` during a rotation. Missing or wrong: exit 2 at start",
 		set: text(func(c *Configs) *string { return &c.Store.Key })},
 	{Name: EnvAgentResync, Default: "300", Doc: "seconds between an agent's full reconciles (it also follows LISTEN/NOTIFY, and reconciles at start and on every reconnection)",
@@ -414,7 +404,7 @@ func crossCheck(c Configs, n needs) []error {
 	var errs []error
 	// A set NGINX_BINARY must be found; the default is for the pre-flight to
 	// judge, and fleet workers (the postgres store) run no nginx at all.
-	if b := c.Nginx.Binary; b != "" && b != nginxconf.DefaultBinary && c.StoreKind != storePostgres {
+	if b := c.Nginx.Binary; b != "" && b != nginxconf.DefaultBinary && c.StoreKind != wire.StorePostgres {
 		if _, err := exec.LookPath(b); err != nil {
 			errs = append(errs, &ConfigError{Name: EnvNginxBinary, Value: b, Expect: "an executable (absolute path or a name on PATH): " + err.Error()})
 		}
@@ -434,27 +424,11 @@ func crossCheck(c Configs, n needs) []error {
 	if c.Tasks.RetryMax < c.Tasks.RetryBase {
 		errs = append(errs, &ConfigError{Name: EnvRetryMax, Value: c.Tasks.RetryMax.String(), Expect: "at least " + EnvRetryBase})
 	}
-	if c.StoreKind == storePostgres && c.Reload.Mode != podreload.ModeLocal {
+	if c.StoreKind == wire.StorePostgres && c.Reload.Mode != podreload.ModeLocal {
 		errs = append(errs, &ConfigError{Name: EnvReloadAllPods, Value: "true", Expect: "false with CERTMGR_STORE=postgres: in fleet mode no worker reloads nginx; " +
 			"the certmgr agent beside each nginx reloads its own when the store changes, so no pods/exec permission is needed"})
 	}
 	return errs
-}
-
-// storeKind is the certificate store the commands run on (CERTMGR_STORE).
-type storeKind string
-
-const (
-	storeFiles    storeKind = "files"
-	storePostgres storeKind = "postgres"
-)
-
-func parseStoreKind(s string) (storeKind, error) {
-	switch k := storeKind(strings.ToLower(s)); k {
-	case storeFiles, storePostgres:
-		return k, nil
-	}
-	return "", errors.New("files or postgres")
 }
 
 // ConfigError is a missing or malformed setting; certmgr exits 2 on it.

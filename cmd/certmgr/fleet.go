@@ -15,12 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/agent"
 	"github.com/midsummer/certmgr/certstore"
 	"github.com/midsummer/certmgr/fleet"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/nginxconf"
-	"github.com/midsummer/certmgr/tasks"
 )
 
 // Fleet mode (CERTMGR_STORE=postgres): the store in PostgreSQL, an agent
@@ -51,7 +50,7 @@ func migrateCommand() *command {
 		needs: needs{db: true},
 		flags: func(fs *flag.FlagSet, a *app) func(*app) error {
 			return func(a *app) error {
-				st, err := openStore(a)
+				st, err := a.cfg.OpenStore(a.ctx)
 				if err != nil {
 					return err
 				}
@@ -82,16 +81,6 @@ rotate-key   with CERTMGR_STORE_KEY="new,old": seals every private key under new
 	}
 }
 
-// openStore opens the postgres store: migration, key check. A missing or
-// wrong CERTMGR_STORE_KEY is a *certstore.KeyError (exit 2).
-func openStore(a *app) (*certstore.Store, error) {
-	ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
-	defer cancel()
-	cs := a.cfg.Store
-	cs.Logger = a.log
-	return certstore.Open(ctx, cs)
-}
-
 func runStore(a *app, asJSON bool) error {
 	usage := &ConfigError{Name: "store", Expect: "import DIR, export DIR or rotate-key"}
 	if len(a.args) == 0 {
@@ -114,7 +103,7 @@ func runStore(a *app, asJSON bool) error {
 		if _, err := os.Stat(filepath.Join(dir, "renewal")); err != nil {
 			return &ConfigError{Name: "store import", Value: dir, Expect: "a certbot-layout directory (with renewal/): " + err.Error()}
 		}
-		st, err := openStore(a)
+		st, err := a.cfg.OpenStore(a.ctx)
 		if err != nil {
 			return err
 		}
@@ -135,7 +124,7 @@ func runStore(a *app, asJSON bool) error {
 		if err != nil {
 			return err
 		}
-		st, err := openStore(a)
+		st, err := a.cfg.OpenStore(a.ctx)
 		if err != nil {
 			return err
 		}
@@ -152,7 +141,7 @@ func runStore(a *app, asJSON bool) error {
 		if len(rest) != 0 {
 			return usage
 		}
-		st, err := openStore(a)
+		st, err := a.cfg.OpenStore(a.ctx)
 		if err != nil {
 			return err
 		}
@@ -190,7 +179,7 @@ func loopback(addr string) (string, error) {
 
 func runAgent(a *app) error {
 	cfg := a.cfg
-	if cfg.StoreKind != storePostgres {
+	if cfg.StoreKind != wire.StorePostgres {
 		return &ConfigError{Name: EnvStore, Value: string(cfg.StoreKind), Expect: "postgres: certmgr agent serves the postgres store (fleet mode)"}
 	}
 	pod := cfg.Agent.Pod
@@ -206,12 +195,12 @@ func runAgent(a *app) error {
 		return &ConfigError{Name: EnvHTTPAddr, Value: cfg.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
 	}
 	defer ln.Close()
-	st, err := openStore(a)
+	st, err := a.cfg.OpenStore(a.ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ncfg := nginxConfig(a)
+	ncfg := a.cfg.NginxConfig()
 	ncfg.ACMEChallengeProxy = proxy
 	gen, err := nginxconf.New(ncfg)
 	if err != nil {
@@ -245,46 +234,13 @@ func runAgent(a *app) error {
 	return err
 }
 
-// buildFleet makes the fleet-mode components after c.db and c.dns: the
-// store, its mirror in LETSENCRYPT_DIR, acme on the mirror with HTTP-01
-// through the store, and the tasks publishing to the store and waiting for
-// the agents instead of rendering and reloading nginx.
-func (c *components) buildFleet(ctx context.Context, a *app, acfg acme.Config) error {
-	cfg := a.cfg
-	st, err := openStore(a)
-	if err != nil {
-		return err
-	}
-	c.store = st
-	mirror := fleet.NewMirror(st, cfg.ACME.Dir)
-	acfg.HTTP01 = fleet.Challenges{Store: st}
-	if c.acme, err = acme.New(acfg); err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := mirror.Pull(pctx); err != nil {
-		return err
-	}
-	tc := cfg.Tasks
-	tc.Domains, tc.DNS = c.db, c.dns
-	tc.Issuer = fleet.Issuer{Manager: c.acme, Mirror: mirror}
-	tc.Certificates = fleet.Certificates{Store: c.acme.Store(), DB: st}
-	tc.Nginx = fleet.NewPublisher(st, mirror, nginxConfig(a), a.log)
-	tc.Reloader = fleet.Waiter{Store: st, Wait: cfg.AgentWait, Log: a.log}
-	tc.Sync = mirror
-	tc.Names, tc.Logger, tc.Metrics = c.names, a.log, c.registry
-	c.tasks, err = tasks.New(tc)
-	return err
-}
-
 // mirrorForListing copies the postgres store's live versions into a
 // temporary directory, for `certmgr certificates`.
 func mirrorForListing(a *app) (dir string, cleanup func(), err error) {
 	if a.cfg.DB.URL == "" {
 		return "", nil, &ConfigError{Name: EnvDBURL, Expect: "the database of the postgres store (CERTMGR_STORE=postgres)"}
 	}
-	st, err := openStore(a)
+	st, err := a.cfg.OpenStore(a.ctx)
 	if err != nil {
 		return "", nil, err
 	}

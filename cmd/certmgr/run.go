@@ -19,6 +19,7 @@ import (
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
 	"github.com/midsummer/certmgr/worker"
@@ -36,15 +37,12 @@ const (
 // readiness first (so no new traffic is expected), then the sweeps, then the
 // worker (graceful: in-flight tasks get their grace), then the database.
 func runWorker(a *app) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	mux := worker.NewServeMux()
-	worker.RegisterBuiltins(mux)
-	c.tasks.Register(mux)
-	srv, err := worker.NewServer(workerConfig(a), mux)
+	defer c.Close()
+	srv, err := worker.NewServer(workerConfig(a), c.ServeMux())
 	if err != nil {
 		return err
 	}
@@ -78,10 +76,10 @@ func runWorker(a *app) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := c.tasks.RefreshExpiry(sweepCtx); err != nil {
+		if err := c.Tasks.RefreshExpiry(sweepCtx); err != nil {
 			a.log.Warn().Err(err).Msg("certificate expiry metrics not loaded from the store")
 		}
-		c.tasks.RunSweeps(sweepCtx)
+		c.Tasks.RunSweeps(sweepCtx)
 	}()
 	// Broker and database outages: one line when each starts, one when it ends.
 	wg.Add(1)
@@ -89,7 +87,7 @@ func runWorker(a *app) error {
 		defer wg.Done()
 		watchOutages(sweepCtx, a.log.With().Str("component", "peers").Logger(), outageEvery, []peerPing{
 			{"broker", broker.Ping},
-			{"database", c.db.Ping},
+			{"database", c.DB.Ping},
 		})
 	}()
 	defer func() { stopSweeps(); wg.Wait() }()
@@ -148,7 +146,7 @@ func watchOutages(ctx context.Context, log zerolog.Logger, every time.Duration, 
 // broker and database answer) and /metrics. /readyz names the failing
 // component only: the probe's body is readable by anyone who reaches the
 // port, and driver errors name users, databases and hosts.
-func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool, pre *preflight) http.Handler {
+func opsHandler(c *wire.Components, broker *worker.BrokerPinger, draining func() bool, pre *preflight) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(pathHealthz, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc(pathReadyz, func(w http.ResponseWriter, r *http.Request) {
@@ -162,7 +160,7 @@ func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool
 		if err := broker.Ping(ctx); err != nil {
 			problems = append(problems, "broker: not answering")
 		}
-		if err := c.db.Ping(ctx); err != nil {
+		if err := c.DB.Ping(ctx); err != nil {
 			problems = append(problems, "database: not answering")
 		}
 		for _, n := range pre.problems(ctx) {
@@ -174,22 +172,22 @@ func opsHandler(c *components, broker *worker.BrokerPinger, draining func() bool
 		}
 		io.WriteString(w, "ok\n")
 	})
-	mux.Handle(pathMetrics, promhttp.HandlerFor(c.registry, promhttp.HandlerOpts{}))
+	mux.Handle(pathMetrics, promhttp.HandlerFor(c.Registry, promhttp.HandlerOpts{}))
 	return mux
 }
 
 func runIssue(a *app, d string, force, asJSON bool) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer c.Close()
 	// A certificate nginx cannot be made to serve is an order wasted (and
 	// counted against the CA's rate limits): check nginx first.
-	if _, err := checkNginxBinary(a.ctx, nginxConfig(a).WithDefaults()); err != nil {
+	if _, err := checkNginxBinary(a.ctx, a.cfg.NginxConfig().WithDefaults()); err != nil {
 		return fmt.Errorf("nothing ordered: %w", err)
 	}
-	res, err := c.tasks.Issue(a.ctx, d, force)
+	res, err := c.Tasks.Issue(a.ctx, d, force)
 	err = flagError(err)
 	if asJSON {
 		return printJSON(a.stdout, res, err)
@@ -207,12 +205,12 @@ func runIssue(a *app, d string, force, asJSON bool) error {
 }
 
 func runRenew(a *app, dryRun, asJSON bool) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	res, err := c.tasks.Sweep(a.ctx, dryRun)
+	defer c.Close()
+	res, err := c.Tasks.Sweep(a.ctx, dryRun)
 	if asJSON {
 		return printJSON(a.stdout, res, sweepError(res, err))
 	}
@@ -251,12 +249,12 @@ func sweepError(res tasks.RenewResult, err error) error {
 }
 
 func runRegen(a *app, reload, asJSON bool) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	res, err := c.tasks.Regenerate(a.ctx, reload)
+	defer c.Close()
+	res, err := c.Tasks.Regenerate(a.ctx, reload)
 	if asJSON {
 		return printJSON(a.stdout, res, err)
 	}
@@ -276,8 +274,8 @@ func runRegen(a *app, reload, asJSON bool) error {
 }
 
 func runCertificates(a *app, asJSON bool) error {
-	cfg := acmeConfig(a)
-	if a.cfg.StoreKind == storePostgres {
+	cfg := a.cfg.ACMEConfig()
+	if a.cfg.StoreKind == wire.StorePostgres {
 		// The listing reads a copy of the postgres store.
 		dir, cleanup, err := mirrorForListing(a)
 		if err != nil {
@@ -377,12 +375,12 @@ func crossCheckRows(a *app, store *acme.Store, statuses []acme.Status) (noRow, n
 }
 
 func runVerifyDNS(a *app, d string, asJSON bool) error {
-	c, err := build(a.ctx, a)
+	c, err := build(a)
 	if err != nil {
 		return err
 	}
-	defer c.close()
-	v, err := c.tasks.VerifyDNS(a.ctx, d)
+	defer c.Close()
+	v, err := c.Tasks.VerifyDNS(a.ctx, d)
 	err = flagError(err)
 	if asJSON {
 		if err == nil && !v.DNSOK {
