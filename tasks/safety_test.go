@@ -19,6 +19,7 @@ import (
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
 )
@@ -164,9 +165,9 @@ func TestSweepDoesNotRenewANameThatLeftThePlatform(t *testing.T) {
 
 const verifySecret = "tasks-test-verify-secret-0123"
 
-var txtOwnership = setupOpt{dns: func(c *dnscheck.Config) {
-	c.Ownership, c.VerifySecret = dnscheck.OwnershipTXT, verifySecret
-}}
+func txtOwnership(c *wire.Config) {
+	c.DNS.Ownership, c.DNS.VerifySecret = dnscheck.OwnershipTXT, verifySecret
+}
 
 // insertOwned adds a row for tenant as Django would.
 func (b *bundle) insertOwned(name domain.Name, tenant int64) int64 {
@@ -251,9 +252,9 @@ func TestDanglingCNAMETakeoverNeedsAFreshOwnershipProof(t *testing.T) {
 // sees the same budget.
 func TestOrderBudgetsRefuseBeforeTheCA(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpt{tasks: func(c *tasks.Config) {
-		c.Budgets = domaindb.Budgets{TenantOrdersPerHour: 3, ForceInterval: time.Hour}
-	}})
+	b := setup(t, func(c *wire.Config) {
+		c.Tasks.Budgets = domaindb.Budgets{TenantOrdersPerHour: 3, ForceInterval: time.Hour}
+	})
 	ctx := context.Background()
 	d1, d2, d3 := b.domain("budget1"), b.domain("budget2"), b.domain("budget3")
 	for _, d := range []domain.Name{d1, d2, d3} {
@@ -303,7 +304,7 @@ func TestOrderBudgetsRefuseBeforeTheCA(t *testing.T) {
 		t.Fatalf("%d orders reached the CA; the refused ones must not", n)
 	}
 	// Another replica counts against the same budget.
-	other, err := tasks.New(tasks.Config{Domains: b.db, DNS: mustChecker(t, b), Issuer: b.issuer, Certificates: b.acme.Store(),
+	other, err := tasks.New(tasks.Config{Domains: b.db, DNS: b.parts.DNS, Issuer: b.issuer, Certificates: b.acme.Store(),
 		Nginx: noNginx{}, Reloader: b.reloader, Names: b.names, Budgets: domaindb.Budgets{TenantOrdersPerHour: 3}})
 	if err != nil {
 		t.Fatal(err)
@@ -336,14 +337,6 @@ func TestOrderBudgetsRefuseBeforeTheCA(t *testing.T) {
 // noNginx is never reached in the budget test's second replica.
 type noNginx struct{ tasks.NginxConfig }
 
-func mustChecker(t *testing.T, b *bundle) *dnscheck.Checker {
-	c, err := dnscheck.New(dnscheck.Config{Servers: []string{b.pebble.DNS.DNSAddr}, Target: b.target})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // gatedReloader holds the first reload until open is closed.
 type gatedReloader struct {
 	tasks.Reloader
@@ -364,11 +357,14 @@ func (g *gatedReloader) Reload(ctx context.Context) (podreload.Result, error) {
 func TestIssuancesFinishingTogetherShareOneReload(t *testing.T) {
 	t.Parallel()
 	gate := &gatedReloader{open: make(chan struct{})}
-	b := setup(t, setupOpt{tasks: func(c *tasks.Config) {
-		gate.Reloader = c.Reloader
-		c.Reloader = gate
-		c.ReloadMinInterval = 2 * time.Second
-	}})
+	b := setup(t, func(c *wire.Config) {
+		counting := c.WrapReloader
+		c.WrapReloader = func(r tasks.Reloader) tasks.Reloader {
+			gate.Reloader = counting(r)
+			return gate
+		}
+		c.Tasks.ReloadMinInterval = 2 * time.Second
+	})
 	ctx := context.Background()
 	names := []domain.Name{b.domain("share1"), b.domain("share2"), b.domain("share3"), b.domain("share4")}
 	for _, d := range names {

@@ -24,6 +24,7 @@ import (
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
@@ -31,7 +32,8 @@ import (
 )
 
 // bundle is one test's whole certmgr: real Redis, Postgres, Pebble,
-// challtestsrv and nginx, and the components wired as cmd/certmgr wires them.
+// challtestsrv and nginx, and the components wired by package wire, as
+// cmd/certmgr wires them.
 type bundle struct {
 	t        *testing.T
 	redis    *testpeers.RedisPeer
@@ -42,6 +44,7 @@ type bundle struct {
 	target   string
 	suffix   string // random label that keeps this test's names (and advisory locks) its own
 	names    domain.Policy
+	parts    *wire.Components
 	db       *domaindb.Store
 	acme     *acme.Manager
 	acmeCfg  acme.Config
@@ -128,14 +131,12 @@ func (c *countingReloader) Reload(ctx context.Context) (podreload.Result, error)
 	return c.Reloader.Reload(ctx)
 }
 
-// setupOpt adjusts the DNS checker's or the tasks' Config (ownership mode,
-// budgets).
-type setupOpt struct {
-	dns   func(*dnscheck.Config)
-	tasks func(*tasks.Config)
-}
+// setupOpt adjusts the wiring's Config before the build (ownership mode,
+// budgets, another wrapper around the counting ones).
+type setupOpt func(*wire.Config)
 
-// setup builds the bundle.
+// setup builds the bundle: real peers, and the components wired by package
+// wire as cmd/certmgr wires them, the Issuer and Reloader wrapped to count.
 func setup(t *testing.T, opts ...setupOpt) *bundle {
 	t.Helper()
 	var b [4]byte
@@ -155,72 +156,49 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), bd.logs)).Level(zerolog.InfoLevel)
 	ctx := context.Background()
 
-	var err error
-	bd.db, err = domaindb.New(ctx, domaindb.Config{URL: bd.pg.URL, Names: bd.names, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bd.db.Close)
-	dcfg := dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second}
-	for _, o := range opts {
-		if o.dns != nil {
-			o.dns(&dcfg)
-		}
-	}
-	checker, err := dnscheck.New(dcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	store := t.TempDir()
-	bd.acmeCfg = acme.Config{
-		DirectoryURL: bd.pebble.DirectoryURL, CABundle: bd.pebble.CABundle, Profile: "classic",
-		Webroot: bd.nginx.Webroot, Dir: store, Now: bd.clock.Now, Logger: log,
+	cfg := wire.Config{
+		Names: bd.names,
+		DB:    domaindb.Config{URL: bd.pg.URL},
+		DNS:   dnscheck.Config{Servers: []string{dns.DNSAddr}, Target: bd.target, Timeout: 2 * time.Second},
+		ACME: acme.Config{
+			DirectoryURL: bd.pebble.DirectoryURL, CABundle: bd.pebble.CABundle, Profile: "classic",
+			Webroot: bd.nginx.Webroot, Dir: store, Now: bd.clock.Now,
+		},
+		Nginx: nginxconf.Config{
+			ConfPath: filepath.Join(bd.nginx.ConfDir, "custom-domains.conf"), Binary: bd.nginx.Binary,
+			MainConf: bd.nginx.MainConf, Prefix: bd.nginx.Prefix, Upstream: "127.0.0.1:9",
+			HTTPSPort: bd.nginx.HTTPSPort, HTTPPort: bd.nginx.HTTPPort,
+			ACMEWebroot: bd.nginx.Webroot, LetsEncryptDir: store, Now: bd.clock.Now,
+		},
+		Reload:    podreload.Config{Mode: podreload.ModeLocal},
+		Tasks:     tasks.Config{RetryBase: 200 * time.Millisecond, RetryMax: time.Second},
+		StoreKind: wire.StoreFiles,
+		Logger:    log,
+		WrapIssuer: func(i tasks.Issuer) tasks.Issuer {
+			bd.issuer = &countingIssuer{Issuer: i, issued: map[domain.Name]int{}, renews: map[acme.LineageName]int{}}
+			return bd.issuer
+		},
+		WrapReloader: func(r tasks.Reloader) tasks.Reloader {
+			bd.reloader = &countingReloader{Reloader: r}
+			return bd.reloader
+		},
 	}
-	bd.acme, err = acme.New(bd.acmeCfg)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := wire.Build(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ncfg := nginxconf.Config{
-		ConfPath: filepath.Join(bd.nginx.ConfDir, "custom-domains.conf"), Binary: bd.nginx.Binary,
-		MainConf: bd.nginx.MainConf, Prefix: bd.nginx.Prefix, Upstream: "127.0.0.1:9",
-		HTTPSPort: bd.nginx.HTTPSPort, HTTPPort: bd.nginx.HTTPPort,
-		ACMEWebroot: bd.nginx.Webroot, LetsEncryptDir: store, Logger: log, Now: bd.clock.Now,
-	}
-	gen, err := nginxconf.New(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := nginxconf.NewLocalReloader(ncfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := podreload.New(podreload.Config{Mode: podreload.ModeLocal, Local: local})
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(c.Close)
+	bd.parts, bd.db, bd.acme, bd.svc, bd.registry = c, c.DB, c.ACME, c.Tasks, c.Registry
+	bd.acmeCfg = cfg.ACMEConfig()
 	// The ACME HTTP-01 server block must be live before the first order.
-	if _, err := gen.Regenerate(ctx, nil); err != nil {
+	if _, err := c.Nginx.Regenerate(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	bd.nginx.ReloadAndWait(t)
-
-	bd.issuer = &countingIssuer{Issuer: bd.acme, issued: map[domain.Name]int{}, renews: map[acme.LineageName]int{}}
-	bd.reloader = &countingReloader{Reloader: rel}
-	bd.registry = prometheus.NewRegistry()
-	tcfg := tasks.Config{
-		Domains: bd.db, DNS: checker, Issuer: bd.issuer, Certificates: bd.acme.Store(),
-		Nginx: gen, Reloader: bd.reloader, Names: bd.names, Logger: log, Metrics: bd.registry,
-		RetryBase: 200 * time.Millisecond, RetryMax: time.Second,
-	}
-	for _, o := range opts {
-		if o.tasks != nil {
-			o.tasks(&tcfg)
-		}
-	}
-	bd.svc, err = tasks.New(tcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return bd
 }
 
@@ -234,14 +212,11 @@ func (b *bundle) domain(label string) domain.Name {
 // startWorker runs a certmgr worker on the test's Redis database.
 func (b *bundle) startWorker(name string) *worker.Server {
 	b.t.Helper()
-	mux := worker.NewServeMux()
-	worker.RegisterBuiltins(mux)
-	b.svc.Register(mux)
 	srv, err := worker.NewServer(worker.Config{
 		BrokerURL: b.redis.URL, Queue: "certmgr", Concurrency: 2, Hostname: name + "@test",
 		MaxRetries: 5, ShutdownGrace: 5 * time.Second,
 		Logger: zerolog.New(zerolog.NewTestWriter(b.t)).Level(zerolog.WarnLevel),
-	}, mux)
+	}, b.parts.ServeMux())
 	if err != nil {
 		b.t.Fatal(err)
 	}
