@@ -85,8 +85,12 @@ func checkStructure(t *testing.T, mode CertMode, out []byte, ss []Site) {
 		t.Fatalf("%s: rendered file does not parse: %v\n%s", mode, err, out)
 	}
 	servers := 0
-	var serverNames []string
+	var serverNames, mapped []string
+	inMap := false // in the SNI map: its entries run until the next block
 	for _, d := range ds {
+		if d.block {
+			inMap = false
+		}
 		switch {
 		case d.name == "server" && d.block:
 			servers++
@@ -97,25 +101,38 @@ func checkStructure(t *testing.T, mode CertMode, out []byte, ss []Site) {
 			if d.args[0] != "_" {
 				serverNames = append(serverNames, d.args[0])
 			}
+		case d.name == "map" && d.block && slices.Equal(d.args, []string{"$ssl_server_name", "$certmgr_lineage"}):
+			inMap = true
+		case inMap && d.name != "default":
+			if len(d.args) != 1 {
+				t.Fatalf("%s: map entry %s with %d values %q", mode, d.name, len(d.args), d.args)
+			}
+			mapped = append(mapped, d.name)
 		}
 	}
-	want := 2 + len(names) // default 421 server, HTTP server, one per name
+	// per-server: the 421 default server, the HTTP server and one per name,
+	// each name in a server_name of its HTTPS and of the HTTP server.
+	// variable: one HTTPS server for every name (the default), the HTTP
+	// server; each name once in the SNI map and once in the HTTP server.
+	want, wantNames := 2+len(names), 2
 	if mode == CertModeVariable {
-		want = 2
-		if len(names) > 0 {
-			want = 3
+		want, wantNames = 2, 1
+		slices.Sort(mapped)
+		if len(names) > 0 && !slices.Equal(mapped, names) {
+			t.Fatalf("%s: SNI map keys %q; want %q", mode, mapped, names)
 		}
 	}
 	if servers != want {
 		t.Fatalf("%s: %d server blocks for %d names; want %d\n%s", mode, servers, len(names), want, out)
 	}
-	// Each name twice (HTTPS and HTTP), nothing else.
-	var twice []string
+	var each []string
 	for _, n := range names {
-		twice = append(twice, n, n)
+		for range wantNames {
+			each = append(each, n)
+		}
 	}
 	slices.Sort(serverNames)
-	if !slices.Equal(serverNames, twice) {
-		t.Fatalf("%s: server names %q; want each of %q twice", mode, serverNames, names)
+	if !slices.Equal(serverNames, each) {
+		t.Fatalf("%s: server names %q; want each of %q %d times", mode, serverNames, names, wantNames)
 	}
 }

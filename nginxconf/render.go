@@ -111,11 +111,11 @@ func RenderTo(w io.Writer, cfg Config, plan Plan, sites iter.Seq[Site]) error {
 	r := newRenderer(cfg, plan, w)
 	r.header(st)
 	r.common(st)
-	r.defaultServer()
 	switch plan.Mode {
 	case CertModeVariable:
 		r.variable(sites, st)
 	default:
+		r.defaultServer()
 		for s := range sites {
 			r.perServer(s)
 		}
@@ -226,33 +226,51 @@ func (r *renderer) perServer(s Site) {
 	r.s(r.proxyRoot, "}\n")
 }
 
+// variable serves every name from one default server whose certificate
+// paths are nginx variables: one map from the SNI to the lineage (the only
+// list of names on the HTTPS port, so nginx parses each name once there, not
+// in a map per file and a server_name list), two small maps from the lineage
+// to its files, and 421 for a connection without a known SNI or a request
+// whose Host is not the name the connection was opened for.
 func (r *renderer) variable(sites iter.Seq[Site], st siteStats) {
-	r.p("\n# Certificates by SNI, only for known names: any other name maps to the\n")
-	r.p("# default certificate, so a client cannot make nginx open another path.\n")
+	if st.count == 0 {
+		r.defaultServer()
+		return
+	}
+	r.p("# Certificates by SNI, only for known names: any other name (or none) maps to\n")
+	r.p("# \"\", gets the default certificate and 421, and cannot make nginx open\n")
+	r.p("# another path.\n")
+	r.p("map $ssl_server_name $certmgr_lineage {\n")
+	r.p("    default \"\";\n")
+	for s := range sites {
+		r.s("    ", string(s.Name), " ", s.lineage(), ";\n")
+	}
+	r.p("}\n")
 	for _, m := range []struct{ v, file, def string }{
 		{"$certmgr_ssl_certificate", "fullchain.pem", r.cfg.DefaultCert},
 		{"$certmgr_ssl_certificate_key", "privkey.pem", r.cfg.DefaultKey},
 	} {
-		r.p("map $ssl_server_name %s {\n", m.v)
-		r.p("    default %s;\n", m.def)
-		for s := range sites {
-			r.s("    ", string(s.Name), " ", r.liveDir, s.lineage(), "/", m.file, ";\n")
-		}
+		r.p("map $certmgr_lineage %s {\n", m.v)
+		r.p("    \"\" %s;\n", m.def)
+		r.s("    default ", r.liveDir, "$certmgr_lineage/", m.file, ";\n")
 		r.p("}\n")
 	}
-	if st.count == 0 {
-		return
-	}
+	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")
+	r.p("# a Host without a server in per-server mode (never another tenant's site).\n")
+	r.p("map \"$ssl_server_name $host\" $certmgr_misdirected {\n")
+	r.p("    \"~*^(\\S+) \\1$\" \"\";\n")
+	r.p("    default 1;\n")
+	r.p("}\n")
 	r.p("\nserver {\n")
-	r.s(r.listenHTTPS)
-	for s := range sites {
-		r.s("    server_name ", string(s.Name), ";\n")
-	}
+	r.s(r.listenDefault)
+	r.p("    server_name _;\n")
 	r.p("    ssl_certificate $certmgr_ssl_certificate;\n")
 	r.p("    ssl_certificate_key $certmgr_ssl_certificate_key;\n")
 	if r.plan.CertCache > 0 {
 		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, certCacheValid)
 	}
+	r.p("    if ($certmgr_lineage = \"\") {\n        return 421;\n    }\n")
+	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")
 	r.proxyLocation("/")
 	r.p("}\n")
 }
@@ -308,15 +326,20 @@ func (r *renderer) httpServer(sites iter.Seq[Site], st siteStats) {
 	r.p("}\n")
 }
 
-// hashSizes sizes server_names_hash (and map_hash) for the names. The bucket
-// must hold the longest name: nginx stores each as a pointer, a 2-byte length
-// and the name, aligned to pointer size, plus one terminating pointer, and
-// rounds buckets up to the 64-byte cache line. max_size is an upper bound nginx
-// searches up to; a generous bound (4 slots per name) lets it find a fitting
-// size on the first tries instead of walking thousands of sizes at nginx -t.
+// hashSizes sizes server_names_hash (and map_hash) for the names so that
+// nginx builds each hash on its first try. nginx stores each name as a
+// pointer, a 2-byte length and the name, aligned to pointer size; a bucket
+// also holds one terminating pointer. Above 10,000 slots nginx tries the last
+// 1,000 sizes up to max_size, each a pass over every name, and when none fits
+// it warns and builds an oversized hash: at 100,000 names that search was most
+// of `nginx -t` (measured in bench/nginx). With max_size at 4 slots per name
+// (a load of 1/4) and buckets that hold 8 of the longest name, the chance that
+// any bucket overflows on the first try is negligible (Poisson, P(X>8) at 1/4
+// is about 1e-10 per bucket). Buckets are allocated at their used length, so a
+// large bucket_size costs no memory.
 func hashSizes(count, longest int) (maxSize, bucket int) {
 	elt := 8 + (longest+2+7)/8*8
-	bucket = max(128, (elt+8+63)/64*64)
+	bucket = max(128, (8*elt+8+63)/64*64)
 	maxSize = max(1024, (count*4+1023)/1024*1024)
 	return maxSize, bucket
 }

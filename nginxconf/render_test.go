@@ -3,12 +3,15 @@ package nginxconf
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -225,26 +228,38 @@ func TestRenderRefusesBadConfig(t *testing.T) {
 	}
 }
 
-func TestHashSizes(t *testing.T) {
+// The hashes of a large variable-mode file (the SNI map, the HTTP server's
+// names) build on nginx's first try: nginx warns "could not build optimal
+// ..." when no size up to max_size fits, after a pass over every name per
+// size tried (at 100,000 names that search was most of nginx -t).
+func TestHashSizesBuildOnFirstTry(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		desc                string
-		names               []Site
-		wantMax, wantBucket int
-	}{
-		{"none", nil, 1024, 128},
-		{"short names", sites("a.example.com"), 1024, 128},
-		{"253-character name", sites(strings.Repeat("abcdefghi.", 24) + "abcdefghijkl.com"), 1024, 320},
-		{"10,000 names", make([]Site, 10000), 40960, 128},
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{NoStart: true})
+	names := []string{"a.io"}
+	for i := range 20000 {
+		// Lengths from 16 to 60 characters, as tenants' names vary.
+		names = append(names, fmt.Sprintf("s%d.%s.example.com", i, strings.Repeat("t", i%45+1)))
 	}
-	for _, tc := range tests {
-		longest := 0
-		for _, s := range tc.names {
-			longest = max(longest, len(s.Name))
-		}
-		gotMax, gotBucket := hashSizes(len(tc.names), longest)
-		if gotMax != tc.wantMax || gotBucket != tc.wantBucket {
-			t.Errorf("%s: hashSizes = %d, %d; want %d, %d", tc.desc, gotMax, gotBucket, tc.wantMax, tc.wantBucket)
+	cfg := Config{ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), CertMode: CertModeVariable,
+		HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort, ACMEWebroot: peer.Webroot}
+	out, err := Render(cfg, sites(names...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, cfg.ConfPath, string(out))
+	cmd := exec.Command(peer.Binary, "-t", "-p", peer.Prefix, "-c", peer.MainConf, "-e", peer.ErrorLog)
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, msg)
+	}
+	if strings.Contains(string(msg), "could not build") {
+		t.Errorf("nginx -t had to search for hash sizes:\n%s", msg)
+	}
+	// The sizes stay within nginx's limits whatever the names.
+	for _, tc := range []struct{ count, longest int }{{0, 0}, {1, 253}, {1e6, 253}} {
+		maxSize, bucket := hashSizes(tc.count, tc.longest)
+		if bucket%64 != 0 || bucket > 65536-64 || maxSize < tc.count {
+			t.Errorf("hashSizes(%d, %d) = %d, %d", tc.count, tc.longest, maxSize, bucket)
 		}
 	}
 }
