@@ -48,6 +48,13 @@ func TestParseNginxV(t *testing.T) {
 			wantPrefix: "/opt/nginx-1.28.3",
 		},
 		{
+			desc: "nginx 1.30.4 (stable) built from source", out: read("source-1.30.4.txt"),
+			wantVersion: Version{1, 30, 4}, wantHTTP2: HTTP2Directive, wantCache: true,
+			has:        []string{"http_ssl", "http_v2"},
+			hasNot:     []string{"threads"},
+			wantPrefix: "/opt/nginx-1.30.4",
+		},
+		{
 			desc: "NGINX Plus version line", out: "nginx version: nginx/1.27.4 (nginx-plus-r34-p1)\n",
 			wantVersion: Version{1, 27, 4}, wantHTTP2: HTTP2None, wantCache: true,
 		},
