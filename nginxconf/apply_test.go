@@ -225,7 +225,7 @@ func (b *blockingReloader) Reload(ctx context.Context) error {
 func TestCoalesce(t *testing.T) {
 	t.Parallel()
 	br := &blockingReloader{started: make(chan struct{}, 10), release: make(chan error)}
-	c := Coalesce(br).(*coalescer)
+	c := Coalesce(br.Reload)
 	ctx := context.Background()
 
 	errs := make(chan error, 10)
@@ -261,7 +261,7 @@ func TestCoalesce(t *testing.T) {
 func TestCoalesceCallerGivesUp(t *testing.T) {
 	t.Parallel()
 	br := &blockingReloader{started: make(chan struct{}, 10), release: make(chan error)}
-	c := Coalesce(br)
+	c := Coalesce(br.Reload)
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 1)
 	go func() { errs <- c.Reload(ctx) }()

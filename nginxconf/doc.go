@@ -21,8 +21,8 @@
 //   - [LocalReloader] sends SIGHUP to the master when its pid file is
 //     readable and runs `nginx -s reload` (one more full parse) only when it
 //     is not ([ReloadAuto]); [Coalesce] folds reload requests
-//     that arrive together into one. Both satisfy [Reloader], the interface the
-//     pod-wide reload in package podreload also implements.
+//     that arrive together into one ([Coalescer]). LocalReloader always means
+//     this pod's nginx; package podreload's Reloader reloads every pod.
 //
 // Two rendering modes ([CertMode]): per-server (one server block per domain,
 // certificates loaded at reload) and variable (one server block; nginx picks

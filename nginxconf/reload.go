@@ -13,12 +13,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Reloader makes running nginx load the live configuration. LocalReloader
-// reloads this pod's nginx; package podreload reloads every pod.
-type Reloader interface {
-	Reload(ctx context.Context) error
-}
-
 // LocalReloader reloads this pod's nginx: by default (ReloadAuto) a SIGHUP
 // straight to the master when its pid is reachable (see ReloadSignal), else
 // `nginx -s reload` with the configured -c and -p under Config.Timeout.
@@ -34,8 +28,6 @@ type LocalReloader struct {
 	signals  int    // reloads done by signal (tests)
 	commands int    // reloads done by nginx -s reload (tests)
 }
-
-var _ Reloader = (*LocalReloader)(nil)
 
 // NewLocalReloader checks cfg and returns a LocalReloader.
 func NewLocalReloader(cfg Config) (*LocalReloader, error) {
@@ -110,19 +102,23 @@ func (r *LocalReloader) command(ctx context.Context) error {
 	return nil
 }
 
-// Coalesce returns a Reloader that folds requests arriving together into as
-// few reloads of r as keeps every caller correct: a caller whose request
+// Coalesce returns a Coalescer that folds requests arriving together into as
+// few calls of reload as keeps every caller correct: a caller whose request
 // arrives while a reload runs waits for the next one (that reload may have
 // read the configuration before the caller's change), and all callers that
 // arrived during one reload share the next. Each caller gets the error of the
-// reload that covered it; a caller whose ctx ends stops waiting.
-func Coalesce(r Reloader) Reloader {
-	return &coalescer{r: r}
+// reload that covered it; a caller whose ctx ends stops waiting. reload is
+// LocalReloader.Reload, or a whole regenerate-and-reload round (package
+// tasks).
+func Coalesce(reload func(ctx context.Context) error) *Coalescer {
+	return &Coalescer{reload: reload}
 }
 
-type coalescer struct {
-	r  Reloader
-	mu sync.Mutex
+// Coalescer is what Coalesce returns. Its Reload has LocalReloader's shape,
+// so it stands wherever this pod's reload is wanted.
+type Coalescer struct {
+	reload func(ctx context.Context) error
+	mu     sync.Mutex
 	// running is true while a reload runs; next collects callers for the one
 	// after it.
 	running bool
@@ -130,7 +126,7 @@ type coalescer struct {
 	waiters int // callers inside Reload, for tests
 }
 
-func (c *coalescer) waiting() int {
+func (c *Coalescer) waiting() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.waiters
@@ -141,7 +137,8 @@ type round struct {
 	err  error
 }
 
-func (c *coalescer) Reload(ctx context.Context) error {
+// Reload asks for a reload and waits for the one that covers the request.
+func (c *Coalescer) Reload(ctx context.Context) error {
 	c.mu.Lock()
 	c.waiters++
 	defer func() {
@@ -172,10 +169,10 @@ func (c *coalescer) Reload(ctx context.Context) error {
 // run performs rd and then every round that gathered meanwhile. The reload
 // runs on the context of the caller that started the round, without its
 // cancellation: other callers share it.
-func (c *coalescer) run(ctx context.Context, rd *round) {
+func (c *Coalescer) run(ctx context.Context, rd *round) {
 	ctx = context.WithoutCancel(ctx)
 	for rd != nil {
-		rd.err = c.r.Reload(ctx)
+		rd.err = c.reload(ctx)
 		close(rd.done)
 		c.mu.Lock()
 		rd = c.next

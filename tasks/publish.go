@@ -216,7 +216,7 @@ const notOwnerReason = "This domain is not served yet: its DNS must be verified 
 // round that covered it (or of a later one, which covers it too).
 type sharedPublish struct {
 	s        *Service
-	coalesce nginxconf.Reloader
+	coalesce *nginxconf.Coalescer
 
 	mu      sync.Mutex
 	lastRun time.Time
@@ -225,7 +225,7 @@ type sharedPublish struct {
 
 func newSharedPublish(s *Service) *sharedPublish {
 	sp := &sharedPublish{s: s}
-	sp.coalesce = nginxconf.Coalesce(reloadFunc(sp.round))
+	sp.coalesce = nginxconf.Coalesce(sp.round)
 	return sp
 }
 
@@ -262,8 +262,3 @@ func (sp *sharedPublish) publish(ctx context.Context) (published, error) {
 	defer sp.mu.Unlock()
 	return sp.last, err
 }
-
-// reloadFunc adapts a function to nginxconf.Reloader.
-type reloadFunc func(ctx context.Context) error
-
-func (f reloadFunc) Reload(ctx context.Context) error { return f(ctx) }
