@@ -118,7 +118,7 @@ func (a *account) saveRegistration(directoryURL string, reg *legoacme.ExtendedAc
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(a.dir, "account.json"), b, 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(a.dir, "account.json"), b, 0o600); err != nil {
 		return fmt.Errorf("save account: %w", err)
 	}
 	return nil
@@ -145,7 +145,7 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("encode account key: %w", err)
 	}
 	// link(2) fails when path exists: whoever links first owns the account.
-	if _, err := writeExclusive(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if _, err := writeFileExclusive(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("install account key: %w", err)
 	}
 	return loadOrCreateKey(path)

@@ -96,7 +96,7 @@ func (s *Store) recordFailure(n LineageName, at time.Time, cause error) error {
 	if err := os.MkdirAll(filepath.Dir(s.failurePath(n)), 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(s.failurePath(n), b, 0o600)
+	return writeFileAtomic(s.failurePath(n), b, 0o600)
 }
 
 func (s *Store) clearFailures(n LineageName) {

@@ -9,6 +9,10 @@
 //     renewal/). A new version is written completely into archive/, then made
 //     live by exchanging the whole live/<name> directory in one rename, so a
 //     reader never finds a certificate next to a key from another version.
+//     WriteLineageFiles writes already-numbered versions the same way (package
+//     certstore's export and fleet mode's pod-local copies), and
+//     ReadLineageFiles reads a lineage back; every file goes through an
+//     os.Root confined to the directory it belongs in.
 //   - Manager: one ACME account per directory URL, HTTP-01 through the shared
 //     webroot (certmgr never listens on port 80), issuance and renewal, and errors
 //     classified so that the task layer can retry, back off or give up.

@@ -3,7 +3,6 @@ package acme
 import (
 	"bytes"
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -479,12 +478,11 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 
 	full := append(append([]byte{}, bytes.TrimSpace(c.Cert)...), '\n')
 	full = append(full, c.Chain...)
-	version, err := s.writeArchive(n, map[string][]byte{"cert": c.Cert, "privkey": c.Key, "chain": c.Chain, "fullchain": full})
+	version, err := s.writeArchive(n, ArchiveVersion{Cert: c.Cert, Chain: c.Chain, Fullchain: full, Privkey: c.Key})
 	if err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
-	archive := s.archiveDir(n)
-	if err := syncDir(archive); err != nil {
+	if err := syncDir(s.archiveDir(n)); err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
 
@@ -492,24 +490,13 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 	// for, so a crash right after the swap must not leave a live certificate
 	// that a restarted worker cannot see (and orders again).
 	if _, err := os.Stat(s.confPath(n)); errors.Is(err, fs.ErrNotExist) {
-		if err := writeAtomic(s.confPath(n), s.renewalConf(n, params), 0o644); err != nil {
+		if err := writeFileAtomic(s.confPath(n), s.renewalConf(n, params), 0o644); err != nil {
 			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 		}
 	}
 
-	staged, err := s.stageLive(n, version)
-	if err != nil {
-		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
-	}
-	s.step("staged")
-	if err := swapDir(staged, s.liveDir(n)); err != nil {
-		_ = os.RemoveAll(staged)
-		return Lineage{}, fmt.Errorf("save %s: make version %d live: %w", n, version, err)
-	}
-	s.step("swapped")
-	// staged now holds the previous live directory, if there was one.
-	_ = os.RemoveAll(staged)
-	if err := syncDir(filepath.Join(s.dir, "live")); err != nil {
+	s.removeStaleStaging(n)
+	if err := s.layout().makeLive(s.dir, n, version); err != nil {
 		return Lineage{}, fmt.Errorf("save %s: %w", n, err)
 	}
 
@@ -547,7 +534,7 @@ func checkIssued(c Issued) error {
 // certN.pem into place (cert is written first by every writer), so a second
 // process saving the same lineage at the same moment moves on to N+1 instead
 // of mixing its key with our certificate.
-func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, error) {
+func (s *Store) writeArchive(n LineageName, v ArchiveVersion) (int, error) {
 	version, err := s.nextVersion(n)
 	if err != nil {
 		return 0, err
@@ -560,7 +547,7 @@ func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, er
 	}
 	defer archive.Close()
 	for ; ; version++ {
-		created, err := rootWriteExclusive(archive, fmt.Sprintf("cert%d.pem", version), contents["cert"], 0o644)
+		created, err := writeExclusive(archive, archiveName("cert", version), v.Cert, archiveMode("cert"))
 		if err != nil {
 			return 0, err
 		}
@@ -570,12 +557,7 @@ func (s *Store) writeArchive(n LineageName, contents map[string][]byte) (int, er
 	}
 	s.step("archive:cert")
 	for _, kind := range kinds[1:] {
-		mode := os.FileMode(0o644)
-		if kind == "privkey" {
-			mode = 0o600
-		}
-		final := fmt.Sprintf("%s%d.pem", kind, version)
-		if err := rootWriteAtomic(archive, final, contents[kind], mode); err != nil {
+		if err := writeAtomic(archive, archiveName(kind, version), v.file(kind), archiveMode(kind), true); err != nil {
 			return 0, err
 		}
 		s.step("archive:" + kind)
@@ -609,134 +591,33 @@ func (s *Store) nextVersion(n LineageName) (int, error) {
 	return highest + 1, nil
 }
 
-// stageLive builds live/.<name>.new-XXXX with the four symlinks to version and
-// the README, after removing staging directories a crash left behind.
-func (s *Store) stageLive(n LineageName, version int) (string, error) {
+// layout is how the store writes: durably, private, as certbot does.
+func (s *Store) layout() layoutWrite {
+	return layoutWrite{sync: true, dirMode: 0o700, readme: true, step: s.step}
+}
+
+// removeStaleStaging removes the staging directories of n a crashed Save
+// left behind.
+func (s *Store) removeStaleStaging(n LineageName) {
 	liveRoot := filepath.Join(s.dir, "live")
-	prefix := "." + string(n) + ".new-"
-	if entries, err := os.ReadDir(liveRoot); err == nil {
-		for _, e := range entries {
-			if rest, ok := strings.CutPrefix(e.Name(), prefix); ok && stagingSuffixRE.MatchString(rest) {
-				if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
-					_ = os.RemoveAll(filepath.Join(liveRoot, e.Name()))
-				}
+	entries, err := os.ReadDir(liveRoot)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if rest, ok := strings.CutPrefix(e.Name(), stagingPrefix(n)); ok && stagingSuffixRE.MatchString(rest) {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
+				_ = os.RemoveAll(filepath.Join(liveRoot, e.Name()))
 			}
 		}
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	staged := filepath.Join(liveRoot, prefix+hex.EncodeToString(rnd[:]))
-	if err := os.Mkdir(staged, 0o700); err != nil {
-		return "", err
-	}
-	for _, kind := range kinds {
-		// Relative, as certbot writes them: the store can be mounted anywhere.
-		target := filepath.Join("..", "..", "archive", string(n), fmt.Sprintf("%s%d.pem", kind, version))
-		if err := os.Symlink(target, filepath.Join(staged, kind+".pem")); err != nil {
-			_ = os.RemoveAll(staged)
-			return "", err
-		}
-	}
-	if err := writeAtomic(filepath.Join(staged, "README"), []byte(liveReadme("")), 0o644); err != nil {
-		_ = os.RemoveAll(staged)
-		return "", err
-	}
-	if err := syncDir(staged); err != nil {
-		_ = os.RemoveAll(staged)
-		return "", err
-	}
-	return staged, nil
-}
-
-// swapDir makes staged live at path in one step: an exchange when path exists
-// (staged then holds the old directory), a rename when it does not.
-func swapDir(staged, path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-		// Another process may make its version live between the Lstat and
-		// the rename: then path is a non-empty directory, which rename(2)
-		// refuses, and the exchange below is the right move after all.
-		err := os.Rename(staged, path)
-		if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
-			return err
-		}
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, staged, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
-		return fmt.Errorf("exchange %s and %s: %w", staged, path, err)
-	}
-	// No RENAME_EXCHANGE here: move the old directory aside, then the new one
-	// in. A reader may find no directory for an instant, never a mixed one.
-	old := staged + ".old"
-	if err := os.Rename(path, old); err != nil {
-		return err
-	}
-	if err := os.Rename(staged, path); err != nil {
-		_ = os.Rename(old, path)
-		return err
-	}
-	return os.Rename(old, staged)
-}
-
-// writeAtomic writes data to a hidden temporary file beside path, syncs it and
-// renames it over path, so a reader sees the old content or the whole new one.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
-}
-
-// writeExclusive writes data to a temporary file, syncs it and links it to
-// path, which must not exist yet: unlike a rename, a link never replaces a file
-// another process put there first. created is false (and err nil) when path
-// already existed.
-func writeExclusive(path string, data []byte, mode os.FileMode) (created bool, err error) {
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
-	if err := writeAtomic(tmp, data, mode); err != nil {
-		return false, err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	return true, nil
 }
 
 func writeIfMissing(path string, data []byte, mode os.FileMode) error {
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
-	return writeAtomic(path, data, mode)
+	return writeFileAtomic(path, data, mode)
 }
 
 func syncDir(dir string) error {

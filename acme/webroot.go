@@ -61,7 +61,7 @@ func (w webroot) Present(_ context.Context, _, token, keyAuth string) error {
 		return fmt.Errorf("open webroot challenge directory: %w", err)
 	}
 	defer dir.Close()
-	if err := rootWriteAtomic(dir, token, []byte(keyAuth), 0o644); err != nil {
+	if err := writeAtomic(dir, token, []byte(keyAuth), 0o644, true); err != nil {
 		return fmt.Errorf("write http-01 token to the webroot: %w", err)
 	}
 	return nil

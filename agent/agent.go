@@ -323,17 +323,17 @@ func (a *Agent) sync(ctx context.Context, full bool) (err error) {
 
 	// Lineages no longer served go only now: the configuration nginx loaded
 	// before this sync may have named them.
-	local, err := certstore.LocalLineages(a.cfg.Dir)
+	local, err := acme.LineageNames(a.cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	for _, n := range local {
-		if !want[n] {
-			if err := certstore.RemoveLineage(a.cfg.Dir, n); err != nil {
+		if !want[string(n)] {
+			if err := acme.RemoveLineage(a.cfg.Dir, n); err != nil {
 				return fmt.Errorf("sync: %w", err)
 			}
 			a.mu.Lock()
-			delete(a.have, n)
+			delete(a.have, string(n))
 			a.mu.Unlock()
 		}
 	}

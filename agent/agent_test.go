@@ -2,12 +2,13 @@ package agent
 
 import (
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/midsummer/certmgr/certstore"
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
@@ -83,7 +84,7 @@ func TestAgentServesTheStoreAndFollowsIt(t *testing.T) {
 	v = serve(t, st, "b.example.com")
 	p.waitServes(t, "a.example.com", "", 10*time.Second)
 	waitApplied(t, pg, p.name, v)
-	if names, _ := certstore.LocalLineages(p.dir); strings.Join(names, ",") != "b.example.com" {
+	if names, _ := acme.LineageNames(p.dir); !slices.Equal(names, []acme.LineageName{"b.example.com"}) {
 		t.Fatalf("lineages left in the pod: %v", names)
 	}
 	_, metrics := p.get(t, "/metrics")

@@ -24,7 +24,9 @@
 // refuses a keyring that cannot open what the store holds: a wrong key is a
 // configuration error at start, never a failed decryption later.
 //
-// Mirror writes what the store holds into a certbot-layout directory (the
-// agent's pod-local LETSENCRYPT_DIR, a worker's scratch copy, `store export`),
-// and Import reads one into the store.
+// WriteLineage writes what the store holds into a certbot-layout directory
+// (the agent's pod-local LETSENCRYPT_DIR, a worker's scratch copy, `store
+// export`) and Import reads one into the store, both through package acme,
+// which owns that layout: certstore only translates its Lineage to acme's
+// files and back.
 package certstore

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+
+	"github.com/midsummer/certmgr/acme"
 )
 
 // Store is certmgr's PostgreSQL certificate store. It is safe for concurrent
@@ -435,16 +437,9 @@ func (s *Store) SetServed(ctx context.Context, served []Served) (changed bool, v
 	return changed, version, nil
 }
 
-// AccountFile is one file of certbot's accounts/ tree.
-type AccountFile struct {
-	Path    string // relative to accounts/, slash-separated
-	Content []byte
-	Mode    uint32
-}
-
 // PutAccountFiles stores account files, sealed; a file already stored is
 // replaced only when replace is set.
-func (s *Store) PutAccountFiles(ctx context.Context, files []AccountFile, replace bool) error {
+func (s *Store) PutAccountFiles(ctx context.Context, files []acme.AccountFile, replace bool) error {
 	if len(files) == 0 {
 		return nil
 	}
@@ -469,15 +464,15 @@ func (s *Store) PutAccountFiles(ctx context.Context, files []AccountFile, replac
 }
 
 // AccountFiles reads every account file, opened.
-func (s *Store) AccountFiles(ctx context.Context) ([]AccountFile, error) {
+func (s *Store) AccountFiles(ctx context.Context) ([]acme.AccountFile, error) {
 	rows, err := s.pool.Query(ctx, `SELECT path, key_id, sealed, mode FROM certmgr_account_file ORDER BY path`)
 	if err != nil {
 		return nil, fmt.Errorf("read account files: %w", err)
 	}
 	defer rows.Close()
-	var out []AccountFile
+	var out []acme.AccountFile
 	for rows.Next() {
-		var f AccountFile
+		var f acme.AccountFile
 		var kid string
 		var sealed []byte
 		var mode int32

@@ -3,6 +3,8 @@ package certstore
 import (
 	"context"
 	"fmt"
+
+	"github.com/midsummer/certmgr/acme"
 )
 
 // ImportResult is what Import did.
@@ -28,7 +30,7 @@ const importBatch = 200
 // again (after a worker in files mode renewed more, say).
 func (s *Store) Import(ctx context.Context, dir string) (ImportResult, error) {
 	res := ImportResult{Lineages: []string{}, Skipped: []SkippedLineage{}}
-	names, err := LocalLineages(dir)
+	names, err := acme.LineageNames(dir)
 	if err != nil {
 		return res, err
 	}
@@ -47,9 +49,9 @@ func (s *Store) Import(ctx context.Context, dir string) (ImportResult, error) {
 		return nil
 	}
 	for _, n := range names {
-		l, err := ReadLineage(dir, n)
+		l, err := ReadLineage(dir, string(n))
 		if err != nil {
-			res.Skipped = append(res.Skipped, SkippedLineage{Name: n, Reason: err.Error()})
+			res.Skipped = append(res.Skipped, SkippedLineage{Name: string(n), Reason: err.Error()})
 			continue
 		}
 		batch = append(batch, l)
@@ -62,7 +64,7 @@ func (s *Store) Import(ctx context.Context, dir string) (ImportResult, error) {
 	if err := flush(); err != nil {
 		return res, fmt.Errorf("import %s: %w", dir, err)
 	}
-	files, err := ReadAccounts(dir)
+	files, err := acme.ReadAccountFiles(dir)
 	if err != nil {
 		return res, fmt.Errorf("import %s: %w", dir, err)
 	}
@@ -90,7 +92,7 @@ func (s *Store) Export(ctx context.Context, dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := WriteAccounts(dir, files); err != nil {
+	if err := acme.WriteAccountFiles(dir, files); err != nil {
 		return 0, fmt.Errorf("export to %s: %w", dir, err)
 	}
 	return len(ls), nil

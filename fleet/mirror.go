@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/certstore"
 )
 
@@ -28,8 +29,8 @@ type Store interface {
 	Agents(ctx context.Context, alive time.Duration) ([]certstore.Agent, error)
 	PutChallenge(ctx context.Context, domain, token, keyAuth string) error
 	DeleteChallenge(ctx context.Context, token string) error
-	AccountFiles(ctx context.Context) ([]certstore.AccountFile, error)
-	PutAccountFiles(ctx context.Context, files []certstore.AccountFile, replace bool) error
+	AccountFiles(ctx context.Context) ([]acme.AccountFile, error)
+	PutAccountFiles(ctx context.Context, files []acme.AccountFile, replace bool) error
 }
 
 var _ Store = (*certstore.Store)(nil)
@@ -99,13 +100,13 @@ func (m *Mirror) Pull(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pull certificate store: %w", err)
 	}
-	var missing []certstore.AccountFile
+	var missing []acme.AccountFile
 	for _, f := range files {
 		if _, err := os.Stat(filepath.Join(m.dir, "accounts", filepath.FromSlash(f.Path))); errors.Is(err, fs.ErrNotExist) {
 			missing = append(missing, f)
 		}
 	}
-	if err := certstore.WriteAccounts(m.dir, missing); err != nil {
+	if err := acme.WriteAccountFiles(m.dir, missing); err != nil {
 		return fmt.Errorf("pull certificate store: %w", err)
 	}
 	return nil
@@ -123,7 +124,7 @@ func (m *Mirror) Push(ctx context.Context, name string) error {
 	if _, err := m.store.PutLineages(ctx, []certstore.Lineage{l}); err != nil {
 		return fmt.Errorf("push %s to the certificate store: %w", name, err)
 	}
-	files, err := certstore.ReadAccounts(m.dir)
+	files, err := acme.ReadAccountFiles(m.dir)
 	if err != nil {
 		return fmt.Errorf("push account to the certificate store: %w", err)
 	}
