@@ -338,17 +338,33 @@ func ReadLineageFiles(dir string, name LineageName) (LineageFiles, error) {
 		l.Versions = append(l.Versions, v)
 	}
 	l.Live = ns[len(ns)-1]
-	if target, err := os.Readlink(filepath.Join(dir, "live", string(name), "cert.pem")); err == nil {
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(dir, "live", string(name), target)
-		}
-		if m := archiveFileRE.FindStringSubmatch(filepath.Base(target)); m != nil && filepath.Clean(filepath.Dir(target)) == filepath.Clean(archiveDir) {
-			if n, _ := strconv.Atoi(m[2]); slices.Contains(ns, n) {
-				l.Live = n
-			}
-		}
+	if n := LiveVersion(dir, name); slices.Contains(ns, n) {
+		l.Live = n
 	}
 	return l, nil
+}
+
+// LiveVersion is the version live/<name>/cert.pem in dir links to: 0 when
+// there is no such link, it leads outside the lineage's archive or name is
+// not a lineage name.
+func LiveVersion(dir string, name LineageName) int {
+	if _, err := ParseLineageName(string(name)); err != nil {
+		return 0
+	}
+	live := filepath.Join(dir, "live", string(name))
+	target, err := os.Readlink(filepath.Join(live, "cert.pem"))
+	if err != nil {
+		return 0
+	}
+	if !filepath.IsAbs(target) {
+		target = filepath.Join(live, target)
+	}
+	m := archiveFileRE.FindStringSubmatch(filepath.Base(target))
+	if m == nil || m[1] != "cert" || filepath.Dir(filepath.Clean(target)) != filepath.Join(dir, "archive", string(name)) {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[2])
+	return n
 }
 
 // LineageNames lists the lineages of dir that have a renewal configuration

@@ -7,9 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -51,19 +49,9 @@ func NewMirror(store Store, dir string) *Mirror { return &Mirror{store: store, d
 // Dir is the mirror's directory.
 func (m *Mirror) Dir() string { return m.dir }
 
-var certLinkRE = regexp.MustCompile(`^cert([0-9]+)\.pem$`)
-
 // localCurrent is the version live/<name> links to; 0 when there is none.
 func (m *Mirror) localCurrent(name string) int {
-	target, err := os.Readlink(filepath.Join(m.dir, "live", name, "cert.pem"))
-	if err != nil {
-		return 0
-	}
-	if sm := certLinkRE.FindStringSubmatch(filepath.Base(target)); sm != nil {
-		n, _ := strconv.Atoi(sm[1])
-		return n
-	}
-	return 0
+	return acme.LiveVersion(m.dir, acme.LineageName(name))
 }
 
 // Pull writes into the mirror every lineage whose current version in the
