@@ -2,8 +2,6 @@ package testpeers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
@@ -43,9 +41,7 @@ func Postgres(t testing.TB) *PostgresPeer {
 	}
 	defer admin.Close(context.Background())
 
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "t_" + hex.EncodeToString(b[:])
+	name := "t_" + RandomHex(6)
 	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
 		t.Fatalf("create schema: %v", err)
 	}

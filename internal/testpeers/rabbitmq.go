@@ -2,8 +2,6 @@ package testpeers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os/exec"
@@ -28,9 +26,7 @@ func RabbitMQ(t testing.TB) *RabbitPeer {
 	if err := waitTCP(SharedRabbitMQAddr, 2*time.Second); err != nil {
 		missing(t, "rabbitmq on %s: %v", SharedRabbitMQAddr, err)
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	p := &RabbitPeer{VHost: "certmgr-test-" + hex.EncodeToString(b[:])}
+	p := &RabbitPeer{VHost: "certmgr-test-" + RandomHex(6)}
 	p.URL = "amqp://guest:guest@" + SharedRabbitMQAddr + "/" + url.PathEscape(p.VHost)
 	RabbitCtl(t, "add_vhost", p.VHost)
 	t.Cleanup(func() { _ = rabbitCtl("delete_vhost", p.VHost) })

@@ -1,13 +1,8 @@
 package testpeers
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,38 +31,13 @@ func StartRedisTLS(t testing.TB) *RedisTLS {
 	t.Helper()
 	bin := lookBinary(t, "redis-server")
 	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "certmgr redis test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("redis test CA: %v", err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(serial int64, cn string, eku x509.ExtKeyUsage, dns []string) (certFile, keyFile string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatalf("redis test certificate: %v", err)
-		}
-		keyDER, _ := x509.MarshalECPrivateKey(key)
-		certFile, keyFile = filepath.Join(dir, cn+".pem"), filepath.Join(dir, cn+".key")
-		writePEM(t, certFile, "CERTIFICATE", der)
-		writePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
-		return certFile, keyFile
-	}
+	ca := NewCA(t, "certmgr redis test CA")
 	s := &RedisTLS{Port: FreePort(t), CAFile: filepath.Join(dir, "ca.pem")}
-	writePEM(t, s.CAFile, "CERTIFICATE", caDER)
-	serverCert, serverKey := leaf(2, "localhost", x509.ExtKeyUsageServerAuth, []string{"localhost"})
-	s.ClientCert, s.ClientKey = leaf(3, "client", x509.ExtKeyUsageClientAuth, nil)
+	ca.WriteFile(t, s.CAFile)
+	serverCert, serverKey := filepath.Join(dir, "localhost.pem"), filepath.Join(dir, "localhost.key")
+	ca.Issue(t, LeafOptions{Names: []string{"localhost"}}).WriteFiles(t, serverCert, serverKey)
+	s.ClientCert, s.ClientKey = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	ca.Issue(t, LeafOptions{CommonName: "client", Usage: x509.ExtKeyUsageClientAuth}).WriteFiles(t, s.ClientCert, s.ClientKey)
 	s.proc = startProcess(t, filepath.Join(dir, "redis.log"), nil, bin,
 		"--port", "0", "--tls-port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
 		"--tls-cert-file", serverCert, "--tls-key-file", serverKey, "--tls-ca-cert-file", s.CAFile,
