@@ -304,11 +304,12 @@ func BenchmarkHandshake(b *testing.B) {
 			}
 			waitReplaced(b, peer, before, time.Minute)
 			addr := "127.0.0.1:" + strconv.Itoa(peer.HTTPSPort)
+			roots := testCA(b).Pool()
 			i := 0
 			for b.Loop() {
 				n := string(names[i%len(names)])
 				i++
-				conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: n, RootCAs: caOnce().pool})
+				conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: n, RootCAs: roots})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -32,6 +32,7 @@ type fixture struct {
 	upstream *upstream
 	gen      *Generator
 	reloader *LocalReloader
+	roots    *x509.CertPool // the test CA, which signs every lineage
 }
 
 func setup(t *testing.T, mode CertMode, opts ...func(*Config)) *fixture {
@@ -81,7 +82,7 @@ func setupNginx(t *testing.T, mode CertMode, binary string, opts ...func(*Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{peer: peer, cfg: cfg, le: le, upstream: up, gen: gen, reloader: rl}
+	return &fixture{peer: peer, cfg: cfg, le: le, upstream: up, gen: gen, reloader: rl, roots: testCA(t).Pool()}
 }
 
 // newerNginx is an nginx with ssl_certificate_cache (≥ 1.27.4) when one is
@@ -198,7 +199,7 @@ func (f *fixture) get(sni, host, path string, verify bool) (response, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(f.peer.HTTPSPort))
 		},
-		TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: caOnce().pool, InsecureSkipVerify: !verify},
+		TLSClientConfig:   &tls.Config{ServerName: sni, RootCAs: f.roots, InsecureSkipVerify: !verify},
 		ForceAttemptHTTP2: true,
 		DisableKeepAlives: true,
 	}
@@ -286,7 +287,7 @@ func (u *upstream) headers(host string) http.Header {
 // that bytes come back.
 func (f *fixture) websocket(host string) error {
 	conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(f.peer.HTTPSPort),
-		&tls.Config{ServerName: host, RootCAs: caOnce().pool, NextProtos: []string{"http/1.1"}})
+		&tls.Config{ServerName: host, RootCAs: f.roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		return err
 	}
