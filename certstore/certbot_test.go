@@ -56,7 +56,7 @@ func TestImportsCertbotsOwnLineageAndCertbotRenewsTheExport(t *testing.T) {
 			"--agree-tos", "--register-unsafely-without-email", "--key-type", "ecdsa"}, extra...)...)
 	}
 
-	s := openStore(t, newPG(t).URL, newKey(t))
+	s := openStore(t, newPG(t).URL, testpeers.StoreKey())
 	res, err := s.Import(ctxT(t), src)
 	if err != nil || len(res.Lineages) != 1 || res.AccountFiles < 3 {
 		t.Fatalf("import of certbot's directory: %+v %v", res, err)

@@ -2,21 +2,12 @@ package certstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"testing"
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
-
-func newKey(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
 
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

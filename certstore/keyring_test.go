@@ -4,18 +4,20 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 func TestParseKeyringRefusesBadKeys(t *testing.T) {
 	t.Parallel()
-	k := newKey(t)
+	k := testpeers.StoreKey()
 	for _, tc := range []struct{ in, want string }{
 		{"", "not set"},
 		{"  ", "not set"},
 		{"bm90IDMyIGJ5dGVz", "decodes to 12 bytes"},
 		{"%%%", "not base64"},
 		{k + "," + k, "twice"},
-		{k + "," + newKey(t) + "," + newKey(t), "at most two"},
+		{k + "," + testpeers.StoreKey() + "," + testpeers.StoreKey(), "at most two"},
 	} {
 		_, err := ParseKeyring(tc.in)
 		var ke *KeyError
@@ -27,7 +29,7 @@ func TestParseKeyringRefusesBadKeys(t *testing.T) {
 
 func TestKeyringSealsUnderPrimaryAndOpensWithEither(t *testing.T) {
 	t.Parallel()
-	oldKey, newKey_ := newKey(t), newKey(t)
+	oldKey, newKey_ := testpeers.StoreKey(), testpeers.StoreKey()
 	old, _ := ParseKeyring(oldKey)
 	both, err := ParseKeyring(newKey_ + "," + oldKey)
 	if err != nil {

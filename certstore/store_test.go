@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 func TestMigrateOnceUnderConcurrentStarts(t *testing.T) {
@@ -62,7 +64,7 @@ func TestPrivateKeysUnreadableWithoutTheKey(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	filesStore(t, ca, dir, map[string]int{"shop.example.com": 1})
-	key := newKey(t)
+	key := testpeers.StoreKey()
 	s := openStore(t, pg.URL, key)
 	if _, err := s.Import(ctxT(t), dir); err != nil {
 		t.Fatal(err)
@@ -105,9 +107,9 @@ func TestPrivateKeysUnreadableWithoutTheKey(t *testing.T) {
 func TestOpenRefusesMissingOrWrongKey(t *testing.T) {
 	t.Parallel()
 	pg := newPG(t)
-	key := newKey(t)
+	key := testpeers.StoreKey()
 	openStore(t, pg.URL, key)
-	for _, bad := range []string{"", newKey(t)} {
+	for _, bad := range []string{"", testpeers.StoreKey()} {
 		_, err := Open(ctxT(t), Config{URL: pg.URL, Key: bad})
 		var ke *KeyError
 		if !errors.As(err, &ke) {
@@ -129,7 +131,7 @@ func TestRotateKey(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "accounts", "acme.test", "directory", "abc", "private_key.json"), []byte(`{"k":"v"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	oldKey, newKey_ := newKey(t), newKey(t)
+	oldKey, newKey_ := testpeers.StoreKey(), testpeers.StoreKey()
 	s := openStore(t, pg.URL, oldKey)
 	if _, err := s.Import(ctxT(t), dir); err != nil {
 		t.Fatal(err)
@@ -178,7 +180,7 @@ func TestImportExportRoundTripReadByCertbot(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "renewal", "broken.example.com.conf"), []byte("version = 2.1.0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := openStore(t, pg.URL, newKey(t))
+	s := openStore(t, pg.URL, testpeers.StoreKey())
 	res, err := s.Import(ctxT(t), src)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +244,7 @@ func certbotCertificates(t *testing.T, dir string) string {
 func TestServedSetNotifiesOnChangeOnly(t *testing.T) {
 	t.Parallel()
 	pg := newPG(t)
-	s := openStore(t, pg.URL, newKey(t))
+	s := openStore(t, pg.URL, testpeers.StoreKey())
 	l := pg.Conn(t)
 	if _, err := l.Exec(ctxT(t), "LISTEN "+Channel); err != nil {
 		t.Fatal(err)

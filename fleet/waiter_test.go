@@ -2,8 +2,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -16,11 +14,9 @@ import (
 func openStore(t *testing.T) (*certstore.Store, *testpeers.PostgresPeer) {
 	t.Helper()
 	pg := testpeers.Postgres(t)
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := certstore.Open(ctx, certstore.Config{URL: pg.URL, Key: base64.StdEncoding.EncodeToString(k)})
+	s, err := certstore.Open(ctx, certstore.Config{URL: pg.URL, Key: testpeers.StoreKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,8 @@ package tasks_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -139,9 +137,7 @@ type setupOpt func(*wire.Config)
 // wire as cmd/certmgr wires them, the Issuer and Reloader wrapped to count.
 func setup(t *testing.T, opts ...setupOpt) *bundle {
 	t.Helper()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	suffix := hex.EncodeToString(b[:])
+	suffix := testpeers.RandomHex(4)
 	bd := &bundle{t: t, suffix: suffix, target: "custom.platform-" + suffix + ".test", clock: &testpeers.Clock{}}
 	bd.names = domain.Policy{CNAMETarget: bd.target, AllowPrivateSuffixes: []string{"test"}}
 	bd.redis = testpeers.Redis(t)

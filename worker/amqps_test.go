@@ -2,19 +2,12 @@ package worker_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,71 +20,22 @@ import (
 	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
 )
 
-// testCA is a CA of the test's own, written to dir.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // PEM
-	dir  string
+// writeCA makes a CA (the test kit's) and writes it to dir/name.pem.
+func writeCA(t *testing.T, dir, name string) (*testpeers.CA, string) {
+	t.Helper()
+	ca := testpeers.NewCA(t, name)
+	file := filepath.Join(dir, name+".pem")
+	ca.WriteFile(t, file)
+	return ca, file
 }
 
-func newTestCA(t *testing.T, dir, name string) *testCA {
+// writeLeaf issues a certificate (o) and writes it and its key to
+// dir/<base>.pem and dir/<base>.key.
+func writeLeaf(t *testing.T, ca *testpeers.CA, dir, base string, o testpeers.LeafOptions) (certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, file: filepath.Join(dir, name+".pem"), dir: dir}
-	writePEMFile(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-// leaf issues a certificate for cn with one extended key usage and writes
-// it and its key to files.
-func (ca *testCA) leaf(t *testing.T, cn string, eku x509.ExtKeyUsage, dns ...string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{eku},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, cn+".pem"), filepath.Join(ca.dir, cn+".key")
-	writePEMFile(t, certFile, "CERTIFICATE", der)
-	writePEMFile(t, keyFile, "EC PRIVATE KEY", keyDER)
+	certFile, keyFile = filepath.Join(dir, base+".pem"), filepath.Join(dir, base+".key")
+	ca.Issue(t, o).WriteFiles(t, certFile, keyFile)
 	return certFile, keyFile
-}
-
-func writePEMFile(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // tlsProxy terminates TLS in front of the shared RabbitMQ, as a managed
@@ -102,16 +46,14 @@ type tlsProxy struct {
 	clients atomic.Int32 // connections that completed the TLS handshake with a client certificate
 }
 
-func startTLSProxy(t *testing.T, ca *testCA, certFile, keyFile string) *tlsProxy {
+func startTLSProxy(t *testing.T, ca *testpeers.CA, certFile, keyFile string) *tlsProxy {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{pair}, ClientCAs: pool,
+		Certificates: []tls.Certificate{pair}, ClientCAs: ca.Pool(),
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 	})
 	if err != nil {
@@ -192,16 +134,16 @@ func TestAMQPSThroughTLSProxy(t *testing.T) {
 	rb := testpeers.RabbitMQ(t)
 	testpeers.Celery(t, rb.URL)
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "amqps-ca")
-	serverCert, serverKey := ca.leaf(t, "localhost", x509.ExtKeyUsageServerAuth, "localhost")
-	clientCert, clientKey := ca.leaf(t, "client", x509.ExtKeyUsageClientAuth)
+	ca, caFile := writeCA(t, dir, "amqps-ca")
+	serverCert, serverKey := writeLeaf(t, ca, dir, "localhost", testpeers.LeafOptions{Names: []string{"localhost"}})
+	clientCert, clientKey := writeLeaf(t, ca, dir, "client", testpeers.LeafOptions{CommonName: "client", Usage: x509.ExtKeyUsageClientAuth})
 	proxy := startTLSProxy(t, ca, serverCert, serverKey)
 	_, port, _ := net.SplitHostPort(proxy.addr)
 
 	amqps := func(password, query string) string {
 		return fmt.Sprintf("amqps://guest:%s@localhost:%s/%s?%s", password, port, url.PathEscape(rb.VHost), query)
 	}
-	good := url.Values{"ssl_cert_reqs": {"CERT_REQUIRED"}, "ssl_ca_certs": {ca.file},
+	good := url.Values{"ssl_cert_reqs": {"CERT_REQUIRED"}, "ssl_ca_certs": {caFile},
 		"ssl_certfile": {clientCert}, "ssl_keyfile": {clientKey}}.Encode()
 
 	ping := func(rawURL string) error {
@@ -233,11 +175,11 @@ func TestAMQPSThroughTLSProxy(t *testing.T) {
 	}
 
 	const secret = "s3cret-not-shown"
-	other := newTestCA(t, t.TempDir(), "other-ca")
+	_, otherFile := writeCA(t, t.TempDir(), "other-ca")
 	for _, c := range []struct{ name, query, want string }{
-		{"wrong CA", url.Values{"ssl_cert_reqs": {"required"}, "ssl_ca_certs": {other.file},
+		{"wrong CA", url.Values{"ssl_cert_reqs": {"required"}, "ssl_ca_certs": {otherFile},
 			"ssl_certfile": {clientCert}, "ssl_keyfile": {clientKey}}.Encode(), "certificate signed by unknown authority"},
-		{"no client certificate", url.Values{"ssl_ca_certs": {ca.file}}.Encode(), "certificate required"},
+		{"no client certificate", url.Values{"ssl_ca_certs": {caFile}}.Encode(), "certificate required"},
 	} {
 		err := ping(amqps(secret, c.query))
 		switch {

@@ -2,16 +2,8 @@ package fleetbench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,43 +29,18 @@ func skipUnlessEnabled(b *testing.B) {
 	}
 }
 
-type ca struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+// ca is the test kit's CA, with leaves as certstore lineages.
+type ca struct{ *testpeers.CA }
 
-func newCA(b *testing.B) *ca {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fleet bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &ca{cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
+func newCA(b *testing.B) *ca { return &ca{testpeers.NewCA(b, "fleet bench CA")} }
 
 // lineage is version n of a one-name lineage, as the worker stores it.
 func (c *ca) lineage(b *testing.B, name string, n int) certstore.Lineage {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	l := c.Issue(b, testpeers.LeafOptions{Names: []string{name}})
 	return certstore.Lineage{Name: name, Domains: []string{name}, Current: n,
 		RenewalConf: "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/" + name + "\n",
-		Versions: []certstore.Version{{N: n, Cert: cert, Chain: c.pem, Fullchain: append(append([]byte{}, cert...), c.pem...),
-			Privkey: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-			Serial:  hex.EncodeToString(serial.Bytes()), NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter}}}
+		Versions: []certstore.Version{{N: n, Cert: l.Cert, Chain: l.Chain, Fullchain: l.Fullchain(), Privkey: l.Key,
+			Serial: hex.EncodeToString(l.X509.SerialNumber.Bytes()), NotBefore: l.X509.NotBefore, NotAfter: l.X509.NotAfter}}}
 }
 
 // benchLogger shows the agents' sync timings with CERTMGR_BENCH_LOG=1.
@@ -94,12 +61,6 @@ func memDir(b *testing.B) string {
 	}
 	b.Cleanup(func() { os.RemoveAll(d) })
 	return d
-}
-
-func storeKey() string {
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
-	return base64.StdEncoding.EncodeToString(k)
 }
 
 func openStore(b *testing.B, url, key string) *certstore.Store {
@@ -186,7 +147,7 @@ func BenchmarkPropagation(b *testing.B) {
 	for _, n := range []int{1, 3, 10} {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
 			pg := testpeers.Postgres(b)
-			key := storeKey()
+			key := testpeers.StoreKey()
 			st := openStore(b, pg.URL, key)
 			c := newCA(b)
 			ctx := context.Background()
@@ -249,7 +210,7 @@ func BenchmarkColdSync10k(b *testing.B) {
 	skipUnlessEnabled(b)
 	const total = 10000
 	pg := testpeers.Postgres(b)
-	key := storeKey()
+	key := testpeers.StoreKey()
 	st := openStore(b, pg.URL, key)
 	c := newCA(b)
 	ctx := context.Background()

@@ -113,7 +113,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	common := map[string]string{
 		EnvBrokerURL: rd.URL, EnvDBURL: pg.URL, EnvCNAMETarget: target, EnvDNSServers: dns.DNSAddr,
 		EnvACMEDirectoryURL: pb.DirectoryURL, EnvACMECABundle: pb.CABundle, EnvACMEProfile: "classic",
-		EnvStore: "postgres", EnvStoreKey: storeKey(), EnvAgentWait: "20", EnvNginxUpstream: "127.0.0.1:9",
+		EnvStore: "postgres", EnvStoreKey: testpeers.StoreKey(), EnvAgentWait: "20", EnvNginxUpstream: "127.0.0.1:9",
 		EnvConcurrency: "2",
 	}
 	with := func(kv ...string) map[string]string {

@@ -1,14 +1,6 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,16 +11,10 @@ import (
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
-func storeKey() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 func TestFleetConfigurationErrorsExit2(t *testing.T) {
 	t.Parallel()
 	pg := testpeers.Postgres(t)
-	key := storeKey()
+	key := testpeers.StoreKey()
 	env := func(kv ...string) map[string]string {
 		m := map[string]string{EnvDBURL: pg.URL, EnvCNAMETarget: "custom.midsummer.cloud", EnvStore: "postgres", EnvStoreKey: key}
 		for i := 0; i < len(kv); i += 2 {
@@ -49,7 +35,7 @@ func TestFleetConfigurationErrorsExit2(t *testing.T) {
 		{"store value", env(EnvStore, "etcd"), []string{"migrate"}, "CERTMGR_STORE=\"etcd\" is invalid"},
 		{"missing key", env(EnvStoreKey, ""), []string{"migrate"}, "CERTMGR_STORE_KEY: not set"},
 		{"short key", env(EnvStoreKey, "c2hvcnQ="), []string{"agent"}, "decodes to 5 bytes"},
-		{"wrong key", env(EnvStoreKey, storeKey()), []string{"store", "export", t.TempDir()}, "does not open this store"},
+		{"wrong key", env(EnvStoreKey, testpeers.StoreKey()), []string{"store", "export", t.TempDir()}, "does not open this store"},
 		{"reload all pods", env(EnvReloadAllPods, "true", EnvDeploymentName, "api"), []string{"worker"},
 			"RELOAD_ALL_PODS=\"true\" is invalid: expected false with CERTMGR_STORE=postgres: in fleet mode no worker reloads nginx"},
 		{"agent on files", env(EnvStore, "files"), []string{"agent"}, "certmgr agent serves the postgres store"},
@@ -74,7 +60,7 @@ func TestFleetConfigurationErrorsExit2(t *testing.T) {
 func TestStoreImportExportRotateFromTheCommandLine(t *testing.T) {
 	t.Parallel()
 	pg := testpeers.Postgres(t)
-	oldKey, newKey := storeKey(), storeKey()
+	oldKey, newKey := testpeers.StoreKey(), testpeers.StoreKey()
 	src := t.TempDir()
 	writeCertbotLineage(t, src, "shop.example.com")
 	env := map[string]string{EnvDBURL: pg.URL, EnvStore: "postgres", EnvStoreKey: oldKey}
@@ -102,22 +88,12 @@ func TestStoreImportExportRotateFromTheCommandLine(t *testing.T) {
 	}
 }
 
-// writeCertbotLineage saves a self-signed certificate for name into dir the
-// way files mode does.
+// writeCertbotLineage saves a certificate for name into dir the way files
+// mode does.
 func writeCertbotLineage(t *testing.T, dir, name string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	if _, err := acme.NewStore(dir).Save(acme.LineageName(name), acme.Issued{
-		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		Key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}, acme.RenewalParams{Server: "https://acme.test/dir", KeyType: acme.EC256, Domains: []string{name}, Webroot: "/var/www/letsencrypt"}); err != nil {
+	if _, err := acme.NewStore(dir).Save(acme.LineageName(name), issued(t, time.Now().Add(90*24*time.Hour), name),
+		acme.RenewalParams{Server: "https://acme.test/dir", KeyType: acme.EC256, Domains: []string{name}, Webroot: "/var/www/letsencrypt"}); err != nil {
 		t.Fatal(err)
 	}
 }

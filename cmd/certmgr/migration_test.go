@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -202,9 +200,7 @@ func TestMigrationFromRealCertbot(t *testing.T) {
 	dns := testpeers.ChallTestSrv(t)
 	ng := testpeers.Nginx(t, testpeers.NginxOptions{})
 	pb := testpeers.Pebble(t, testpeers.PebbleOptions{HTTPPort: ng.HTTPPort, DNS: dns})
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	suffix := hex.EncodeToString(rnd[:])
+	suffix := testpeers.RandomHex(4)
 	target := "custom.platform-" + suffix + ".test"
 	dns.AddA(t, target, "127.0.0.1")
 	name := func(label string) string {

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -95,24 +89,12 @@ func TestCommandsNeedingTheDatabaseFailWhenItIsDown(t *testing.T) {
 	}
 }
 
-// selfSigned makes a certificate for names valid until notAfter, PEM encoded
-// for acme.Store.Save.
-func selfSigned(t *testing.T, notAfter time.Time, names ...string) acme.Issued {
+// issued is a certificate for names valid until notAfter, signed by a CA
+// of the test kit, PEM encoded for acme.Store.Save.
+func issued(t *testing.T, notAfter time.Time, names ...string) acme.Issued {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, DNSNames: names, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return acme.Issued{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		Key: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})}
+	l := testpeers.NewCA(t, "certmgr cmd test CA").Issue(t, testpeers.LeafOptions{Names: names, NotAfter: notAfter})
+	return acme.Issued{Cert: l.Cert, Chain: l.Chain, Key: l.Key}
 }
 
 // renew --dry-run and certificates say what needs an operator — a broken
@@ -139,7 +121,7 @@ func TestDryRunAndCertificatesReportWhatNeedsAnOperator(t *testing.T) {
 		"custom-name":        {"orphan.example.com"},
 		"broken.example.com": {"broken.example.com"},
 	} {
-		if _, err := store.Save(acme.LineageName(name), selfSigned(t, later, names...), acme.RenewalParams{}); err != nil {
+		if _, err := store.Save(acme.LineageName(name), issued(t, later, names...), acme.RenewalParams{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,9 +3,7 @@ package faults
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -29,10 +27,8 @@ import (
 // that nginx reads. It returns the agent and its environment (to restart it).
 func (s *stack) fleet() (*workerProc, map[string]string) {
 	s.t.Helper()
-	k := make([]byte, 32)
-	_, _ = rand.Read(k)
 	s.env["CERTMGR_STORE"] = "postgres"
-	s.env["CERTMGR_STORE_KEY"] = base64.StdEncoding.EncodeToString(k)
+	s.env["CERTMGR_STORE_KEY"] = testpeers.StoreKey()
 	s.env["CERTMGR_AGENT_WAIT"] = "60"
 	agentAddr := fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(s.t))
 	agentEnv := map[string]string{"CERTMGR_HTTP_ADDR": agentAddr, "POD_NAME": "app-0", "LETSENCRYPT_DIR": s.store}

@@ -3,10 +3,8 @@ package faults
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"flag"
@@ -166,9 +164,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	skipShort(t)
 	statSourcesOnce.Do(func() { statSources(moduleRoot) })
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	s := &stack{t: t, suffix: hex.EncodeToString(b[:])}
+	s := &stack{t: t, suffix: testpeers.RandomHex(4)}
 	s.target = "custom.platform-" + s.suffix + ".test"
 	if o.redisURL == "" {
 		// A redis-server of the test's own rather than a leased database

@@ -2,20 +2,13 @@ package fakekube
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +33,8 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/streaming/pkg/httpstream/wsstream"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // ExecFunc is what running cmd in a pod does. A non-nil *ExitError (or an
@@ -208,13 +203,12 @@ func Start(t testing.TB, opts Options) *Server {
 		})
 	}
 	srv := httptest.NewUnstartedServer(handler)
-	cert, err := ecdsaCert()
-	if err != nil {
-		t.Fatalf("fakekube certificate: %v", err)
-	}
-	// ECDSA rather than httptest's RSA key: the server's handshakes then cost
-	// little, so benchmarks measure the client.
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	// The test kit's CA and ECDSA key rather than httptest's self-signed RSA
+	// key: the server's handshakes then cost little, so benchmarks measure
+	// the client.
+	tlsCA := testpeers.NewCA(t, "fakekube CA")
+	leaf := tlsCA.Issue(t, testpeers.LeafOptions{Names: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}})
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS()}}
 	srv.StartTLS()
 	t.Cleanup(func() {
 		cancel()
@@ -223,7 +217,6 @@ func Start(t testing.TB, opts Options) *Server {
 	})
 	s.URL = srv.URL
 	s.Kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -242,7 +235,7 @@ contexts:
     user: certmgr
     namespace: %s
 current-context: fake
-`, srv.URL, base64.StdEncoding.EncodeToString(ca), ns)
+`, srv.URL, base64.StdEncoding.EncodeToString(tlsCA.PEM), ns)
 	if err := os.WriteFile(s.Kubeconfig, []byte(kc), 0o600); err != nil {
 		t.Fatalf("write kubeconfig: %v", err)
 	}
@@ -635,29 +628,4 @@ func Command(binary string, args ...string) ExecFunc {
 		c.Stdout, c.Stderr = stdout, stderr
 		return c.Run()
 	}
-}
-
-// ecdsaCert makes a self-signed P-256 certificate for 127.0.0.1 and localhost.
-func ecdsaCert() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "fakekube"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
