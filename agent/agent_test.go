@@ -9,29 +9,26 @@ import (
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
-	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
-func uniquePod(t *testing.T, n int) string {
-	return "pod-" + strconv.Itoa(n) + "-" + randomSuffix()
-}
-
-func appliedVersion(t *testing.T, pg *testpeers.PostgresPeer, pod string) int64 {
+// appliedVersion is the version the pod's heartbeat row reports, -1 when
+// it has none.
+func (p *pod) appliedVersion(t *testing.T) int64 {
 	t.Helper()
 	var v int64
-	err := pg.Conn(t).QueryRow(ctxT(t), `SELECT applied_version FROM certmgr_agent WHERE pod = $1`, pod).Scan(&v)
+	err := p.b.pg.Conn(t).QueryRow(ctxT(t), `SELECT applied_version FROM certmgr_agent WHERE pod = $1`, p.name).Scan(&v)
 	if err != nil {
 		return -1
 	}
 	return v
 }
 
-func waitApplied(t *testing.T, pg *testpeers.PostgresPeer, pod string, v int64) {
+func (p *pod) waitApplied(t *testing.T, v int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for appliedVersion(t, pg, pod) < v {
+	for p.appliedVersion(t) < v {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: heartbeat never reached version %d (at %d)", pod, v, appliedVersion(t, pg, pod))
+			t.Fatalf("%s: heartbeat never reached version %d (at %d)", p.name, v, p.appliedVersion(t))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -39,31 +36,28 @@ func waitApplied(t *testing.T, pg *testpeers.PostgresPeer, pod string, v int64) 
 
 func TestAgentServesTheStoreAndFollowsIt(t *testing.T) {
 	t.Parallel()
-	pg := testpeers.Postgres(t)
-	key := newStoreKey()
-	st := openStore(t, pg.URL, key)
-	ca := newTestCA(t)
-	a1 := ca.put(t, st, "a.example.com", 1)
-	b1 := ca.put(t, st, "b.example.com", 1)
-	v := serve(t, st, "a.example.com", "b.example.com")
+	b := setup(t)
+	a1 := b.put(t, "a.example.com", 1)
+	b1 := b.put(t, "b.example.com", 1)
+	v := b.serve(t, "a.example.com", "b.example.com")
 
-	p := startPod(t, pg, key, uniquePod(t, 1), podOptions{})
+	p := b.startPod(t, podOptions{})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 	p.waitServes(t, "b.example.com", b1, 5*time.Second)
 	// Ready once the first sync (which includes the reload) has finished.
-	waitApplied(t, pg, p.name, v)
+	p.waitApplied(t, v)
 	if code, _ := p.get(t, "/readyz"); code != 200 {
 		t.Fatalf("/readyz %d after the first sync", code)
 	}
 
 	// A renewal (version 2) is served within a second or so of the commit.
-	a2 := ca.put(t, st, "a.example.com", 2)
+	a2 := b.put(t, "a.example.com", 2)
 	took := p.waitServes(t, "a.example.com", a2, 10*time.Second)
 	t.Logf("renewal served %s after the commit", took)
 
 	// HTTP-01: the agent answers from the store, directly and through the
 	// generated HTTP server's proxy.
-	if err := st.PutChallenge(ctxT(t), "c.example.com", "tok-1_x", "tok-1_x.thumb"); err != nil {
+	if err := b.st.PutChallenge(ctxT(t), "c.example.com", "tok-1_x", "tok-1_x.thumb"); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := p.get(t, "/.well-known/acme-challenge/tok-1_x"); code != 200 || body != "tok-1_x.thumb" {
@@ -81,9 +75,9 @@ func TestAgentServesTheStoreAndFollowsIt(t *testing.T) {
 	}
 
 	// Removal: 421, and the lineage leaves the pod's directory.
-	v = serve(t, st, "b.example.com")
+	v = b.serve(t, "b.example.com")
 	p.waitServes(t, "a.example.com", "", 10*time.Second)
-	waitApplied(t, pg, p.name, v)
+	p.waitApplied(t, v)
 	if names, _ := acme.LineageNames(p.dir); !slices.Equal(names, []acme.LineageName{"b.example.com"}) {
 		t.Fatalf("lineages left in the pod: %v", names)
 	}
@@ -97,51 +91,45 @@ func TestAgentServesTheStoreAndFollowsIt(t *testing.T) {
 
 func TestAgentConvergesAfterRestart(t *testing.T) {
 	t.Parallel()
-	pg := testpeers.Postgres(t)
-	key := newStoreKey()
-	st := openStore(t, pg.URL, key)
-	ca := newTestCA(t)
-	a1 := ca.put(t, st, "a.example.com", 1)
-	serve(t, st, "a.example.com")
-	p := startPod(t, pg, key, uniquePod(t, 1), podOptions{})
+	b := setup(t)
+	a1 := b.put(t, "a.example.com", 1)
+	b.serve(t, "a.example.com")
+	p := b.startPod(t, podOptions{})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 
 	p.stop()
 	// Meanwhile: two domains added, one removed.
-	b1 := ca.put(t, st, "b.example.com", 1)
-	c1 := ca.put(t, st, "c.example.com", 1)
-	v := serve(t, st, "b.example.com", "c.example.com")
+	b1 := b.put(t, "b.example.com", 1)
+	c1 := b.put(t, "c.example.com", 1)
+	v := b.serve(t, "b.example.com", "c.example.com")
 	// nginx, without its agent, still serves what it had.
 	p.waitServes(t, "a.example.com", a1, time.Second)
 
-	if v := appliedVersion(t, pg, p.name); v != -1 {
+	if v := p.appliedVersion(t); v != -1 {
 		t.Errorf("the stopped agent's heartbeat row is still there (version %d)", v)
 	}
-	p.restart(t, pg, key, podOptions{})
+	p.restart(t, podOptions{})
 	p.waitServes(t, "b.example.com", b1, 30*time.Second)
 	p.waitServes(t, "c.example.com", c1, 5*time.Second)
 	p.waitServes(t, "a.example.com", "", 5*time.Second)
-	waitApplied(t, pg, p.name, v)
+	p.waitApplied(t, v)
 }
 
 func TestAgentKeepsServingThroughAPostgresOutage(t *testing.T) {
 	t.Parallel()
-	pg := testpeers.Postgres(t)
-	key := newStoreKey()
-	st := openStore(t, pg.URL, key)
-	ca := newTestCA(t)
-	a1 := ca.put(t, st, "a.example.com", 1)
-	serve(t, st, "a.example.com")
+	b := setup(t)
+	a1 := b.put(t, "a.example.com", 1)
+	b.serve(t, "a.example.com")
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	p := startPod(t, pg, key, uniquePod(t, 1), podOptions{storeURL: viaProxy(t, pg.URL, proxy)})
+	p := b.startPod(t, podOptions{storeURL: viaProxy(t, b.pg.URL, proxy)})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 
 	// 30 s without PostgreSQL, as the agent sees it.
 	proxy.Cut()
 	cut := time.Now()
-	b1 := ca.put(t, st, "b.example.com", 1)
-	a2 := ca.put(t, st, "a.example.com", 2)
-	v := serve(t, st, "a.example.com", "b.example.com")
+	b1 := b.put(t, "b.example.com", 1)
+	a2 := b.put(t, "a.example.com", 2)
+	v := b.serve(t, "a.example.com", "b.example.com")
 	for time.Since(cut) < 30*time.Second {
 		if _, _, err := p.handshake("a.example.com"); err != nil {
 			t.Fatalf("nginx stopped answering during the outage: %v", err)
@@ -158,23 +146,20 @@ func TestAgentKeepsServingThroughAPostgresOutage(t *testing.T) {
 	restored := time.Now()
 	p.waitServes(t, "a.example.com", a2, 30*time.Second)
 	p.waitServes(t, "b.example.com", b1, 5*time.Second)
-	waitApplied(t, pg, p.name, v)
+	p.waitApplied(t, v)
 	t.Logf("caught up %s after PostgreSQL came back", time.Since(restored))
 }
 
 func TestAgentCatchesUpAfterItsListenConnectionIsKilled(t *testing.T) {
 	t.Parallel()
-	pg := testpeers.Postgres(t)
-	key := newStoreKey()
-	st := openStore(t, pg.URL, key)
-	ca := newTestCA(t)
-	a1 := ca.put(t, st, "a.example.com", 1)
-	serve(t, st, "a.example.com")
-	p := startPod(t, pg, key, uniquePod(t, 1), podOptions{})
+	b := setup(t)
+	a1 := b.put(t, "a.example.com", 1)
+	b.serve(t, "a.example.com")
+	p := b.startPod(t, podOptions{})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 
 	// The LISTEN connection may still be opening: wait for it, then kill it.
-	conn := pg.Conn(t)
+	conn := b.pg.Conn(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var killed int
@@ -191,7 +176,7 @@ func TestAgentCatchesUpAfterItsListenConnectionIsKilled(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	b1 := ca.put(t, st, "b.example.com", 1)
-	serve(t, st, "a.example.com", "b.example.com")
+	b1 := b.put(t, "b.example.com", 1)
+	b.serve(t, "a.example.com", "b.example.com")
 	p.waitServes(t, "b.example.com", b1, 30*time.Second)
 }

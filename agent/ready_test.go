@@ -4,25 +4,20 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // An agent that cannot reach the store at start is alive but not ready, and
 // says why; it becomes ready after its first complete sync.
 func TestAgentNotReadyUntilItsFirstSync(t *testing.T) {
 	t.Parallel()
-	pg := testpeers.Postgres(t)
-	key := newStoreKey()
-	st := openStore(t, pg.URL, key)
-	ca := newTestCA(t)
-	a1 := ca.put(t, st, "a.example.com", 1)
-	serve(t, st, "a.example.com")
+	b := setup(t)
+	a1 := b.put(t, "a.example.com", 1)
+	b.serve(t, "a.example.com")
 	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	url := viaProxy(t, pg.URL, proxy)
+	url := viaProxy(t, b.pg.URL, proxy)
 	// Open the agent's store while the proxy is up, then cut it before the
 	// agent runs: its first sync fails.
-	p := startPodCut(t, pg, key, uniquePod(t, 1), podOptions{storeURL: url}, proxy)
+	p := b.startPodCut(t, podOptions{storeURL: url}, proxy)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := p.get(t, "/readyz")

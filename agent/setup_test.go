@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -33,12 +31,6 @@ func ctxT(t testing.TB) context.Context {
 	return ctx
 }
 
-func newStoreKey() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 func openStore(t testing.TB, url, key string) *certstore.Store {
 	t.Helper()
 	s, err := certstore.Open(ctxT(t), certstore.Config{URL: url, Key: key})
@@ -65,25 +57,43 @@ func (ca *testCA) version(t testing.TB, n int, name string) certstore.Version {
 	}
 }
 
+// bundle is one agent test's world: its own PostgreSQL schema, a store key,
+// the store opened with it (the worker's side) and a CA.
+type bundle struct {
+	pg  *testpeers.PostgresPeer
+	key string
+	st  *certstore.Store
+	ca  *testCA
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	b := &bundle{pg: testpeers.Postgres(t), key: testpeers.StoreKey(), ca: newTestCA(t)}
+	b.st = openStore(t, b.pg.URL, b.key)
+	return b
+}
+
 // put stores version n of lineage name (for the domain of the same name)
 // and returns its serial.
-func (ca *testCA) put(t testing.TB, s *certstore.Store, name string, n int) string {
+func (b *bundle) put(t testing.TB, name string, n int) string {
 	t.Helper()
-	v := ca.version(t, n, name)
-	if _, err := s.PutLineages(ctxT(t), []certstore.Lineage{{Name: name, Domains: []string{name}, Current: n,
+	v := b.ca.version(t, n, name)
+	if _, err := b.st.PutLineages(ctxT(t), []certstore.Lineage{{Name: name, Domains: []string{name}, Current: n,
 		RenewalConf: "version = 2.1.0\n", Versions: []certstore.Version{v}}}); err != nil {
 		t.Fatal(err)
 	}
 	return v.Serial
 }
 
-func serve(t testing.TB, s *certstore.Store, domains ...string) int64 {
+// serve sets the served domains (each by the lineage of the same name) and
+// returns the store's version.
+func (b *bundle) serve(t testing.TB, domains ...string) int64 {
 	t.Helper()
 	var sv []certstore.Served
 	for _, d := range domains {
 		sv = append(sv, certstore.Served{Domain: d, Lineage: d})
 	}
-	_, v, err := s.SetServed(ctxT(t), sv)
+	_, v, err := b.st.SetServed(ctxT(t), sv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +102,7 @@ func serve(t testing.TB, s *certstore.Store, domains ...string) int64 {
 
 // pod is one agent with its own nginx and certificate directory.
 type pod struct {
+	b        *bundle
 	name     string
 	nginx    *testpeers.NginxPeer
 	defaults string // the default server's certificate and key
@@ -109,50 +120,44 @@ type podOptions struct {
 	resync   time.Duration
 }
 
-// startPod starts nginx and an agent on storeURL.
-func startPod(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions) *pod {
+// startPod starts nginx and an agent with a pod name of its own on the
+// test's store (or o.storeURL).
+func (b *bundle) startPod(t *testing.T, o podOptions) *pod {
 	t.Helper()
-	return startPodCut(t, pg, key, name, o, nil)
+	return b.startPodCut(t, o, nil)
 }
 
 // startPodCut is startPod, cutting proxy (when not nil) after the agent's
 // store is opened and before the agent runs.
-func startPodCut(t *testing.T, pg *testpeers.PostgresPeer, key, name string, o podOptions, proxy *tcpProxy) *pod {
+func (b *bundle) startPodCut(t *testing.T, o podOptions, proxy *tcpProxy) *pod {
 	t.Helper()
 	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
 	peer.StopOnCleanup(t)
 	defaults := t.TempDir()
-	ca := newTestCA(t)
-	def := ca.version(t, 1, "default.invalid")
+	def := b.ca.version(t, 1, "default.invalid")
 	os.WriteFile(filepath.Join(defaults, "cert.pem"), def.Fullchain, 0o644)
 	os.WriteFile(filepath.Join(defaults, "key.pem"), def.Privkey, 0o600)
-	p := &pod{name: name, nginx: peer, dir: t.TempDir(), defaults: defaults}
+	p := &pod{b: b, name: "pod-" + testpeers.RandomHex(4), nginx: peer, dir: t.TempDir(), defaults: defaults}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.http = ln.Addr().String()
 	p.cut = proxy
-	p.start(t, pg, key, o, ln, defaults)
+	p.start(t, o, ln)
 	p.cut = nil
 	return p
 }
 
 // restart starts a new agent on the same nginx, directory and address, as
 // a restarted sidecar container does.
-func (p *pod) restart(t *testing.T, pg *testpeers.PostgresPeer, key string, o podOptions) {
+func (p *pod) restart(t *testing.T, o podOptions) {
 	t.Helper()
 	ln, err := net.Listen("tcp", p.http)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.start(t, pg, key, o, ln, p.defaults)
-}
-
-func randomSuffix() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	p.start(t, o, ln)
 }
 
 // httpGet sends GET url with the Host header host.
@@ -172,12 +177,12 @@ func httpGet(t testing.TB, rawURL, host string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (p *pod) start(t *testing.T, pg *testpeers.PostgresPeer, key string, o podOptions, ln net.Listener, defaults string) {
+func (p *pod) start(t *testing.T, o podOptions, ln net.Listener) {
 	t.Helper()
 	cfg := nginxconf.Config{
 		ConfPath: filepath.Join(p.nginx.ConfDir, "custom-domains.conf"), Binary: p.nginx.Binary,
 		MainConf: p.nginx.MainConf, Prefix: p.nginx.Prefix, Upstream: "127.0.0.1:9", HTTPSPort: p.nginx.HTTPSPort,
-		HTTPPort: p.nginx.HTTPPort, DefaultCert: filepath.Join(defaults, "cert.pem"), DefaultKey: filepath.Join(defaults, "key.pem"),
+		HTTPPort: p.nginx.HTTPPort, DefaultCert: filepath.Join(p.defaults, "cert.pem"), DefaultKey: filepath.Join(p.defaults, "key.pem"),
 		ACMEWebroot: p.nginx.Webroot, ACMEChallengeProxy: p.http, LetsEncryptDir: p.dir, Timeout: time.Minute,
 	}
 	gen, err := nginxconf.New(cfg)
@@ -190,9 +195,9 @@ func (p *pod) start(t *testing.T, pg *testpeers.PostgresPeer, key string, o podO
 	}
 	url := o.storeURL
 	if url == "" {
-		url = pg.URL
+		url = p.b.pg.URL
 	}
-	st := openStore(t, url, key)
+	st := openStore(t, url, p.b.key)
 	if p.cut != nil {
 		p.cut.Cut()
 	}
