@@ -9,4 +9,4 @@ root=$(cd "$here/../.." && pwd)
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 (cd "$root" && go build -o "$bin/worker" ./bench/celery/worker)
-exec /usr/bin/python3 "$here/bench.py" --go-worker "$bin/worker" "$@"
+exec /usr/bin/python3 "$here/bench.py" --broker redis --go-worker "$bin/worker" "$@"
