@@ -94,7 +94,7 @@ type scaleNginx struct {
 
 func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n int) {
 	names := store.names[:n]
-	auto := Choose(Config{CertMode: CertModeAuto}, info, n, nil)
+	auto := Choose(Config{CertMode: CertModeAuto, CertCacheMax: benchCertCacheMax(b)}, info, n, nil)
 	// The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX
 	// names (default 10,000): at 100,000 it would need about 10 GB and
 	// minutes per reload here, and its handshake rate does not depend on the
@@ -159,6 +159,7 @@ func setupScale(b *testing.B, store *benchStore, bin string, mode CertMode, name
 		ConfPath: filepath.Join(peer.ConfDir, "custom-domains.conf"), Binary: peer.Binary,
 		MainConf: peer.MainConf, Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort,
 		CertMode: mode, LetsEncryptDir: le, ACMEWebroot: peer.Webroot, Timeout: 60 * time.Minute,
+		CertCacheMax: benchCertCacheMax(b),
 		DefaultCert: filepath.Join(le, "live", "default.invalid", "fullchain.pem"),
 		DefaultKey:  filepath.Join(le, "live", "default.invalid", "privkey.pem"),
 	}
@@ -340,6 +341,13 @@ func warm(b *testing.B, port int, names []domain.Name) (failed int64) {
 	}
 	wg.Wait()
 	return bad.Load()
+}
+
+// benchCertCacheMax is NGINX_CERT_CACHE_MAX for the benchmark:
+// $CERTMGR_BENCH_CERT_CACHE_MAX, default DefaultCertCacheMax (to measure a
+// cache that holds every name, or a smaller one).
+func benchCertCacheMax(b *testing.B) int {
+	return envInt(b, "CERTMGR_BENCH_CERT_CACHE_MAX", DefaultCertCacheMax)
 }
 
 func envInt(b *testing.B, name string, def int) int {
