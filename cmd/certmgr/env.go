@@ -277,7 +277,7 @@ var Variables = []Variable{
 		}},
 	{Name: EnvNginxCertMode, Default: string(nginxconf.CertModeAuto), Doc: "`auto`: per-server or variable, chosen from `nginx -V` and the number of domains (variable with `ssl_certificate_cache` on nginx ≥ 1.27.4; on older nginx per-server up to 1,000 domains), logged and on `/metrics` as `certmgr_nginx_cert_mode`; `per-server`; or `variable` (one block, certificate by `$ssl_server_name`). See [nginxconf/README.md](nginxconf/README.md)",
 		set: parsed(nginxconf.ParseCertMode, func(c *Configs) *nginxconf.CertMode { return &c.Nginx.CertMode })},
-	{Name: EnvNginxCertCacheMax, Default: strconv.Itoa(nginxconf.DefaultCertCacheMax), Doc: "upper bound of `ssl_certificate_cache max=` (entries, two per domain) in variable mode on nginx ≥ 1.27.4; each nginx worker has its own cache, about 12.6 KB per domain once warm: the default, 75,000 domains, keeps a worker under about 1 GB (bench/nginx/scale.sh)",
+	{Name: EnvNginxCertCacheMax, Default: strconv.Itoa(nginxconf.DefaultCertCacheMax), Doc: "upper bound of `ssl_certificate_cache max=` (entries, two per domain) in variable mode on nginx ≥ 1.27.4; each nginx worker has its own cache, about 11.6 KB per domain once warm: the default, 75,000 domains, kept a worker at 926 MB (bench/nginx/scale.sh, nginx 1.30.4)",
 		set: number(2, 100000000, func(c *Configs) *int { return &c.Nginx.CertCacheMax })},
 	{Name: EnvNginxDefaultCert, Default: nginxconf.DefaultCert, Doc: "certificate of the 421 default server",
 		set: text(func(c *Configs) *string { return &c.Nginx.DefaultCert })},
