@@ -159,8 +159,8 @@ func setupScale(b *testing.B, store *benchStore, bin string, mode CertMode, name
 		MainConf: peer.MainConf, Prefix: peer.Prefix, HTTPSPort: peer.HTTPSPort, HTTPPort: peer.HTTPPort,
 		CertMode: mode, LetsEncryptDir: le, ACMEWebroot: peer.Webroot, Timeout: 60 * time.Minute,
 		CertCacheMax: benchCertCacheMax(b),
-		DefaultCert: filepath.Join(le, "live", "default.invalid", "fullchain.pem"),
-		DefaultKey:  filepath.Join(le, "live", "default.invalid", "privkey.pem"),
+		DefaultCert:  filepath.Join(le, "live", "default.invalid", "fullchain.pem"),
+		DefaultKey:   filepath.Join(le, "live", "default.invalid", "privkey.pem"),
 	}
 	gen, err := New(cfg)
 	if err != nil {
