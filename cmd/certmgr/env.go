@@ -96,6 +96,8 @@ const (
 	EnvResultExpires        = "CELERY_RESULT_EXPIRES"
 	EnvAgentResync          = "CERTMGR_AGENT_RESYNC"
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
+	EnvAgentAlive           = "CERTMGR_AGENT_ALIVE"
+	EnvAgentHeartbeat       = "CERTMGR_AGENT_HEARTBEAT"
 )
 
 // Configs is what the environment configures: the Configs of the components
@@ -327,7 +329,11 @@ var Variables = []Variable{
 	{Name: EnvAgentResync, Default: "300", Doc: "seconds between an agent's full reconciles (it also follows LISTEN/NOTIFY, and reconciles at start and on every reconnection)",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Agent.Resync })},
 	{Name: EnvAgentWait, Default: "10", Doc: "seconds a fleet-mode task waits for every agent to serve its change",
-		set: seconds(func(c *Configs) *time.Duration { return &c.AgentWait })},
+		set: seconds(func(c *Configs) *time.Duration { return &c.Waiter.Wait })},
+	{Name: EnvAgentAlive, Default: "30", Doc: "seconds since its last heartbeat for which a fleet-mode task still counts an agent's pod (and waits for it); keep it several times CERTMGR_AGENT_HEARTBEAT",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Waiter.Alive })},
+	{Name: EnvAgentHeartbeat, Default: "5", Doc: "seconds between an agent's heartbeats while nothing changes",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Agent.HeartbeatEvery })},
 	{Name: EnvConcurrency, Default: "4", Doc: "tasks run at once (`--concurrency`)",
 		set: number(1, 1024, func(c *Configs) *int { return &c.Worker.Concurrency })},
 	{Name: EnvForceInterval, Default: "3600", Doc: "seconds between two forced re-issues (`force=True`) of one domain; an earlier one fails at once with `RateLimited`",

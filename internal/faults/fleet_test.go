@@ -144,6 +144,9 @@ func ctxT(t *testing.T) context.Context {
 func TestFleetAgentKilledConvergesOnRestart(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stackOptions{gateHTTP01: true})
+	// Heartbeats every second, counted for 15 s (defaults 5 s and 30 s):
+	// the dead pod goes stale within this test's time.
+	s.env["CERTMGR_AGENT_HEARTBEAT"], s.env["CERTMGR_AGENT_ALIVE"] = "1", "15"
 	a, agentEnv := s.fleet()
 	ng1 := testpeers.Nginx(t, testpeers.NginxOptions{})
 	ng1.StopOnCleanup(t)
@@ -177,7 +180,7 @@ func TestFleetAgentKilledConvergesOnRestart(t *testing.T) {
 		if err := json.Unmarshal(raw, &res); err != nil || res.Status != "ssl_issued" || !res.Issued {
 			t.Fatalf("issue result %s (%v)", raw, err)
 		}
-		// The dead pod's row is at most 30 s old: listed, and not served.
+		// The dead pod's row is at most 15 s old: listed, and not served.
 		if got := outcomes(res.Reloaded); got != "app-0=timed_out app-1=reloaded" {
 			t.Errorf("issue while app-0's agent is dead: pods %s, want app-0=timed_out app-1=reloaded (%+v)", got, res.Reloaded)
 		}
@@ -187,7 +190,7 @@ func TestFleetAgentKilledConvergesOnRestart(t *testing.T) {
 	// result: the task does not wait for it and says so in the log.
 	testpeers.Until(t, 60*time.Second, "the dead agent's heartbeat stale", func() bool {
 		var stale bool
-		err := conn.QueryRow(ctxT(t), `SELECT last_seen < now() - interval '31 seconds' FROM certmgr_agent WHERE pod = 'app-0'`).Scan(&stale)
+		err := conn.QueryRow(ctxT(t), `SELECT last_seen < now() - interval '16 seconds' FROM certmgr_agent WHERE pod = 'app-0'`).Scan(&stale)
 		return err == nil && stale
 	})
 	s.pg.Exec(t, `DELETE FROM tenant_customdomain WHERE id = $1`, goneID)

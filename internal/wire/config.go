@@ -13,6 +13,7 @@ import (
 	"github.com/midsummer/certmgr/dnscheck"
 	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
+	"github.com/midsummer/certmgr/fleet"
 	"github.com/midsummer/certmgr/nginxconf"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/tasks"
@@ -37,9 +38,10 @@ type Config struct {
 	// StoreKind is the certificate store the tasks run on (CERTMGR_STORE).
 	// Default StoreFiles.
 	StoreKind StoreKind
-	// AgentWait is how long a fleet-mode task waits for every agent to serve
-	// its change (CERTMGR_AGENT_WAIT). Default: fleet.Waiter's, 10s.
-	AgentWait time.Duration
+	// Waiter is how a fleet-mode task waits for the agents to serve its
+	// change: Wait (CERTMGR_AGENT_WAIT) and Alive (CERTMGR_AGENT_ALIVE);
+	// Build sets its Store and Log. Defaults: fleet.Waiter's.
+	Waiter fleet.Waiter
 
 	// Logger is every component's logger. Default: none.
 	Logger zerolog.Logger

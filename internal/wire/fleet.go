@@ -33,7 +33,9 @@ func (c *Components) buildFleet(ctx context.Context, cfg Config) error {
 	tc.Issuer = fleet.Issuer{Manager: c.ACME, Mirror: mirror}
 	tc.Certificates = fleet.Certificates{Store: c.ACME.Store(), DB: st}
 	tc.Nginx = fleet.NewPublisher(st, mirror, cfg.NginxConfig(), cfg.Logger)
-	tc.Reloader = fleet.Waiter{Store: st, Wait: cfg.AgentWait, Log: cfg.Logger}
+	w := cfg.Waiter
+	w.Store, w.Log = st, cfg.Logger
+	tc.Reloader = w
 	tc.Sync = mirror
 	return c.buildTasks(cfg, tc)
 }
