@@ -32,10 +32,11 @@ demo: peers build
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
-# staticcheck is clean (lint:ignore comments give the reasons where it is
-# overruled). Not part of lint: its first build and run take minutes on the
-# 2-core CI machine; later runs use its cache.
+# staticcheck is part of lint (lint:ignore comments give the reasons where it
+# is overruled): its first build takes about 3 minutes on the 2-core CI
+# machine, later runs about 15 s from the build cache.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
