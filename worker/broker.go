@@ -59,9 +59,10 @@ type resultStore interface {
 	StoreMany(ctx context.Context, results []celery.EncodedResult) error
 }
 
-// chordJoiner completes chords the way Celery 5.2's Redis result backend
-// does (see redisbroker.Backend.ChordPartReturn). It is an optional
-// capability of a result backend.
+// chordJoiner completes chords the way Celery 5.2's Redis and django-db
+// result backends do (redisbroker.Backend.ChordPartReturn,
+// djangodb.Backend.ChordPartReturn). It is an optional capability of a
+// result backend.
 type chordJoiner interface {
 	ChordPartReturn(ctx context.Context, group string, index *int, encoded []byte) ([][]byte, bool, error)
 }

@@ -98,7 +98,7 @@ func (c *canvas) chordPart(t *Task, m *celery.TaskMessage, state celery.State, r
 		return
 	}
 	if c.chords == nil {
-		t.logger.Error().Str("group_id", m.GroupID).Msg("this task is part of a chord, which needs the Redis result backend; the chord body will not run")
+		t.logger.Error().Str("group_id", m.GroupID).Msg("this task is part of a chord, which needs a result backend that joins chords (Redis or django-db, CELERY_RESULT_BACKEND); the chord body will not run")
 		return
 	}
 	encoded, err := pyJSON([]any{1, m.ID, string(state), result})
