@@ -54,7 +54,9 @@ wait_port() {
   local port=$1 pid=$2 name=$3
   for _ in $(seq 200); do
     local l; l=$(listeners t "$port")
-    if [ -n "$l" ]; then
+    # ss can list a socket before it can name its process (no "pid="
+    # yet): only a listener named as another process is not ours.
+    if [ -n "$l" ] && grep -q "pid=" <<<"$l"; then
       grep -Eq "pid=($pid|$(pgrep -d'|' -P "$pid" || echo "$pid"))," <<<"$l" && return 0
       echo "port $port answers, but not $name (pid $pid): $l" >&2; return 1
     fi
