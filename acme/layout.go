@@ -300,16 +300,25 @@ func ReadLineageFiles(dir string, name LineageName) (LineageFiles, error) {
 	if err != nil {
 		return l, fmt.Errorf("read lineage %s: %w", name, err)
 	}
-	files := map[int]int{} // version: kinds present
+	// Kinds present per version, by the exact name each is read under: a
+	// stray cert01.pem parses as version 1 too and must not stand in for a
+	// missing fullchain1.pem.
+	files := map[int]map[string]bool{}
 	for _, e := range entries {
 		if m := archiveFileRE.FindStringSubmatch(e.Name()); m != nil && e.Type().IsRegular() {
 			n, _ := strconv.Atoi(m[2])
-			files[n]++
+			if e.Name() != archiveName(m[1], n) {
+				continue
+			}
+			if files[n] == nil {
+				files[n] = map[string]bool{}
+			}
+			files[n][m[1]] = true
 		}
 	}
 	var ns []int
 	for n, k := range files {
-		if k == len(kinds) {
+		if len(k) == len(kinds) {
 			ns = append(ns, n)
 		}
 	}

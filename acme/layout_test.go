@@ -83,3 +83,31 @@ func TestLiveVersionStaysInsideTheLineage(t *testing.T) {
 		t.Errorf("LiveVersion of a path = %d; want 0", got)
 	}
 }
+
+// A stray zero-padded archive file (cert01.pem) beside an incomplete
+// version 1 does not make version 1 count as complete: the lineage reads as
+// its one complete version, 2, instead of failing on fullchain1.pem.
+func TestReadLineageFilesSkipsIncompleteVersionsDespiteStrayNames(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "archive", "a.example.com")
+	for _, d := range []string{archive, filepath.Join(dir, "renewal")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(p string) {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(dir, "renewal", "a.example.com.conf"))
+	for _, f := range []string{"cert1.pem", "cert01.pem", "privkey1.pem", "chain1.pem",
+		"cert2.pem", "privkey2.pem", "chain2.pem", "fullchain2.pem"} {
+		write(filepath.Join(archive, f))
+	}
+	l, err := ReadLineageFiles(dir, "a.example.com")
+	if err != nil || len(l.Versions) != 1 || l.Live != 2 {
+		t.Fatalf("ReadLineageFiles: %d versions, live %d, %v; want version 2 only", len(l.Versions), l.Live, err)
+	}
+}
