@@ -3,14 +3,11 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -63,19 +60,8 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 	t.Parallel()
 	rb := testpeers.RabbitMQ(t)
 	testpeers.Celery(t, rb.URL)
-	var tries atomic.Int32
-	mux := worker.NewServeMux()
-	worker.RegisterBuiltins(mux)
-	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
-		return worker.Fail("ValueError", errors.New("boom"))
-	})
-	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
-		if tries.Add(1) == 1 {
-			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
-		}
-		task.SetResult("ok")
-		return nil
-	})
+	var handlers matrixRun
+	mux := handlers.mux()
 	cfg := worker.Config{BrokerURL: rb.URL, ResultBackendURL: "rpc://", Concurrency: 2, SendTaskEvents: true}
 	runServerMux(t, cfg, mux)
 	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
@@ -87,8 +73,8 @@ func TestRabbitMQWithPythonCelery(t *testing.T) {
 	if res := py.call(t, "test.fail", "[]"); res.State != "FAILURE" || res.ExcType != "ValueError" || res.Message != "boom" {
 		t.Errorf("failure: %+v", res)
 	}
-	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` || tries.Load() != 2 {
-		t.Errorf("retry: %+v after %d tries", res, tries.Load())
+	if res := py.call(t, "test.retry", "[]"); res.State != "SUCCESS" || string(res.Result) != `"ok"` || handlers.tries.Load() != 2 {
+		t.Errorf("retry: %+v after %d tries", res, handlers.tries.Load())
 	}
 
 	// A monitor's queue on celeryev, as `celery events` binds one; then

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -188,21 +187,7 @@ func TestDjangoDBResultExtended(t *testing.T) {
 	dj := djangoApp{pg: pg, broker: r.URL, extended: true}
 	dj.run(t, "migrate")
 
-	mux := worker.NewServeMux()
-	mux.HandleFunc("test.add", func(ctx context.Context, task *worker.Task) error {
-		var a, b int
-		if err := task.Arg(0, &a); err != nil {
-			return err
-		}
-		if err := task.Arg(1, &b); err != nil {
-			return err
-		}
-		task.SetResult(a + b)
-		return nil
-	})
-	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
-		return worker.Fail("ValueError", errors.New("boom"))
-	})
+	mux := (&matrixRun{}).mux()
 	runServerMux(t, worker.Config{BrokerURL: r.URL, ResultBackendURL: worker.BackendDjangoDB, DatabaseURL: pg.URL,
 		ResultExtended: true}, mux)
 	hostname := "certmgr@" + t.Name()

@@ -4,12 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,19 +205,7 @@ func TestUnixSocketWithPythonCelery(t *testing.T) {
 	sock := testpeers.StartRedisSocket(t)
 	url := "redis+socket://" + sock.Path
 	testpeers.Celery(t, url)
-	var tries atomic.Int32
-	mux := worker.NewServeMux()
-	worker.RegisterBuiltins(mux)
-	mux.HandleFunc("test.fail", func(ctx context.Context, task *worker.Task) error {
-		return worker.Fail("ValueError", errors.New("boom"))
-	})
-	mux.HandleFunc("test.retry", func(ctx context.Context, task *worker.Task) error {
-		if tries.Add(1) == 1 {
-			return fmt.Errorf("%w: not yet", worker.RetryAfter(200*time.Millisecond))
-		}
-		task.SetResult("ok")
-		return nil
-	})
+	mux := (&matrixRun{}).mux()
 	runServerMux(t, worker.Config{BrokerURL: url}, mux)
 	py := pyOptions{broker: url, options: "{}"}
 	if res := py.call(t, "certmgr.ping", "[]"); res.State != "SUCCESS" || string(res.Result) != `"pong"` {
