@@ -29,13 +29,12 @@ func TestWorkerLogsBrokerOutageAndRecoveryOnce(t *testing.T) {
 	count := func(msg string) int { return strings.Count(logs.String(), `"message":"`+msg+`"`) }
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s never happened; logs:\n%s", what, logs.String())
+		testpeers.Eventually(t, 30*time.Second, what, func() error {
+			if cond() {
+				return nil
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return fmt.Errorf("not yet; logs:\n%s", logs.String())
+		})
 	}
 	waitFor("worker start", func() bool { return count("certmgr worker started") == 1 })
 	rs.Stop()
