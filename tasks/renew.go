@@ -207,8 +207,7 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	if len(lefts) > 0 {
 		return &leftPlatformError{detail: strings.Join(lefts, " ")}
 	}
-	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: rows[0].Owner(), Renewal: true})
-	if err != nil {
+	failed := func(err error) error {
 		for _, r := range rows {
 			s.recordFailure(ctx, r, err)
 		}
@@ -218,17 +217,14 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 			Str("last_error", classify(primary, err).tenant).Msg("certificate renewal failed")
 		return err
 	}
+	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: rows[0].Owner(), Renewal: true})
+	if err != nil {
+		return failed(err)
+	}
 	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
 	s.finishOrder(ctx, orderID, err)
 	if err != nil {
-		for _, r := range rows {
-			s.recordFailure(ctx, r, err)
-		}
-		// The sweep goes on with the other lineages: this is the one line
-		// that says this renewal failed, for alerting on errors.
-		s.log.Error().Err(err).Str("domain", string(primary)).Strs("domains", l.Domains).Str("lineage", string(l.Name)).
-			Str("last_error", classify(primary, err).tenant).Msg("certificate renewal failed")
-		return err
+		return failed(err)
 	}
 	s.metrics.renewed.Inc()
 	s.setExpiry(renewed)

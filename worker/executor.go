@@ -499,15 +499,7 @@ func (e *executor) storeNow(t *Task, meta *celery.EncodedResult, state celery.St
 
 // store writes a state to the result backend now, unless the task ignores results.
 func (e *executor) store(t *Task, m *celery.TaskMessage, state celery.State, result any, tb string) {
-	meta := e.meta(t, m, state, result, tb)
-	if meta == nil {
-		return
-	}
-	if err := e.persist.do(func(ctx context.Context) error {
-		return e.results.StoreMany(ctx, []celery.EncodedResult{*meta})
-	}); err != nil {
-		t.logger.Error().Err(err).Str("state", string(state)).Msg("storing the task state failed")
-	}
+	e.storeNow(t, e.meta(t, m, state, result, tb), state)
 }
 
 // finish settles a message (ack or republish) and forgets it.
