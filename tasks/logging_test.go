@@ -38,7 +38,7 @@ func TestTaskLogLinesNameTaskAndDomain(t *testing.T) {
 	if _, cerr := b.celery.Get(t, taskID, 60*time.Second); cerr == nil {
 		t.Fatal("issue for a wrong CNAME succeeded")
 	}
-	lines := b.logs.lines("task failed")
+	lines := b.logs.Lines("task failed")
 	if len(lines) != 1 {
 		t.Fatalf("%d 'task failed' lines, want 1", len(lines))
 	}
@@ -93,11 +93,11 @@ func TestFailedRenewalKeepsItsCause(t *testing.T) {
 	if got := b.row(d).LastError; got != cause {
 		t.Errorf("regeneration replaced the renewal's cause %q with %q", cause, got)
 	}
-	failed := b.logs.lines("certificate renewal failed")
+	failed := b.logs.Lines("certificate renewal failed")
 	if len(failed) != 1 || failed[0]["level"] != "error" || failed[0]["domain"] != string(d) || failed[0]["last_error"] != cause {
 		t.Errorf("renewal failure lines: %v", failed)
 	}
-	if len(b.logs.lines("renewal sweep started")) != 1 {
+	if len(b.logs.Lines("renewal sweep started")) != 1 {
 		t.Error("no start line for the sweep")
 	}
 }

@@ -1,11 +1,9 @@
 package tasks_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"path/filepath"
@@ -51,33 +49,7 @@ type bundle struct {
 	svc      *tasks.Service
 	registry *prometheus.Registry
 	clock    *testpeers.Clock
-	logs     *syncBuffer // the service's JSON log lines
-}
-
-// syncBuffer collects log lines written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// lines returns the JSON lines logged so far whose message is msg.
-func (s *syncBuffer) lines(msg string) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, l := range bytes.Split(s.b.Bytes(), []byte("\n")) {
-		var m map[string]any
-		if json.Unmarshal(l, &m) == nil && m["message"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	logs     *testpeers.LogBuffer // the service's JSON log lines
 }
 
 // countingIssuer counts ACME orders: the test's own count of what reached the CA.
@@ -148,7 +120,7 @@ func setup(t *testing.T, opts ...setupOpt) *bundle {
 	bd.pebble = testpeers.Pebble(t, testpeers.PebbleOptions{HTTPPort: bd.nginx.HTTPPort, DNS: dns,
 		Profiles: map[string]time.Duration{"classic": 90 * 24 * time.Hour, "shortlived": 6 * 24 * time.Hour}})
 	bd.celery = testpeers.Celery(t, bd.redis.URL)
-	bd.logs = &syncBuffer{}
+	bd.logs = &testpeers.LogBuffer{}
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), bd.logs)).Level(zerolog.InfoLevel)
 	ctx := context.Background()
 

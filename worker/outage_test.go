@@ -1,10 +1,8 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,22 +12,9 @@ import (
 	"github.com/midsummer/certmgr/worker"
 )
 
-// syncBuffer collects log lines from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) count(level string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), `"level":"`+level+`"`)
+// countLevel is how many of the JSON lines logged so far have level.
+func countLevel(logs *testpeers.LogBuffer, level string) int {
+	return strings.Count(logs.String(), `"level":"`+level+`"`)
 }
 
 func TestBrokerOutageReconnectsQuietly(t *testing.T) {
@@ -38,7 +23,7 @@ func TestBrokerOutageReconnectsQuietly(t *testing.T) {
 		t.Skip("stops and restarts a redis-server")
 	}
 	rs := testpeers.StartRedisServer(t)
-	logs := &syncBuffer{}
+	logs := &testpeers.LogBuffer{}
 	mux := worker.NewServeMux()
 	worker.RegisterBuiltins(mux)
 	srv, err := worker.NewServer(worker.Config{
@@ -61,7 +46,7 @@ func TestBrokerOutageReconnectsQuietly(t *testing.T) {
 	}
 
 	rs.Stop()
-	testpeers.Until(t, 10*time.Second, "the worker to notice the outage", func() bool { return logs.count("error") > 0 })
+	testpeers.Until(t, 10*time.Second, "the worker to notice the outage", func() bool { return countLevel(logs, "error") > 0 })
 	time.Sleep(3 * time.Second) // the outage itself: several backoff rounds of fetch, heartbeat, control
 	rs.Start(t)
 
@@ -71,7 +56,7 @@ func TestBrokerOutageReconnectsQuietly(t *testing.T) {
 	}
 	// Fetch, heartbeat, refresh and remote control all failed for seconds;
 	// the rate limit lets through one line per 10s.
-	if n := logs.count("error"); n > 3 {
+	if n := countLevel(logs, "error"); n > 3 {
 		t.Errorf("%d error lines for a 3s outage: logs are flooded", n)
 	}
 }

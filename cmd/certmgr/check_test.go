@@ -132,7 +132,7 @@ func TestWorkerPreflightKeepsReadyzFailingUntilFixed(t *testing.T) {
 	env[EnvHTTPAddr] = httpAddr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var logs syncBuffer
+	var logs testpeers.LogBuffer
 	go func() {
 		done <- run(ctx, []string{"--log-format", "json", "worker"}, io.Discard, &logs, func(k string) string { return env[k] })
 	}()

@@ -24,13 +24,13 @@ import (
 // process is one certmgr command run in-process until the test ends.
 type process struct {
 	name string
-	logs *syncBuffer
+	logs *testpeers.LogBuffer
 	http string
 }
 
 func startCertmgr(t *testing.T, name string, env map[string]string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, logs: &syncBuffer{}, http: env[EnvHTTPAddr]}
+	p := &process{name: name, logs: &testpeers.LogBuffer{}, http: env[EnvHTTPAddr]}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, p.logs, func(k string) string { return env[k] }) }()

@@ -21,7 +21,7 @@ func TestWorkerLogsBrokerOutageAndRecoveryOnce(t *testing.T) {
 	env[EnvHTTPAddr] = fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var logs syncBuffer
+	var logs testpeers.LogBuffer
 	go func() {
 		done <- run(ctx, []string{"--log-format", "json", "worker"}, io.Discard, &logs, func(k string) string { return env[k] })
 	}()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,25 +10,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 )
-
-// syncBuffer is a bytes.Buffer the worker goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // The binary's own wiring, end to end: regen-nginx, the worker consuming a
 // task from real Python Celery, /healthz, /readyz and /metrics moving, then
@@ -63,7 +48,7 @@ func TestWorkerCommandEndToEnd(t *testing.T) {
 	id := pg.InsertDomain(t, d)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testpeers.LogBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"worker"}, io.Discard, &logs, func(k string) string { return env[k] })
@@ -182,7 +167,7 @@ func TestReadyzNamesDeadDatabase(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var logs syncBuffer
+	var logs testpeers.LogBuffer
 	go func() {
 		done <- run(ctx, []string{"worker"}, io.Discard, &logs, func(k string) string { return env[k] })
 	}()
