@@ -5,15 +5,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,61 +293,19 @@ func waitServed(b *testing.B, port int, name string, timeout time.Duration) {
 }
 
 // handshakes runs full TLS handshakes with random SNI over names for dur
-// and returns how many succeeded and how many failed or got another name's
-// certificate.
+// from CERTMGR_BENCH_CLIENTS clients and returns how many succeeded and how
+// many failed or got another name's certificate.
 func handshakes(b *testing.B, port int, names []domain.Name, dur time.Duration) (ok, failed int64) {
-	clients := envInt(b, "CERTMGR_BENCH_CLIENTS", 4)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	var done, bad atomic.Int64
-	stop := time.Now().Add(dur)
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				name := string(names[rand.IntN(len(names))])
-				conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, InsecureSkipVerify: true})
-				if err != nil {
-					bad.Add(1)
-					continue
-				}
-				certs := conn.ConnectionState().PeerCertificates
-				conn.Close()
-				if len(certs) == 0 || !slices.Contains(certs[0].DNSNames, name) {
-					bad.Add(1)
-					continue
-				}
-				done.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	return done.Load(), bad.Load()
+	return testpeers.Handshakes("127.0.0.1:"+strconv.Itoa(port), len(names), func(i int) string { return string(names[i]) },
+		envInt(b, "CERTMGR_BENCH_CLIENTS", 4), dur, testpeers.Served)
 }
 
 // warm makes one full handshake per name, from CERTMGR_BENCH_CLIENTS
 // clients, and returns how many failed.
 func warm(b *testing.B, port int, names []domain.Name) (failed int64) {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	var next, bad atomic.Int64
-	var wg sync.WaitGroup
-	for range envInt(b, "CERTMGR_BENCH_CLIENTS", 4) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(names) {
-					return
-				}
-				conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: string(names[i]), InsecureSkipVerify: true})
-				if err != nil {
-					bad.Add(1)
-					continue
-				}
-				conn.Close()
-			}
-		})
-	}
-	wg.Wait()
-	return bad.Load()
+	connected := func(tls.ConnectionState, string) bool { return true }
+	return testpeers.WarmNames("127.0.0.1:"+strconv.Itoa(port), len(names), func(i int) string { return string(names[i]) },
+		envInt(b, "CERTMGR_BENCH_CLIENTS", 4), connected)
 }
 
 // benchCertCacheMax is NGINX_CERT_CACHE_MAX for the benchmark:

@@ -23,18 +23,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 func main() {
@@ -91,7 +89,7 @@ func run(store, bin string, names, baseline, lru, windows int) error {
 
 	cold, _ := alternate(staticAddr, baseline, luaAddr, names, 2)
 	t0 := time.Now()
-	if bad := warm(luaAddr, names); bad > 0 {
+	if bad := testpeers.WarmNames(luaAddr, names, benchName, 4, servedWithChain); bad > 0 {
 		return fmt.Errorf("%d handshakes failed while warming", bad)
 	}
 	warmed := time.Since(t0)
@@ -260,37 +258,10 @@ func waitListening(addrs ...string) error {
 	return nil
 }
 
-// handshake is one full TLS handshake with SNI name; it reports whether
-// nginx presented name's certificate with a chain of two.
-func handshake(addr, name string) bool {
-	c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: name, InsecureSkipVerify: true})
-	if err != nil {
-		return false
-	}
-	st := c.ConnectionState()
-	c.Close()
-	return len(st.PeerCertificates) == 2 && slices.Contains(st.PeerCertificates[0].DNSNames, name)
-}
-
-// window runs handshakes with a random SNI over n names from 4 clients for
-// dur.
-func window(addr string, n int, dur time.Duration) (ok, bad int64) {
-	var o, b atomic.Int64
-	stop := time.Now().Add(dur)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				if handshake(addr, benchName(rand.IntN(n))) {
-					o.Add(1)
-				} else {
-					b.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return o.Load(), b.Load()
+// servedWithChain: nginx presented name's certificate and the shared
+// intermediate (a chain of two).
+func servedWithChain(st tls.ConnectionState, name string) bool {
+	return len(st.PeerCertificates) == 2 && testpeers.Served(st, name)
 }
 
 // alternate returns handshakes per second of the static and the Lua nginx,
@@ -302,7 +273,7 @@ func alternate(static string, staticNames int, lua string, luaNames, windows int
 			addr string
 			n    int
 		}{{static, staticNames}, {lua, luaNames}} {
-			o, b := window(t.addr, t.n, time.Second)
+			o, b := testpeers.Handshakes(t.addr, t.n, benchName, 4, time.Second, servedWithChain)
 			done[i] += o
 			bad += b
 		}
@@ -311,26 +282,6 @@ func alternate(static string, staticNames int, lua string, luaNames, windows int
 		rates[i] = float64(done[i]) / float64(windows)
 	}
 	return rates, bad
-}
-
-func warm(addr string, n int) (bad int64) {
-	var next, b atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if !handshake(addr, benchName(i)) {
-					b.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return b.Load()
 }
 
 // workerRSS is the RSS in MB of the worker processes of the nginx whose
