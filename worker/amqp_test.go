@@ -211,15 +211,7 @@ func TestRabbitMQCompetingPythonWorker(t *testing.T) {
 	}
 	testpeers.Until(t, 3*time.Minute, "every task ran", func() bool { return len(runs(t, rec, "runs")) == n })
 	got := runs(t, rec, "runs")
-	byWho := map[string]int{}
-	for _, id := range ids {
-		if len(got[id]) != 1 {
-			t.Errorf("task %s ran %d times: %v", id, len(got[id]), got[id])
-		}
-		for _, w := range got[id] {
-			byWho[w]++
-		}
-	}
+	byWho := ranOnceEach(t, ids, got)
 	t.Logf("500 tasks on RabbitMQ, runs by worker: %v", byWho)
 	if byWho["go"] == 0 || byWho["py"] == 0 {
 		t.Errorf("one worker ran nothing: %v", byWho)

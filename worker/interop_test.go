@@ -60,15 +60,10 @@ func runs(t *testing.T, r *testpeers.RedisPeer, key string) map[string][]string 
 	return out
 }
 
-func TestPythonAndGoWorkersShareQueue(t *testing.T) {
-	t.Parallel()
-	s := newSetup(t)
-	s.mux.Handle("test.record", recordHandler(s.redis.Pool()))
-	py := testpeers.StartPyWorker(t, testpeers.PyWorkerOptions{BrokerURL: s.redis.URL, Hostname: "py-" + strconv.Itoa(os.Getpid()) + "@share"})
-	s.start(t)
-	ids := s.celery.SendMany(t, testpeers.SendOptions{Task: "test.record", Args: []any{"runs"}, Kwargs: map[string]any{"sleep": 0.01}, Count: 200})
-	testpeers.Until(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
-	got := runs(t, s.redis, "runs")
+// ranOnceEach fails the test for each id that did not run exactly once in
+// got (runs' result) and returns how many runs each worker made.
+func ranOnceEach(t *testing.T, ids []string, got map[string][]string) map[string]int {
+	t.Helper()
 	byWho := map[string]int{}
 	for _, id := range ids {
 		if len(got[id]) != 1 {
@@ -78,6 +73,19 @@ func TestPythonAndGoWorkersShareQueue(t *testing.T) {
 			byWho[w]++
 		}
 	}
+	return byWho
+}
+
+func TestPythonAndGoWorkersShareQueue(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	s.mux.Handle("test.record", recordHandler(s.redis.Pool()))
+	py := testpeers.StartPyWorker(t, testpeers.PyWorkerOptions{BrokerURL: s.redis.URL, Hostname: "py-" + strconv.Itoa(os.Getpid()) + "@share"})
+	s.start(t)
+	ids := s.celery.SendMany(t, testpeers.SendOptions{Task: "test.record", Args: []any{"runs"}, Kwargs: map[string]any{"sleep": 0.01}, Count: 200})
+	testpeers.Until(t, 90*time.Second, "every task ran", func() bool { return len(runs(t, s.redis, "runs")) == len(ids) })
+	got := runs(t, s.redis, "runs")
+	byWho := ranOnceEach(t, ids, got)
 	t.Logf("runs by worker: %v (python %s)", byWho, py.Hostname)
 	testpeers.Until(t, 10*time.Second, "nothing left unacked", func() bool { return s.hlen(t, "unacked") == 0 })
 }
