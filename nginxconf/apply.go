@@ -355,6 +355,11 @@ func resolvePaths(ctx context.Context, cfg Config) (nginxPaths, error) {
 	p.prefix = cmp.Or(p.prefix, p.info.Prefix)
 	p.pidPath = p.info.PidPath
 	p.mainConf = p.abs(p.mainConf)
+	if !p.info.Lua {
+		if main, err := os.ReadFile(p.mainConf); err == nil {
+			p.info.Lua = loadsLua(string(main), filepath.Dir(p.mainConf))
+		}
+	}
 	return p, nil
 }
 

@@ -28,8 +28,17 @@ const (
 	// certificate from disk at each full handshake; a renewal needs no reload,
 	// and nginx -t and reloads do not load thousands of certificates.
 	CertModeVariable CertMode = "variable"
-	// CertModeAuto picks one of the two at each regeneration from the nginx
-	// binary (`nginx -V`) and the number of domains; see [Choose].
+	// CertModeLua renders one server block whose certificate is chosen in
+	// Lua (ssl_certificate_by_lua_block, nginx's lua module with
+	// lua-resty-core): the names are a table built once in the master, and
+	// each worker keeps the parsed certificate and key of up to CertCacheMax
+	// names, sharing one parsed copy of each intermediate chain. Handshakes
+	// cost what they cost with per-server blocks; nginx -t and reloads parse
+	// no certificate.
+	CertModeLua CertMode = "lua"
+	// CertModeAuto picks one of the others at each regeneration from the
+	// nginx binary (`nginx -V`, and the modules the main configuration
+	// loads) and the number of domains; see [Choose].
 	CertModeAuto CertMode = "auto"
 )
 
@@ -42,8 +51,10 @@ func ParseCertMode(s string) (CertMode, error) {
 		return CertModePerServer, nil
 	case CertModeVariable:
 		return CertModeVariable, nil
+	case CertModeLua:
+		return CertModeLua, nil
 	}
-	return "", fmt.Errorf("unknown NGINX_CERT_MODE %q: want auto, per-server or variable", s)
+	return "", fmt.Errorf("unknown NGINX_CERT_MODE %q: want auto, per-server, variable or lua", s)
 }
 
 // HashMode says whether the generated file sizes nginx's name hashes
@@ -152,9 +163,11 @@ type Config struct {
 	// variable on an nginx without ssl_certificate_cache, default
 	// DefaultAutoVariableAbove.
 	AutoVariableAbove int
-	// CertCacheMax bounds ssl_certificate_cache's max= (entries; a domain
-	// needs two) where nginx has the cache (NGINX_CERT_CACHE_MAX), default
-	// DefaultCertCacheMax. Each worker process has its own cache.
+	// CertCacheMax bounds the certificates each nginx worker keeps parsed
+	// (NGINX_CERT_CACHE_MAX), default DefaultCertCacheMax: ssl_certificate_cache's
+	// max= where nginx has the cache (entries; a domain needs two, its
+	// certificate and its key), and in lua mode the names in each worker's
+	// cache (a domain needs one).
 	CertCacheMax int
 	// DefaultCert and DefaultKey are the certificate of the HTTPS default
 	// server that answers 421 to unknown names (NGINX_DEFAULT_CERT,

@@ -95,6 +95,7 @@ type directive struct {
 	args       []string
 	start, end int
 	block      bool
+	depth      int // 0 in the main context
 }
 
 // directives lists every directive in src at any block depth, in order.
@@ -116,7 +117,7 @@ func directives(src string) ([]directive, error) {
 			if len(cur) == 0 {
 				return nil, fmt.Errorf("unexpected %q at byte %d", t.text, t.start)
 			}
-			d := directive{name: cur[0].text, start: cur[0].start, end: t.end, block: t.text == "{"}
+			d := directive{name: cur[0].text, start: cur[0].start, end: t.end, block: t.text == "{", depth: depth}
 			for _, a := range cur[1:] {
 				d.args = append(d.args, a.text)
 			}

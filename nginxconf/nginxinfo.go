@@ -2,6 +2,8 @@ package nginxconf
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +54,12 @@ type NginxInfo struct {
 	// User is the compiled-in worker user (--user), "" for nginx's default
 	// (nobody).
 	User string
+	// Lua is whether nginx runs Lua: the lua module (lua-nginx-module) is
+	// compiled in (--add-module, as in OpenResty) or the main configuration
+	// loads it (load_module, directly or through a top-level include such as
+	// Debian's modules-enabled/*.conf). ParseNginxV sees only the first; the
+	// Applier adds the second when it reads the main configuration.
+	Lua bool
 }
 
 // Has reports whether module m ("http_v2") is compiled in statically.
@@ -166,6 +174,8 @@ func (i *NginxInfo) parseArgs(s string) {
 			i.PidPath = val
 		case "--user":
 			i.User = val
+		case "--add-module":
+			i.Lua = i.Lua || isLuaModule(val)
 		}
 		if m, ok := strings.CutPrefix(name, "--without-"); ok {
 			i.Without = append(i.Without, strings.TrimSuffix(m, "_module"))
@@ -187,6 +197,59 @@ func (i *NginxInfo) parseArgs(s string) {
 			i.Modules = append(i.Modules, m)
 		}
 	}
+}
+
+// isLuaModule reports whether a module source directory or shared object
+// (ngx_http_lua_module.so) is lua-nginx-module.
+func isLuaModule(path string) bool {
+	base := filepath.Base(strings.TrimRight(path, "/"))
+	return strings.HasPrefix(base, "ngx_http_lua_module") || strings.HasPrefix(base, "lua-nginx-module") || strings.HasPrefix(base, "ngx_lua-")
+}
+
+// loadsLua reports whether the main configuration text loads the lua module:
+// a load_module directive in it, or in a file its main-context includes name
+// (load_module is allowed only there). Relative
+// paths are read from dir (the main configuration's directory, where nginx
+// resolves them too). Unreadable includes are skipped: nginx -t reports them.
+func loadsLua(main, dir string) bool {
+	ds, err := directives(main)
+	if err != nil {
+		return false
+	}
+	for _, d := range ds {
+		if len(d.args) != 1 || d.block || d.depth != 0 {
+			continue
+		}
+		switch d.name {
+		case "load_module":
+			if isLuaModule(d.args[0]) {
+				return true
+			}
+		case "include":
+			pattern := d.args[0]
+			if !filepath.IsAbs(pattern) {
+				pattern = filepath.Join(dir, pattern)
+			}
+			files, _ := filepath.Glob(pattern)
+			for _, f := range files {
+				if strings.HasPrefix(filepath.Base(f), ".") && !strings.HasPrefix(filepath.Base(pattern), ".") {
+					continue
+				}
+				b, err := os.ReadFile(f)
+				if err != nil || !strings.Contains(string(b), "lua") {
+					continue
+				}
+				if sub, err := directives(string(b)); err == nil {
+					for _, d := range sub {
+						if d.name == "load_module" && d.depth == 0 && len(d.args) == 1 && isLuaModule(d.args[0]) {
+							return true
+						}
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // shellWords splits s at spaces outside single or double quotes and removes

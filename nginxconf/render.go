@@ -78,7 +78,7 @@ func SortSites(sites []Site) []Site {
 
 // RenderTo streams the configuration to w: its memory does not grow with the
 // number of sites. sites must yield the same sites, sorted by name, each
-// name once, every time it is called: the variable mode goes over them
+// name once, every time it is called: the variable and lua modes go over them
 // several times (once to check and size, then once per list in the file).
 // Nothing is written when a site is refused.
 func RenderTo(w io.Writer, cfg Config, plan Plan, sites iter.Seq[Site]) error {
@@ -86,8 +86,14 @@ func RenderTo(w io.Writer, cfg Config, plan Plan, sites iter.Seq[Site]) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("render nginx config: %w", err)
 	}
-	if plan.Mode != CertModePerServer && plan.Mode != CertModeVariable {
-		return fmt.Errorf("render nginx config: plan mode %q: want per-server or variable", plan.Mode)
+	switch plan.Mode {
+	case CertModePerServer, CertModeVariable:
+	case CertModeLua:
+		if err := checkLuaPath(cfg.LetsEncryptDir); err != nil {
+			return fmt.Errorf("render nginx config: %w", err)
+		}
+	default:
+		return fmt.Errorf("render nginx config: plan mode %q: want per-server, variable or lua", plan.Mode)
 	}
 	var st siteStats
 	var prev domain.Name
@@ -114,6 +120,8 @@ func RenderTo(w io.Writer, cfg Config, plan Plan, sites iter.Seq[Site]) error {
 	switch plan.Mode {
 	case CertModeVariable:
 		r.variable(sites, st)
+	case CertModeLua:
+		r.lua(sites, st)
 	default:
 		r.defaultServer()
 		for s := range sites {

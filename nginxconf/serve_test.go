@@ -12,13 +12,13 @@ import (
 	"github.com/midsummer/certmgr/domain"
 )
 
-// TestServe drives real nginx on loopback with real TLS, in both modes: each
-// domain's SNI gets its own certificate and reaches the upstream with the
-// proxy headers; unknown names get 421; the HTTP port serves challenges, the
-// health check, and redirects the rest.
+// TestServe drives real nginx on loopback with real TLS, in every mode: each
+// domain's SNI gets its own certificate and chain and reaches the upstream
+// with the proxy headers; unknown names get 421; the HTTP port serves
+// challenges, the health check, and redirects the rest.
 func TestServe(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			checkServes(t, setup(t, mode), mode)
@@ -62,6 +62,9 @@ func checkServes(t *testing.T, f *fixture, wantMode CertMode) {
 		}
 		if !slices.Equal(r.leaf.DNSNames, []string{n}) {
 			t.Errorf("%s: served certificate for %v", n, r.leaf.DNSNames)
+		}
+		if r.chain != 2 {
+			t.Errorf("%s: served %d certificates; want the leaf and its intermediate (fullchain.pem)", n, r.chain)
 		}
 		if r.proto != 2 {
 			t.Errorf("%s: HTTP/%d; want HTTP/2", n, r.proto)
@@ -177,7 +180,7 @@ func TestServeAuto(t *testing.T) {
 // served.
 func TestServeLeavesOutBadCertificates(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			f := setup(t, mode)
@@ -220,12 +223,13 @@ func TestServeLeavesOutBadCertificates(t *testing.T) {
 	}
 }
 
-// TestServeRenewal: in per-server mode a renewed certificate changes the file
-// (its fingerprint), so it is applied and reloaded; in variable mode the file
-// stays the same and nginx serves the new certificate without a reload.
+// TestServeRenewal: in per-server and lua mode a renewed certificate changes
+// the file (its fingerprint), so it is applied and reloaded (lua: the new
+// workers' caches start empty); in variable mode the file stays the same and
+// nginx serves the new certificate without a reload.
 func TestServeRenewal(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			f := setup(t, mode)
@@ -233,7 +237,7 @@ func TestServeRenewal(t *testing.T) {
 			f.regenerate(t, "renew.example.com")
 			renewed := writeLineage(t, f.le, "renew.example.com", leafOpts{notAfter: time.Now().Add(48 * time.Hour)})
 			res := f.regenerate(t, "renew.example.com")
-			if want := mode == CertModePerServer; res.Changed != want {
+			if want := mode != CertModeVariable; res.Changed != want {
 				t.Errorf("after renewal Changed = %v; want %v", res.Changed, want)
 			}
 			r, err := f.get("renew.example.com", "renew.example.com", "/", true)

@@ -43,7 +43,9 @@ func setup(t *testing.T, mode CertMode, opts ...func(*Config)) *fixture {
 // setupNginx is setup with another nginx binary ("" for Debian's).
 func setupNginx(t *testing.T, mode CertMode, binary string, opts ...func(*Config)) *fixture {
 	t.Helper()
-	peer := testpeers.Nginx(t, testpeers.NginxOptions{Binary: binary})
+	// lua mode needs the lua module loaded; the other modes run on an nginx
+	// without it, where auto never picks lua.
+	peer := testpeers.Nginx(t, testpeers.NginxOptions{Binary: binary, Lua: mode == CertModeLua})
 	peer.StopOnCleanup(t)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -189,6 +191,7 @@ type response struct {
 	header http.Header
 	proto  int
 	leaf   *x509.Certificate
+	chain  int // certificates the server sent
 }
 
 // get requests https://host/path from nginx's HTTPS port with the given SNI.
@@ -238,6 +241,7 @@ func do(tr *http.Transport, url string) (response, error) {
 	r := response{status: resp.StatusCode, body: string(b), header: resp.Header, proto: resp.ProtoMajor}
 	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
 		r.leaf = resp.TLS.PeerCertificates[0]
+		r.chain = len(resp.TLS.PeerCertificates)
 	}
 	return r, nil
 }

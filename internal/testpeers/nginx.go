@@ -24,7 +24,15 @@ type NginxOptions struct {
 	// Binary is the nginx to run; empty means Debian's /usr/sbin/nginx (or
 	// the first nginx on PATH).
 	Binary string
+	// Lua makes the main config load Debian's lua module (and the NDK it
+	// needs), from libnginx-mod-http-lua, a peer setup-peers installs.
+	Lua bool
 }
+
+// LuaModules are the load_module lines for Debian's lua module: the packages
+// libnginx-mod-http-lua (which needs libnginx-mod-http-ndk), lua-resty-core
+// and lua-resty-lrucache, built for Debian's nginx only.
+const LuaModules = "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
 
 // NginxPeer is an nginx of the test's own: its own prefix, main config, pid
 // file, logs and free ports. The main config includes ConfDir/*.conf inside
@@ -72,6 +80,14 @@ func Nginx(t testing.TB, opts NginxOptions) *NginxPeer {
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;\n"
+	}
+	if opts.Lua {
+		for _, m := range []string{"ndk_http_module.so", "ngx_http_lua_module.so"} {
+			if _, err := os.Stat(filepath.Join("/usr/lib/nginx/modules", m)); err != nil {
+				t.Fatalf("nginx lua module: %v (run make peers: it installs libnginx-mod-http-lua)", err)
+			}
+		}
+		user = LuaModules + user
 	}
 	tmp := filepath.Join(prefix, "tmp")
 	main := fmt.Sprintf(`%sworker_processes 1;

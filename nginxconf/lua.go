@@ -1,0 +1,240 @@
+package nginxconf
+
+import (
+	"cmp"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+)
+
+// luaChunk bounds each Lua long string of names in the file. nginx reads a
+// *_by_lua_block through its configuration buffer (4 KB), and a long string
+// is one token there: a longer one fails with "Lua code block missing the
+// closing long bracket". A line is at most 253+1+16+1+250 bytes.
+const luaChunk = 3000
+
+// luaFingerprint is how many hex digits of each certificate's SHA-256 the
+// lua-mode file records: enough that a renewal changes the file (and so
+// reloads nginx, whose new workers start with empty caches), at a quarter of
+// the size of the whole digest.
+const luaFingerprint = 16
+
+// lua serves every name from one default server whose certificate is set in
+// Lua. The names and their lineages are data in long strings, read into one
+// table by init_by_lua in the master (so the workers share it); a worker
+// parses a lineage's leaf and key at its first handshake and keeps them in
+// an LRU of plan.LuaCache lineages, with one parsed copy of each distinct
+// intermediate chain shared by all leaves that end in it. Unknown names keep
+// the default certificate and get 421, as in variable mode; a request whose
+// Host is not its SNI gets 421 too.
+//
+// nginx -t neither compiles nor runs the Lua code (lua-nginx-module skips
+// init_by_lua when testing), so the code is a fixed text and only checked
+// names, lineages and hex reach it, each inside a long string that none of
+// them can close (TestLuaDataCannotEscape).
+func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
+	if st.count == 0 {
+		r.defaultServer()
+		return
+	}
+	r.p("# Certificates chosen in Lua (NGINX_CERT_MODE=lua): the table of names is\n")
+	r.p("# built once in the nginx master; each worker parses a lineage's certificate\n")
+	r.p("# and key at its first handshake and keeps up to %d of them.\n", r.plan.LuaCache)
+	r.p("init_by_lua_block {\n")
+	r.p("    local names = {} -- SNI name -> lineage\n")
+	r.p("    local function add(s)\n")
+	r.p("        for name, _, lineage in s:gmatch(\"(%%S+) (%%S+) ?(%%S*)\\n\") do\n")
+	r.p("            names[name] = lineage ~= \"\" and lineage or name\n")
+	r.p("        end\n")
+	r.p("    end\n")
+	r.p("    -- name, certificate sha256 prefix[, lineage when not the name]\n")
+	var chunk strings.Builder
+	flush := func() {
+		if chunk.Len() > 0 {
+			r.s("    add[==[\n", chunk.String(), "]==]\n")
+			chunk.Reset()
+		}
+	}
+	for s := range sites {
+		fp := s.CertSHA256
+		if len(fp) > luaFingerprint {
+			fp = fp[:luaFingerprint]
+		}
+		line := string(s.Name) + " " + cmp.Or(fp, "-")
+		if s.lineage() != string(s.Name) {
+			line += " " + s.lineage()
+		}
+		if chunk.Len()+len(line)+1 > luaChunk {
+			flush()
+		}
+		chunk.WriteString(line)
+		chunk.WriteByte('\n')
+	}
+	flush()
+	r.s("    local live = [==[", r.liveDir, "]==]\n")
+	r.p("    local cache_size = %d\n", r.plan.LuaCache)
+	r.s(luaInit)
+	r.p("}\n")
+	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")
+	r.p("# a Host without a server in per-server mode (never another tenant's site).\n")
+	r.p("map \"$ssl_server_name $host\" $certmgr_misdirected {\n")
+	r.p("    \"~*^(\\S+) \\1$\" \"\";\n")
+	r.p("    default 1;\n")
+	r.p("}\n")
+	r.p("\nserver {\n")
+	r.s(r.listenDefault)
+	r.p("    server_name _;\n")
+	r.p("    ssl_certificate %s;\n", r.cfg.DefaultCert)
+	r.p("    ssl_certificate_key %s;\n", r.cfg.DefaultKey)
+	r.s(luaHandshake)
+	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")
+	r.s(luaUnknown)
+	r.proxyLocation("/")
+	r.p("}\n")
+}
+
+// checkLuaPath refuses a directory that could close the long string it is
+// written into.
+func checkLuaPath(dir string) error {
+	if strings.Contains(dir, "]==]") || strings.ContainsAny(dir, "\n\r") {
+		return fmt.Errorf("LetsEncryptDir (LETSENCRYPT_DIR) %s: cannot be written into lua mode's file", strconv.Quote(dir))
+	}
+	return nil
+}
+
+// luaInit is the rest of init_by_lua_block, after the names: the worker's
+// cache and the function that loads a lineage. Errors are returned as
+// strings and logged by the handshake, which then keeps the default
+// certificate; a missing optional piece (lua-resty-lrucache) falls back to a
+// plain table, bounded the same way.
+const luaInit = `    local ffi = require "ffi"
+    for _, decl in ipairs({
+        "int OPENSSL_sk_num(const void *st);",
+        "void *OPENSSL_sk_value(const void *st, int i);",
+        "int OPENSSL_sk_push(void *st, const void *data);",
+        "int X509_up_ref(void *x);",
+        "void X509_free(void *x);",
+    }) do
+        pcall(ffi.cdef, decl) -- already declared by other code: fine
+    end
+    local C = ffi.C
+    local cache
+    local ok, lrucache = pcall(require, "resty.lrucache")
+    if ok then
+        cache = lrucache.new(cache_size)
+    else
+        local t, n = {}, 0
+        cache = {
+            get = function(_, k) return t[k] end,
+            set = function(_, k, v)
+                if n >= cache_size then t, n = {}, 0 end
+                t[k], n = v, n + 1
+            end,
+        }
+    end
+    local function read(path)
+        local f, err = io.open(path, "rb")
+        if not f then
+            return nil, err
+        end
+        local s
+        s, err = f:read("*a")
+        f:close()
+        return s, err
+    end
+    -- One parsed copy of each intermediate chain (Let's Encrypt has a
+    -- handful), shared by reference by every leaf that ends in it.
+    local chains, nchains = {}, 0
+    local function load(lineage)
+        local ssl = require "ngx.ssl"
+        local dir = live .. lineage .. "/"
+        local pem, err = read(dir .. "fullchain.pem")
+        if not pem then
+            return nil, err
+        end
+        local cut = pem:find("-----BEGIN CERTIFICATE-----", 2, true)
+        local cert
+        cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
+        if not cert then
+            return nil, dir .. "fullchain.pem: " .. err
+        end
+        if cut then
+            local rest = pem:sub(cut)
+            local shared = chains[rest]
+            if not shared then
+                shared, err = ssl.parse_pem_cert(rest)
+                if not shared then
+                    return nil, dir .. "fullchain.pem: " .. err
+                end
+                if nchains < 64 then
+                    chains[rest], nchains = shared, nchains + 1
+                end
+            end
+            for i = 0, C.OPENSSL_sk_num(shared) - 1 do
+                local x = C.OPENSSL_sk_value(shared, i)
+                C.X509_up_ref(x)
+                if C.OPENSSL_sk_push(cert, x) == 0 then
+                    C.X509_free(x)
+                    return nil, "out of memory"
+                end
+            end
+        end
+        pem, err = read(dir .. "privkey.pem")
+        if not pem then
+            return nil, err
+        end
+        local key
+        key, err = ssl.parse_pem_priv_key(pem)
+        if not key then
+            return nil, dir .. "privkey.pem: " .. err
+        end
+        return { cert, key }
+    end
+    package.loaded.certmgr_sni = { names = names, cache = cache, load = load }
+`
+
+// luaHandshake picks the certificate for the SNI: a known name's lineage
+// from the worker's cache, loaded on a miss; anything else keeps the
+// default certificate (and its requests get 421).
+const luaHandshake = `    ssl_certificate_by_lua_block {
+        local c = package.loaded.certmgr_sni
+        local ssl = require "ngx.ssl"
+        local name = ssl.server_name()
+        local lineage = name and c.names[name]
+        if not lineage then
+            return
+        end
+        local e = c.cache:get(lineage)
+        if not e then
+            local err
+            e, err = c.load(lineage)
+            if not e then
+                ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
+                return
+            end
+            c.cache:set(lineage, e)
+        end
+        local ok, err = ssl.clear_certs()
+        if ok then
+            ok, err = ssl.set_cert(e[1])
+        end
+        if ok then
+            ok, err = ssl.set_priv_key(e[2])
+        end
+        if not ok then
+            ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
+            return ngx.exit(ngx.ERROR)
+        end
+    }
+`
+
+// luaUnknown answers 421 to a request on a connection whose SNI is not a
+// served name (none, or one that got the default certificate).
+const luaUnknown = `    rewrite_by_lua_block {
+        local name = ngx.var.ssl_server_name
+        if not name or not package.loaded.certmgr_sni.names[name] then
+            return ngx.exit(421)
+        end
+    }
+`
