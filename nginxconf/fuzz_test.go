@@ -1,6 +1,8 @@
 package nginxconf
 
 import (
+	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -25,7 +27,7 @@ func splitNames(s string) []string {
 
 // FuzzRenderAccepted: names that package domain accepts always render, and
 // the file has exactly one HTTPS server block per name (per-server mode) and
-// exactly the names as server names, in both modes.
+// exactly the names as server names, in every mode.
 func FuzzRenderAccepted(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add(s)
@@ -37,7 +39,7 @@ func FuzzRenderAccepted(f *testing.F) {
 				ss = append(ss, Site{Domain: Domain{Name: n}})
 			}
 		}
-		for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 			out, err := Render(Config{CertMode: mode}, ss)
 			if err != nil {
 				t.Fatalf("%s: Render refused names domain.Parse accepted: %v", mode, err)
@@ -59,7 +61,7 @@ func FuzzRenderRaw(f *testing.F) {
 		for _, raw := range splitNames(in) {
 			ss = append(ss, Site{Domain: Domain{Name: domain.Name(raw)}})
 		}
-		for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+		for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 			out, err := Render(Config{CertMode: mode}, ss)
 			if err != nil {
 				continue
@@ -80,6 +82,12 @@ func checkStructure(t *testing.T, mode CertMode, out []byte, ss []Site) {
 	slices.Sort(names)
 	names = slices.Compact(names)
 
+	var luaNames map[string]string
+	if mode == CertModeLua {
+		var lua []string
+		out, lua = stripLuaBlocks(t, out)
+		luaNames = luaData(t, lua)
+	}
 	ds, err := directives(string(out))
 	if err != nil {
 		t.Fatalf("%s: rendered file does not parse: %v\n%s", mode, err, out)
@@ -114,12 +122,23 @@ func checkStructure(t *testing.T, mode CertMode, out []byte, ss []Site) {
 	// each name in a server_name of its HTTPS and of the HTTP server.
 	// variable: one HTTPS server for every name (the default), the HTTP
 	// server; each name once in the SNI map and once in the HTTP server.
+	// lua: the same, with each name once in the Lua data, to its lineage.
 	want, wantNames := 2+len(names), 2
-	if mode == CertModeVariable {
+	switch mode {
+	case CertModeVariable:
 		want, wantNames = 2, 1
 		slices.Sort(mapped)
 		if len(names) > 0 && !slices.Equal(mapped, names) {
 			t.Fatalf("%s: SNI map keys %q; want %q", mode, mapped, names)
+		}
+	case CertModeLua:
+		want, wantNames = 2, 1
+		wantLua := map[string]string{}
+		for _, s := range SortSites(ss) {
+			wantLua[string(s.Name)] = s.lineage()
+		}
+		if len(names) > 0 && !maps.Equal(luaNames, wantLua) {
+			t.Fatalf("%s: Lua names %v; want %v", mode, luaNames, wantLua)
 		}
 	}
 	if servers != want {
@@ -135,4 +154,71 @@ func checkStructure(t *testing.T, mode CertMode, out []byte, ss []Site) {
 	if !slices.Equal(serverNames, each) {
 		t.Fatalf("%s: server names %q; want each of %q %d times", mode, serverNames, names, wantNames)
 	}
+}
+
+// stripLuaBlocks returns out without its *_by_lua_block blocks (Lua is not
+// nginx syntax; the blocks end at a "}" line at their own indentation, as the
+// renderer writes them), and the blocks' contents.
+func stripLuaBlocks(t *testing.T, out []byte) ([]byte, []string) {
+	t.Helper()
+	var kept strings.Builder
+	var blocks []string
+	var cur *strings.Builder
+	end := ""
+	for line := range strings.Lines(string(out)) {
+		if cur != nil {
+			if line == end {
+				blocks = append(blocks, cur.String())
+				cur = nil
+				continue
+			}
+			cur.WriteString(line)
+			continue
+		}
+		trimmed := strings.TrimLeft(line, " ")
+		if name, ok := strings.CutSuffix(trimmed, " {\n"); ok && strings.HasSuffix(name, "_by_lua_block") {
+			cur, end = &strings.Builder{}, line[:len(line)-len(trimmed)]+"}\n"
+			continue
+		}
+		kept.WriteString(line)
+	}
+	if cur != nil {
+		t.Fatalf("lua: a Lua block does not end:\n%s", out)
+	}
+	return []byte(kept.String()), blocks
+}
+
+// luaLine is init_by_lua's pattern for a line of names, "(%S+) (%S+) ?(%S*)\n"
+// in Lua.
+var luaLine = regexp.MustCompile(`(\S+) (\S+) ?(\S*)\n`)
+
+// luaData reads the names from the Lua blocks' long strings the way
+// init_by_lua does, checking that each long string fits nginx's 4 KB
+// configuration buffer and holds nothing but names, lineages and hex.
+func luaData(t *testing.T, blocks []string) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	long := regexp.MustCompile(`(?s)add\[==\[\n(.*?)\]==\]`)
+	for _, b := range blocks {
+		for _, m := range long.FindAllStringSubmatch(b, -1) {
+			data := m[1]
+			if len(data) > luaChunk {
+				t.Fatalf("lua: a long string of %d bytes; nginx reads at most %d", len(data), luaChunk)
+			}
+			if strings.Trim(data, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_ \n") != "" {
+				t.Fatalf("lua: a long string holds other characters: %q", data)
+			}
+			for _, l := range luaLine.FindAllStringSubmatch(data, -1) {
+				lineage := l[3]
+				if lineage == "" {
+					lineage = l[1]
+				}
+				if _, dup := got[l[1]]; dup {
+					t.Fatalf("lua: %s listed twice", l[1])
+				}
+				got[l[1]] = lineage
+			}
+		}
+	}
+	return got
 }

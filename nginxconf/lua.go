@@ -38,9 +38,13 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 		r.defaultServer()
 		return
 	}
+	size := r.plan.LuaCache
+	if size <= 0 {
+		size = luaCache(r.cfg.CertCacheMax, st.count)
+	}
 	r.p("# Certificates chosen in Lua (NGINX_CERT_MODE=lua): the table of names is\n")
 	r.p("# built once in the nginx master; each worker parses a lineage's certificate\n")
-	r.p("# and key at its first handshake and keeps up to %d of them.\n", r.plan.LuaCache)
+	r.p("# and key at its first handshake and keeps up to %d of them.\n", size)
 	r.p("init_by_lua_block {\n")
 	r.p("    local names = {} -- SNI name -> lineage\n")
 	r.p("    local function add(s)\n")
@@ -73,7 +77,7 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	}
 	flush()
 	r.s("    local live = [==[", r.liveDir, "]==]\n")
-	r.p("    local cache_size = %d\n", r.plan.LuaCache)
+	r.p("    local cache_size = %d\n", size)
 	r.s(luaInit)
 	r.p("}\n")
 	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")

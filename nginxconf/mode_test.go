@@ -12,6 +12,8 @@ func TestChoose(t *testing.T) {
 	t.Parallel()
 	v122 := NginxInfo{Version: Version{1, 22, 1}, Modules: []string{"http_ssl", "http_v2"}}
 	v128 := NginxInfo{Version: Version{1, 28, 3}, Modules: []string{"http_ssl", "http_v2"}}
+	lua122, lua128 := v122, v128
+	lua122.Lua, lua128.Lua = true, true
 	unreadable := errors.New("user www-data cannot enter /etc/letsencrypt/live")
 	tests := []struct {
 		desc      string
@@ -37,6 +39,11 @@ func TestChoose(t *testing.T) {
 		{"configured per-server on 1.28", CertModePerServer, v128, 100000, nil, CertModePerServer, RuleConfigured, 0, HTTP2Directive},
 		{"configured variable on 1.28 gets the cache", CertModeVariable, v128, 5000, nil, CertModeVariable, RuleConfigured, 11000, HTTP2Directive},
 		{"configured variable on 1.22", CertModeVariable, v122, 5, nil, CertModeVariable, RuleConfigured, 0, HTTP2Listen},
+		{"1.22 with lua, few domains", CertModeAuto, lua122, 10, nil, CertModeLua, RuleLua, 0, HTTP2Listen},
+		{"1.22 with lua, 100,000 domains", CertModeAuto, lua122, 100000, nil, CertModeLua, RuleLua, 0, HTTP2Listen},
+		{"1.28 with lua: lua before the cache", CertModeAuto, lua128, 100000, nil, CertModeLua, RuleLua, 0, HTTP2Directive},
+		{"lua, keys unreadable, many", CertModeAuto, lua122, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Listen},
+		{"configured lua", CertModeLua, v122, 5, nil, CertModeLua, RuleConfigured, 0, HTTP2Listen},
 		{"no http_v2 module", CertModeAuto, NginxInfo{Version: Version{1, 22, 1}, Modules: []string{"http_ssl"}}, 1, nil, CertModePerServer, RuleSmallFleet, 0, HTTP2None},
 	}
 	for _, tc := range tests {
@@ -103,5 +110,20 @@ func TestReadableBy(t *testing.T) {
 	}
 	if err := readableBy("no-such-user-certmgr", link); err == nil {
 		t.Error("unknown user: no error")
+	}
+}
+
+// TestLuaCacheSize: lua mode's per-worker cache holds every domain and a
+// tenth more, at least 1,000, at most NGINX_CERT_CACHE_MAX.
+func TestLuaCacheSize(t *testing.T) {
+	t.Parallel()
+	lua := NginxInfo{Version: Version{1, 22, 1}, Lua: true}
+	for _, tc := range []struct{ max, domains, want int }{
+		{0, 10, 1000}, {0, 50000, 55000}, {0, 100000, 110000}, {0, 200000, DefaultCertCacheMax}, {20000, 100000, 20000},
+	} {
+		p := Choose(Config{CertMode: CertModeAuto, CertCacheMax: tc.max}, lua, tc.domains, nil)
+		if p.LuaCache != tc.want || p.CertCache != 0 {
+			t.Errorf("max %d, %d domains: LuaCache %d CertCache %d; want %d and 0", tc.max, tc.domains, p.LuaCache, p.CertCache, tc.want)
+		}
 	}
 }

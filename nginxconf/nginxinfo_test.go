@@ -32,6 +32,7 @@ func TestParseNginxV(t *testing.T) {
 		wantPid     string
 		wantUser    string
 		wantPrefix  string
+		wantLua     bool
 	}{
 		{
 			desc: "Debian bookworm nginx 1.22.1", out: read("debian-bookworm-1.22.1.txt"),
@@ -60,9 +61,9 @@ func TestParseNginxV(t *testing.T) {
 		},
 		{
 			desc:        "OpenResty names its own version first",
-			out:         "nginx version: openresty/1.25.3.2\nconfigure arguments: --prefix=/usr/local/openresty/nginx --with-http_ssl_module --with-http_v2_module --user=nobody\n",
+			out:         "nginx version: openresty/1.25.3.2\nconfigure arguments: --prefix=/usr/local/openresty/nginx --with-http_ssl_module --with-http_v2_module --user=nobody --add-module=../ngx_devel_kit-0.3.3 --add-module=../ngx_lua-0.10.26 --add-module=../lua-resty-core\n",
 			wantVersion: Version{1, 25, 3}, wantHTTP2: HTTP2Directive, has: []string{"http_ssl", "http_v2"},
-			wantUser: "nobody", wantPrefix: "/usr/local/openresty/nginx",
+			wantUser: "nobody", wantPrefix: "/usr/local/openresty/nginx", wantLua: true,
 		},
 		{
 			desc:        "just before the certificate cache, quoted arguments with spaces",
@@ -96,6 +97,9 @@ func TestParseNginxV(t *testing.T) {
 				if info.Has(m) {
 					t.Errorf("Has(%s) = true; modules %v", m, info.Modules)
 				}
+			}
+			if info.Lua != tc.wantLua {
+				t.Errorf("Lua = %v, want %v", info.Lua, tc.wantLua)
 			}
 			if info.ConfPath != tc.wantConf || info.PidPath != tc.wantPid || info.User != tc.wantUser || info.Prefix != tc.wantPrefix {
 				t.Errorf("paths = conf %q pid %q user %q prefix %q; want %q %q %q %q",
@@ -143,5 +147,48 @@ func TestVersionAtLeast(t *testing.T) {
 		if got := tc.v.AtLeast(tc.o); got != tc.want {
 			t.Errorf("%v.AtLeast(%v) = %v", tc.v, tc.o, got)
 		}
+	}
+}
+
+// TestLoadsLua: the lua module counts when the main configuration loads it,
+// itself or through a main-context include (Debian's modules-enabled), and
+// not when the text only appears inside http{} or nowhere.
+func TestLoadsLua(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "modules-enabled", "10-mod-http-ndk.conf"), "load_module modules/ndk_http_module.so;\n")
+	writeFile(t, filepath.Join(dir, "modules-enabled", "50-mod-http-lua.conf"), "load_module modules/ngx_http_lua_module.so;\n")
+	writeFile(t, filepath.Join(dir, "modules-enabled", ".50-hidden-lua.conf"), "load_module modules/ngx_http_lua_module.so;\n")
+	writeFile(t, filepath.Join(dir, "other", "50-mod-stream.conf"), "load_module modules/ngx_stream_module.so;\n")
+	writeFile(t, filepath.Join(dir, "conf.d", "lua.conf"), "# load_module modules/ngx_http_lua_module.so;\nlua_package_path x;\n")
+	for _, tc := range []struct {
+		desc, main string
+		want       bool
+	}{
+		{"Debian layout, absolute include", "include " + dir + "/modules-enabled/*.conf;\nevents {}\nhttp {}\n", true},
+		{"relative include", "include modules-enabled/*.conf;\nevents {}\n", true},
+		{"load_module itself", "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\nevents {}\n", true},
+		{"OpenResty-style module path", "load_module modules/ngx_http_lua_module-0.10.26.so;\n", true},
+		{"other modules only", "include other/*.conf;\nload_module modules/ndk_http_module.so;\n", false},
+		{"hidden files are not included", "include " + dir + "/modules-enabled/.50-*.conf;\n", true},
+		{"lua text inside http only", "events {}\nhttp { include conf.d/*.conf; }\n", false},
+		{"no modules", "events {}\nhttp {}\n", false},
+	} {
+		if got := loadsLua(tc.main, dir); got != tc.want {
+			t.Errorf("%s: loadsLua = %v, want %v", tc.desc, got, tc.want)
+		}
+	}
+	// The glob skips hidden files unless the pattern names them.
+	if loadsLua("include "+dir+"/modules-enabled/*-hidden-lua.conf;\n", dir) {
+		t.Error("a * glob matched a hidden file")
+	}
+	// This machine's Debian nginx, with libnginx-mod-http-lua installed by
+	// setup-peers.
+	main, err := os.ReadFile("/etc/nginx/nginx.conf")
+	if err != nil {
+		t.Fatalf("Debian's nginx.conf: %v (run make peers)", err)
+	}
+	if !loadsLua(string(main), "/etc/nginx") {
+		t.Error("/etc/nginx/nginx.conf: the lua module is not seen as loaded (is libnginx-mod-http-lua installed?)")
 	}
 }

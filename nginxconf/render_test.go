@@ -51,6 +51,16 @@ func TestRenderGolden(t *testing.T) {
 			sites:  []Site{{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp}, {Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp}},
 		},
 		{
+			desc:   "lua, one lineage named otherwise",
+			golden: "lua.conf",
+			cfg:    Config{CertMode: CertModeLua},
+			sites: []Site{
+				{Domain: Domain{Name: "shop.example.com"}, CertSHA256: fp},
+				{Domain: Domain{Name: "events.tenant-a.org"}, CertSHA256: fp},
+				{Domain: Domain{Name: "xn--bcher-kva.example", Lineage: "xn--bcher-kva.example-0001"}, CertSHA256: fp},
+			},
+		},
+		{
 			desc:   "no domains",
 			golden: "empty.conf",
 			cfg:    Config{CertMode: CertModePerServer},
@@ -97,7 +107,8 @@ func TestRenderGolden(t *testing.T) {
 // TestRenderGoldenGenerations renders for the two nginx generations, with
 // the plans Choose makes from real `nginx -V` outputs: Debian's 1.22
 // (listen … http2, no certificate cache) and 1.28 (http2 on,
-// ssl_certificate_cache in variable mode).
+// ssl_certificate_cache in variable mode), each also with the lua module
+// loaded (auto picks lua).
 func TestRenderGoldenGenerations(t *testing.T) {
 	t.Parallel()
 	fp := strings.Repeat("cd", 32)
@@ -112,11 +123,14 @@ func TestRenderGoldenGenerations(t *testing.T) {
 		mode     CertMode
 		above    int // AutoVariableAbove
 		wantMode CertMode
+		lua      bool // the main configuration loads the lua module
 	}{
-		{"auto-1.22-per-server.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 0, CertModePerServer},
-		{"auto-1.22-variable.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 2, CertModeVariable},
-		{"auto-1.28.conf", "source-1.28.3.txt", CertModeAuto, 0, CertModeVariable},
-		{"per-server-1.28.conf", "source-1.28.3.txt", CertModePerServer, 0, CertModePerServer},
+		{"auto-1.22-per-server.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 0, CertModePerServer, false},
+		{"auto-1.22-variable.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 2, CertModeVariable, false},
+		{"auto-1.28.conf", "source-1.28.3.txt", CertModeAuto, 0, CertModeVariable, false},
+		{"per-server-1.28.conf", "source-1.28.3.txt", CertModePerServer, 0, CertModePerServer, false},
+		{"auto-1.22-lua.conf", "debian-bookworm-1.22.1.txt", CertModeAuto, 0, CertModeLua, true},
+		{"auto-1.28-lua.conf", "source-1.28.3.txt", CertModeAuto, 0, CertModeLua, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.golden, func(t *testing.T) {
@@ -129,6 +143,7 @@ func TestRenderGoldenGenerations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			info.Lua = tc.lua
 			cfg := Config{CertMode: tc.mode, AutoVariableAbove: tc.above}.WithDefaults()
 			plan := Choose(cfg, info, len(ss), nil)
 			if plan.Mode != tc.wantMode {

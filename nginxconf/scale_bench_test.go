@@ -22,8 +22,9 @@ import (
 // by the plain Go benchmark pass of make bench): for each nginx binary
 // (Debian's, and one with ssl_certificate_cache when present, see
 // benchNginxBinaries) and each size (CERTMGR_BENCH_SIZES), one nginx per mode
-// (per-server, which is also the static baseline, and variable, with the
-// certificate cache where nginx has it), measuring for each
+// (per-server, which is also the static baseline; variable, with the
+// certificate cache where nginx has it; lua, on Debian's nginx with its lua
+// module), measuring for each
 //
 //   - nginx -t on the configuration of n domains: time and peak RSS;
 //   - a new domain from "row issued" (its certificate in the store) to
@@ -33,13 +34,13 @@ import (
 //   - full TLS handshakes per second (no resumption) from
 //     CERTMGR_BENCH_CLIENTS clients (default 4), each with an SNI drawn at
 //     random from all n names, in one-second windows alternating between
-//     the two nginx (so that load from other work hits both alike), for
-//     CERTMGR_BENCH_HANDSHAKE_SECONDS (default 10) each; with the cache, once
-//     right after the reload (cache empty) and again after one handshake per
-//     name;
+//     the nginx (so that load from other work hits all alike), for
+//     CERTMGR_BENCH_HANDSHAKE_SECONDS (default 10) each; with a cache (lua,
+//     or ssl_certificate_cache), once right after the reload (cache empty)
+//     and again after one handshake per name;
 //   - nginx's memory after those handshakes (master RSS, worker RSS, PSS).
 //
-// Metrics are prefixed ps- (per-server) and var- (variable). nginx runs one
+// Metrics are prefixed ps- (per-server), var- (variable) and lua-. nginx runs one
 // worker process (testpeers); the clients share the machine's cores.
 func BenchmarkScale(b *testing.B) {
 	if os.Geteuid() != 0 {
@@ -90,7 +91,6 @@ type scaleNginx struct {
 
 func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n int) {
 	names := store.names[:n]
-	auto := Choose(Config{CertMode: CertModeAuto, CertCacheMax: benchCertCacheMax(b)}, info, n, nil)
 	// The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX
 	// names (default 10,000): at 100,000 it would need about 10 GB and
 	// minutes per reload here, and its handshake rate does not depend on the
@@ -98,8 +98,12 @@ func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n i
 	// alike).
 	psNames := names[:min(n, envInt(b, "CERTMGR_BENCH_BASELINE_MAX", 10000))]
 	b.ReportMetric(float64(len(psNames)), "ps-domains")
+	modes := []CertMode{CertModePerServer, CertModeVariable}
+	if luaNginx(bin) {
+		modes = append(modes, CertModeLua)
+	}
 	var ngs []*scaleNginx
-	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+	for _, mode := range modes {
 		ns := names
 		if mode == CertModePerServer {
 			ns = psNames
@@ -107,29 +111,44 @@ func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n i
 		ng := setupScale(b, store, bin, mode, ns)
 		ng.names = ns
 		ngs = append(ngs, ng)
+		// What auto picks on this nginx: without the lua module for the
+		// per-server and variable rows, with it loaded for the lua row.
+		li := info
+		li.Lua = mode == CertModeLua
+		auto := Choose(Config{CertMode: CertModeAuto, CertCacheMax: benchCertCacheMax(b)}, li, n, nil)
 		picked := 0.0
 		if auto.Mode == ng.plan.Mode && (auto.CertCache > 0) == (ng.plan.CertCache > 0) {
 			picked = 1
 		}
 		b.ReportMetric(picked, ng.prefix+"auto-picks")
 		b.ReportMetric(float64(ng.plan.CertCache), ng.prefix+"cert-cache-max")
+		b.ReportMetric(float64(ng.plan.LuaCache), ng.prefix+"lua-cache-max")
 	}
-	ps, vr := ngs[0], ngs[1]
 	secs := envInt(b, "CERTMGR_BENCH_HANDSHAKE_SECONDS", 10)
-	rates := alternate(b, []*scaleNginx{ps, vr}, secs)
-	b.ReportMetric(rates[0], ps.prefix+"handshakes/s")
-	b.ReportMetric(rates[1], vr.prefix+"handshakes/s")
-	if vr.plan.CertCache > 0 {
-		// The cache starts empty in the workers a reload starts: visit
-		// every name once, then measure again.
-		t0 := time.Now()
-		if bad := warm(b, vr.peer.HTTPSPort, names); bad > 0 {
-			b.Errorf("%d handshakes failed while warming the cache", bad)
+	rates := alternate(b, ngs, secs)
+	for i, ng := range ngs {
+		b.ReportMetric(rates[i], ng.prefix+"handshakes/s")
+	}
+	// A certificate cache (ssl_certificate_cache, or lua's per-worker
+	// cache) starts empty in the workers a reload starts: visit every name
+	// once, then measure all of them again.
+	warmed := false
+	for _, ng := range ngs[1:] {
+		if ng.plan.CertCache == 0 && ng.plan.Mode != CertModeLua {
+			continue
 		}
-		b.ReportMetric(time.Since(t0).Seconds(), vr.prefix+"cache-warmup-s")
-		rates = alternate(b, []*scaleNginx{ps, vr}, secs)
-		b.ReportMetric(rates[0], ps.prefix+"handshakes-warm/s")
-		b.ReportMetric(rates[1], vr.prefix+"handshakes-warm/s")
+		t0 := time.Now()
+		if bad := warm(b, ng.peer.HTTPSPort, names); bad > 0 {
+			b.Errorf("%s: %d handshakes failed while warming the cache", ng.prefix, bad)
+		}
+		b.ReportMetric(time.Since(t0).Seconds(), ng.prefix+"cache-warmup-s")
+		warmed = true
+	}
+	if warmed {
+		rates = alternate(b, ngs, secs)
+		for i, ng := range ngs {
+			b.ReportMetric(rates[i], ng.prefix+"handshakes-warm/s")
+		}
 	}
 	for _, ng := range ngs {
 		m, pss := nginxMemory(b, ng.peer)
@@ -146,8 +165,8 @@ func benchScale(b *testing.B, store *benchStore, bin string, info NginxInfo, n i
 // setupScale starts an nginx serving names[:n-1] in mode, measures nginx -t
 // on it, then issues names[n-1] and measures until it is served.
 func setupScale(b *testing.B, store *benchStore, bin string, mode CertMode, names []domain.Name) *scaleNginx {
-	ng := &scaleNginx{prefix: map[CertMode]string{CertModePerServer: "ps-", CertModeVariable: "var-"}[mode]}
-	peer := testpeers.Nginx(b, testpeers.NginxOptions{Binary: bin})
+	ng := &scaleNginx{prefix: map[CertMode]string{CertModePerServer: "ps-", CertModeVariable: "var-", CertModeLua: "lua-"}[mode]}
+	peer := testpeers.Nginx(b, testpeers.NginxOptions{Binary: bin, Lua: mode == CertModeLua})
 	peer.StopOnCleanup(b)
 	ng.peer = peer
 	le := store.dir
@@ -306,6 +325,13 @@ func warm(b *testing.B, port int, names []domain.Name) (failed int64) {
 	connected := func(tls.ConnectionState, string) bool { return true }
 	return testpeers.WarmNames("127.0.0.1:"+strconv.Itoa(port), len(names), func(i int) string { return string(names[i]) },
 		envInt(b, "CERTMGR_BENCH_CLIENTS", 4), connected)
+}
+
+// luaNginx reports whether bin can load Debian's lua module, which is built
+// for Debian's nginx only.
+func luaNginx(bin string) bool {
+	_, err := os.Stat("/usr/lib/nginx/modules/ngx_http_lua_module.so")
+	return bin == "/usr/sbin/nginx" && err == nil
 }
 
 // benchCertCacheMax is NGINX_CERT_CACHE_MAX for the benchmark:

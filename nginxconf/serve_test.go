@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // TestServe drives real nginx on loopback with real TLS, in every mode: each
@@ -172,6 +174,77 @@ func TestServeAuto(t *testing.T) {
 		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) {
 			t.Errorf("%s in variable mode: %v %+v", n, err, r.status)
 		}
+	}
+}
+
+// TestServeAutoLua: on an nginx whose main configuration loads the lua
+// module, auto picks lua mode at any size, says why in the file, and serves.
+func TestServeAutoLua(t *testing.T) {
+	t.Parallel()
+	f := setupPeer(t, CertModeAuto, testpeers.NginxOptions{Lua: true})
+	names := []string{"a.example.com", "b.example.com"}
+	for _, n := range names {
+		writeLineage(t, f.le, n, leafOpts{})
+	}
+	res := f.regenerate(t, names...)
+	if res.Plan.Mode != CertModeLua || res.Plan.Rule != RuleLua || res.Plan.LuaCache != 1000 {
+		t.Errorf("plan %+v; want lua, rule lua, a cache of 1000", res.Plan)
+	}
+	live, err := os.ReadFile(f.cfg.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(live), "# mode lua, 2 domains\n# NGINX_CERT_MODE=auto: nginx 1.22.1 loads the lua module") {
+		t.Errorf("live file does not say its mode and why:\n%.300s", live)
+	}
+	for _, n := range names {
+		r, err := f.get(n, n, "/", true)
+		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) {
+			t.Errorf("%s in lua mode: %v %+v", n, err, r.status)
+		}
+	}
+}
+
+// TestServeLuaManyNames: 20,000 names in lua mode, hundreds of long strings
+// in the file (each within nginx's 4 KB configuration buffer), go live
+// through nginx -t and a reload, and the first, a middle and the last name
+// are each served; a name one past them is not. The names share one
+// wildcard lineage, so the store holds one certificate.
+func TestServeLuaManyNames(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeLua)
+	leaf := writeLineage(t, f.le, "many", leafOpts{dnsNames: []string{"*.many.example"}})
+	var ds []Domain
+	name := func(i int) string { return fmt.Sprintf("tenant-shop-%05d.many.example", i) }
+	const n = 20000
+	for i := range n {
+		ds = append(ds, Domain{Name: domain.Name(name(i)), Lineage: "many"})
+	}
+	before := f.workers(t)
+	res, err := f.gen.Regenerate(t.Context(), ds)
+	if err != nil || len(res.Served) != n || len(res.Skipped) != 0 {
+		t.Fatalf("Regenerate: %v, %d served, skipped %v", err, len(res.Served), res.Skipped[:min(3, len(res.Skipped))])
+	}
+	if err := f.reloader.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitReplaced(t, f.peer, before, time.Minute)
+	live, err := os.ReadFile(f.cfg.ConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunks := strings.Count(string(live), "add[==["); chunks < 100 {
+		t.Errorf("%d long strings for %d names; want them split", chunks, n)
+	}
+	for _, i := range []int{0, n / 2, n - 1} {
+		r, err := f.get(name(i), name(i), "/", true)
+		if err != nil || r.status != 200 || r.leaf.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+			t.Errorf("%s: %v %d; want 200 with the lineage's certificate", name(i), err, r.status)
+		}
+	}
+	r, err := f.get(name(n), name(n), "/", false)
+	if err != nil || r.status != http.StatusMisdirectedRequest || r.leaf.Subject.CommonName != "default.invalid" {
+		t.Errorf("%s (not served): %v %d; want 421 with the default certificate", name(n), err, r.status)
 	}
 }
 

@@ -45,7 +45,13 @@ func setupNginx(t *testing.T, mode CertMode, binary string, opts ...func(*Config
 	t.Helper()
 	// lua mode needs the lua module loaded; the other modes run on an nginx
 	// without it, where auto never picks lua.
-	peer := testpeers.Nginx(t, testpeers.NginxOptions{Binary: binary, Lua: mode == CertModeLua})
+	return setupPeer(t, mode, testpeers.NginxOptions{Binary: binary, Lua: mode == CertModeLua}, opts...)
+}
+
+// setupPeer is setup on an nginx made with popts.
+func setupPeer(t *testing.T, mode CertMode, popts testpeers.NginxOptions, opts ...func(*Config)) *fixture {
+	t.Helper()
+	peer := testpeers.Nginx(t, popts)
 	peer.StopOnCleanup(t)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -34,10 +34,11 @@ echo "$out" | awk '
 	split($1, p, "/"); v = substr(p[2], 7); n = p[3]; sub(/-[0-9]+$/, "", n)
 	delete m
 	for (i = 3; i < NF; i += 2) m[$(i + 1)] = $i
-	for (j = 1; j <= 2; j++) {
-		pre = (j == 1 ? "ps-" : "var-")
+	for (j = 1; j <= 3; j++) {
+		pre = (j == 1 ? "ps-" : (j == 2 ? "var-" : "lua-"))
+		if (m[pre "handshakes/s"] == "") continue
 		dn = (j == 1 && m["ps-domains"] != "" ? m["ps-domains"] : n)
-		mode = (j == 1 ? "per-server" : (m[pre "cert-cache-max"] > 0 ? "variable+cache" : "variable"))
+		mode = (j == 1 ? "per-server" : (j == 3 ? "lua" : (m[pre "cert-cache-max"] > 0 ? "variable+cache" : "variable")))
 		hs = m[pre "handshakes/s"]; warm = m[pre "handshakes-warm/s"]
 		base = m["ps-handshakes/s"]; basewarm = m["ps-handshakes-warm/s"]
 		pct = sprintf("%.0f%%", 100 * hs / base)
@@ -46,7 +47,7 @@ echo "$out" | awk '
 			v, mode, dn, (m[pre "auto-picks"] == 1 ? "yes" : ""), m[pre "file-MB"],
 			m[pre "nginx-t-ms"] / 1000, m[pre "nginx-t-maxrss-MB"],
 			m[pre "issued-to-served-ms"], m[pre "regenerate-ms"], m[pre "reload-to-served-ms"],
-			hs, (warm == "" ? "" : (j == 1 ? sprintf(" / %.0f", warm) : sprintf(" / %.0f (cache warmed in %.0f s)", warm, m[pre "cache-warmup-s"]))),
+			hs, (warm == "" ? "" : (m[pre "cache-warmup-s"] == "" ? sprintf(" / %.0f", warm) : sprintf(" / %.0f (cache warmed in %.0f s)", warm, m[pre "cache-warmup-s"]))),
 			(j == 1 ? "100%" : pct),
 			m[pre "master-rss-MB"], m[pre "worker-rss-MB"], m[pre "nginx-pss-MB"])
 	}
@@ -57,6 +58,6 @@ END {
 	print "|---|---|---:|---|---:|---:|---:|---|---|---:|---:|---:|---:|"
 	for (i = 1; i <= k; i++) print rows[i]
 	print ""
-	print "The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX names (10,000): its handshake rate does not depend on the number of names, and at 100,000 it would need about 10 GB here. Each row of a size ran at the same time as the other (handshake windows alternate)."
+	print "The per-server baseline serves at most CERTMGR_BENCH_BASELINE_MAX names (10,000): its handshake rate does not depend on the number of names, and at 100,000 it would need about 10 GB here. The rows of a size ran at the same time (handshake windows alternate)."
 	if (load != "") { print ""; print "Load average (1, 5, 15 min) before / after: " substr(load, 6) ", '"$(nproc)"' CPUs." }
 }'
