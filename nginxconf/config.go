@@ -169,6 +169,11 @@ type Config struct {
 	// certificate and its key), and in lua mode the names in each worker's
 	// cache (a domain needs one).
 	CertCacheMax int
+	// CertRecheck is how long a worker serves a cached certificate before it
+	// looks at its file again (a renewal is served within it, without a
+	// reload): ssl_certificate_cache's valid= in variable mode, the recheck
+	// of lua mode's cache. Default DefaultCertRecheck; whole seconds.
+	CertRecheck time.Duration
 	// DefaultCert and DefaultKey are the certificate of the HTTPS default
 	// server that answers 421 to unknown names (NGINX_DEFAULT_CERT,
 	// NGINX_DEFAULT_KEY), default Debian's snakeoil pair.
@@ -208,6 +213,7 @@ func (c Config) WithDefaults() Config {
 	c.CertMode = cmp.Or(c.CertMode, CertModeAuto)
 	c.AutoVariableAbove = cmp.Or(c.AutoVariableAbove, DefaultAutoVariableAbove)
 	c.CertCacheMax = cmp.Or(c.CertCacheMax, DefaultCertCacheMax)
+	c.CertRecheck = cmp.Or(c.CertRecheck, DefaultCertRecheck)
 	c.DefaultCert = cmp.Or(c.DefaultCert, DefaultCert)
 	c.DefaultKey = cmp.Or(c.DefaultKey, DefaultKey)
 	c.ACMEWebroot = cmp.Or(c.ACMEWebroot, DefaultACMEWebroot)
@@ -278,6 +284,9 @@ func (c Config) validate() error {
 	}
 	if c.CertCacheMax < 2 {
 		errs = append(errs, fmt.Errorf("CertCacheMax (NGINX_CERT_CACHE_MAX) %d: want >= 2 (a certificate and its key)", c.CertCacheMax))
+	}
+	if c.CertRecheck < time.Second || c.CertRecheck%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("CertRecheck %s: want whole seconds, at least 1s", c.CertRecheck))
 	}
 	if _, err := ParseHashMode(string(c.HashMode)); err != nil {
 		errs = append(errs, err)

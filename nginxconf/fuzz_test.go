@@ -188,13 +188,13 @@ func stripLuaBlocks(t *testing.T, out []byte) ([]byte, []string) {
 	return []byte(kept.String()), blocks
 }
 
-// luaLine is init_by_lua's pattern for a line of names, "(%S+) (%S+) ?(%S*)\n"
-// in Lua.
-var luaLine = regexp.MustCompile(`(\S+) (\S+) ?(\S*)\n`)
+// luaLine is init_by_lua's pattern for a line of names, "(%S+) ?(%S*)\n" in
+// Lua.
+var luaLine = regexp.MustCompile(`(\S+) ?(\S*)\n`)
 
 // luaData reads the names from the Lua blocks' long strings the way
 // init_by_lua does, checking that each long string fits nginx's 4 KB
-// configuration buffer and holds nothing but names, lineages and hex.
+// configuration buffer and holds nothing but names and lineages.
 func luaData(t *testing.T, blocks []string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
@@ -209,7 +209,7 @@ func luaData(t *testing.T, blocks []string) map[string]string {
 				t.Fatalf("lua: a long string holds other characters: %q", data)
 			}
 			for _, l := range luaLine.FindAllStringSubmatch(data, -1) {
-				lineage := l[3]
+				lineage := l[2]
 				if lineage == "" {
 					lineage = l[1]
 				}

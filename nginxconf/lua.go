@@ -1,38 +1,36 @@
 package nginxconf
 
 import (
-	"cmp"
 	"fmt"
 	"iter"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // luaChunk bounds each Lua long string of names in the file. nginx reads a
 // *_by_lua_block through its configuration buffer (4 KB), and a long string
 // is one token there: a longer one fails with "Lua code block missing the
-// closing long bracket". A line is at most 253+1+16+1+250 bytes.
+// closing long bracket". A line is at most 253+1+250+1 bytes.
 const luaChunk = 3000
-
-// luaFingerprint is how many hex digits of each certificate's SHA-256 the
-// lua-mode file records: enough that a renewal changes the file (and so
-// reloads nginx, whose new workers start with empty caches), at a quarter of
-// the size of the whole digest.
-const luaFingerprint = 16
 
 // lua serves every name from one default server whose certificate is set in
 // Lua. The names and their lineages are data in long strings, read into one
 // table by init_by_lua in the master (so the workers share it); a worker
 // parses a lineage's leaf and key at its first handshake and keeps them in
 // an LRU of plan.LuaCache lineages, with one parsed copy of each distinct
-// intermediate chain shared by all leaves that end in it. Unknown names keep
-// the default certificate and get 421, as in variable mode; a request whose
-// Host is not its SNI gets 421 too.
+// intermediate chain shared by all leaves that end in it. A cached lineage
+// older than Config.CertRecheck is checked against its fullchain.pem (a
+// read and a CRC, no parse) at its next handshake, so a renewal is served
+// within that time without changing the file or reloading (which would
+// empty every worker's cache). Unknown names keep the default certificate
+// and get 421, as in variable mode; a request whose Host is not its SNI gets
+// 421 too.
 //
 // nginx -t neither compiles nor runs the Lua code (lua-nginx-module skips
 // init_by_lua when testing), so the code is a fixed text and only checked
-// names, lineages and hex reach it, each inside a long string that none of
-// them can close (TestLuaDataCannotEscape).
+// names and lineages reach it, each inside a long string that none of them
+// can close (checkStructure's luaData).
 func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	if st.count == 0 {
 		r.defaultServer()
@@ -44,15 +42,16 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	}
 	r.p("# Certificates chosen in Lua (NGINX_CERT_MODE=lua): the table of names is\n")
 	r.p("# built once in the nginx master; each worker parses a lineage's certificate\n")
-	r.p("# and key at its first handshake and keeps up to %d of them.\n", size)
+	r.p("# and key at its first handshake, keeps up to %d of them, and checks a\n", size)
+	r.p("# cached one against its file every %s (renewals need no reload).\n", nginxDuration(r.cfg.CertRecheck))
 	r.p("init_by_lua_block {\n")
 	r.p("    local names = {} -- SNI name -> lineage\n")
 	r.p("    local function add(s)\n")
-	r.p("        for name, _, lineage in s:gmatch(\"(%%S+) (%%S+) ?(%%S*)\\n\") do\n")
+	r.p("        for name, lineage in s:gmatch(\"(%%S+) ?(%%S*)\\n\") do\n")
 	r.p("            names[name] = lineage ~= \"\" and lineage or name\n")
 	r.p("        end\n")
 	r.p("    end\n")
-	r.p("    -- name, certificate sha256 prefix[, lineage when not the name]\n")
+	r.p("    -- name[ lineage, when not the name]\n")
 	var chunk strings.Builder
 	flush := func() {
 		if chunk.Len() > 0 {
@@ -61,11 +60,7 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 		}
 	}
 	for s := range sites {
-		fp := s.CertSHA256
-		if len(fp) > luaFingerprint {
-			fp = fp[:luaFingerprint]
-		}
-		line := string(s.Name) + " " + cmp.Or(fp, "-")
+		line := string(s.Name)
 		if s.lineage() != string(s.Name) {
 			line += " " + s.lineage()
 		}
@@ -77,7 +72,7 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	}
 	flush()
 	r.s("    local live = [==[", r.liveDir, "]==]\n")
-	r.p("    local cache_size = %d\n", size)
+	r.p("    local cache_size, recheck = %d, %d\n", size, r.cfg.CertRecheck/time.Second)
 	r.s(luaInit)
 	r.p("}\n")
 	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")
@@ -108,10 +103,10 @@ func checkLuaPath(dir string) error {
 }
 
 // luaInit is the rest of init_by_lua_block, after the names: the worker's
-// cache and the function that loads a lineage. Errors are returned as
-// strings and logged by the handshake, which then keeps the default
-// certificate; a missing optional piece (lua-resty-lrucache) falls back to a
-// plain table, bounded the same way.
+// cache and get, which returns a lineage's parsed certificate chain and key
+// (or nil and why, which the handshake logs before keeping the default
+// certificate). A missing optional piece (lua-resty-lrucache) falls back to
+// a plain table, bounded the same way.
 const luaInit = `    local ffi = require "ffi"
     for _, decl in ipairs({
         "int OPENSSL_sk_num(const void *st);",
@@ -119,6 +114,7 @@ const luaInit = `    local ffi = require "ffi"
         "int OPENSSL_sk_push(void *st, const void *data);",
         "int X509_up_ref(void *x);",
         "void X509_free(void *x);",
+        "int X509_check_private_key(const void *x, const void *k);",
     }) do
         pcall(ffi.cdef, decl) -- already declared by other code: fine
     end
@@ -150,18 +146,25 @@ const luaInit = `    local ffi = require "ffi"
     -- One parsed copy of each intermediate chain (Let's Encrypt has a
     -- handful), shared by reference by every leaf that ends in it.
     local chains, nchains = {}, 0
-    local function load(lineage)
+    local function load(dir, pem)
         local ssl = require "ngx.ssl"
-        local dir = live .. lineage .. "/"
-        local pem, err = read(dir .. "fullchain.pem")
-        if not pem then
-            return nil, err
-        end
         local cut = pem:find("-----BEGIN CERTIFICATE-----", 2, true)
-        local cert
-        cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
+        local cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
         if not cert then
             return nil, dir .. "fullchain.pem: " .. err
+        end
+        local kpem
+        kpem, err = read(dir .. "privkey.pem")
+        if not kpem then
+            return nil, err
+        end
+        local key
+        key, err = ssl.parse_pem_priv_key(kpem)
+        if not key then
+            return nil, dir .. "privkey.pem: " .. err
+        end
+        if C.X509_check_private_key(C.OPENSSL_sk_value(cert, 0), key) ~= 1 then
+            return nil, dir .. "privkey.pem does not belong to fullchain.pem (a renewal half done?)"
         end
         if cut then
             local rest = pem:sub(cut)
@@ -184,18 +187,36 @@ const luaInit = `    local ffi = require "ffi"
                 end
             end
         end
-        pem, err = read(dir .. "privkey.pem")
-        if not pem then
+        return { cert, key, ngx.crc32_long(pem), ngx.now() + recheck }
+    end
+    local function get(lineage)
+        local e = cache:get(lineage)
+        local now = ngx.now()
+        if e and now < e[4] then
+            return e
+        end
+        local dir = live .. lineage .. "/"
+        local pem, err = read(dir .. "fullchain.pem")
+        if e and pem and ngx.crc32_long(pem) == e[3] then
+            e[4] = now + recheck -- unchanged
+            return e
+        end
+        local fresh
+        if pem then
+            fresh, err = load(dir, pem)
+        end
+        if not fresh then
+            if e then
+                e[4] = now + 1 -- keep serving what we have; look again soon
+                ngx.log(ngx.WARN, "certmgr: keeping the cached certificate of ", lineage, ": ", err)
+                return e
+            end
             return nil, err
         end
-        local key
-        key, err = ssl.parse_pem_priv_key(pem)
-        if not key then
-            return nil, dir .. "privkey.pem: " .. err
-        end
-        return { cert, key }
+        cache:set(lineage, fresh)
+        return fresh
     end
-    package.loaded.certmgr_sni = { names = names, cache = cache, load = load }
+    package.loaded.certmgr_sni = { names = names, get = get }
 `
 
 // luaHandshake picks the certificate for the SNI: a known name's lineage
@@ -209,17 +230,13 @@ const luaHandshake = `    ssl_certificate_by_lua_block {
         if not lineage then
             return
         end
-        local e = c.cache:get(lineage)
+        local e, err = c.get(lineage)
         if not e then
-            local err
-            e, err = c.load(lineage)
-            if not e then
-                ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
-                return
-            end
-            c.cache:set(lineage, e)
+            ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
+            return
         end
-        local ok, err = ssl.clear_certs()
+        local ok
+        ok, err = ssl.clear_certs()
         if ok then
             ok, err = ssl.set_cert(e[1])
         end

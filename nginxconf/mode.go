@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // DefaultAutoVariableAbove is where auto mode leaves per-server mode on an
@@ -30,15 +31,24 @@ const DefaultAutoVariableAbove = 1000
 // least recently used names are read from disk again.
 const DefaultCertCacheMax = 150000
 
-// certCacheInactive and certCacheValid are the ssl_certificate_cache
-// timings: an entry unused for an hour is dropped (nginx's default, 10 s,
-// would drop nearly every tenant of a large fleet between two of its
-// visitors), and an entry older than a minute is checked against its file
-// (a renewal is served within a minute, without a reload).
-const (
-	certCacheInactive = "1h"
-	certCacheValid    = "1m"
-)
+// certCacheInactive is ssl_certificate_cache's inactive=: an entry unused
+// for an hour is dropped (nginx's default, 10 s, would drop nearly every
+// tenant of a large fleet between two of its visitors).
+const certCacheInactive = "1h"
+
+// DefaultCertRecheck is Config.CertRecheck: a cached certificate older than
+// a minute is checked against its file (a renewal is served within a
+// minute, without a reload).
+const DefaultCertRecheck = time.Minute
+
+// nginxDuration writes d (whole seconds) as nginx and lua read it: "1m" for
+// a minute, else seconds.
+func nginxDuration(d time.Duration) string {
+	if d%time.Minute == 0 {
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
+}
 
 // Plan is how one regeneration renders: the mode, the nginx features the
 // file uses, and why.

@@ -275,7 +275,7 @@ func (r *renderer) variable(sites iter.Seq[Site], st siteStats) {
 	r.p("    ssl_certificate $certmgr_ssl_certificate;\n")
 	r.p("    ssl_certificate_key $certmgr_ssl_certificate_key;\n")
 	if r.plan.CertCache > 0 {
-		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, certCacheValid)
+		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, nginxDuration(r.cfg.CertRecheck))
 	}
 	r.p("    if ($certmgr_lineage = \"\") {\n        return 421;\n    }\n")
 	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")

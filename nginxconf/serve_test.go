@@ -296,30 +296,92 @@ func TestServeLeavesOutBadCertificates(t *testing.T) {
 	}
 }
 
-// TestServeRenewal: in per-server and lua mode a renewed certificate changes
-// the file (its fingerprint), so it is applied and reloaded (lua: the new
-// workers' caches start empty); in variable mode the file stays the same and
-// nginx serves the new certificate without a reload.
+// TestServeRenewal: in per-server mode a renewed certificate changes the
+// file (its fingerprint), so it is applied and reloaded; in variable and lua
+// mode the file stays the same and nginx serves the new certificate without
+// a reload, once the worker's cached one is older than CertRecheck (lua;
+// nginx 1.22 has no certificate cache in variable mode and reads the file at
+// every handshake).
 func TestServeRenewal(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
-			f := setup(t, mode)
-			writeLineage(t, f.le, "renew.example.com", leafOpts{})
+			f := setup(t, mode, func(c *Config) { c.CertRecheck = time.Second })
+			first := writeLineage(t, f.le, "renew.example.com", leafOpts{})
 			f.regenerate(t, "renew.example.com")
+			r, err := f.get("renew.example.com", "renew.example.com", "/", true)
+			if err != nil || r.leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
+				t.Fatalf("before renewal: %v, serial %v; want %s", err, r.leaf, first.SerialNumber)
+			}
+			workers := f.workers(t)
 			renewed := writeLineage(t, f.le, "renew.example.com", leafOpts{notAfter: time.Now().Add(48 * time.Hour)})
 			res := f.regenerate(t, "renew.example.com")
-			if want := mode != CertModeVariable; res.Changed != want {
+			if want := mode == CertModePerServer; res.Changed != want {
 				t.Errorf("after renewal Changed = %v; want %v", res.Changed, want)
 			}
-			r, err := f.get("renew.example.com", "renew.example.com", "/", true)
-			if err != nil {
-				t.Fatal(err)
+			if mode != CertModePerServer && !slices.Equal(f.workers(t), workers) {
+				t.Errorf("workers %v replaced by %v: nginx reloaded for a renewal", workers, f.workers(t))
 			}
-			if r.leaf.SerialNumber.Cmp(renewed.SerialNumber) != 0 {
-				t.Errorf("served serial %s; want the renewed %s", r.leaf.SerialNumber, renewed.SerialNumber)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				r, err := f.get("renew.example.com", "renew.example.com", "/", true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.leaf.SerialNumber.Cmp(renewed.SerialNumber) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("still serving serial %s 10 s after the renewal; want the renewed %s", r.leaf.SerialNumber, renewed.SerialNumber)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// TestServeLuaHalfRenewal: in lua mode a lineage whose new fullchain.pem
+// does not match its privkey.pem (a renewal caught half done) keeps being
+// served with the certificate the worker has, says so in nginx's log, and
+// the completed renewal is served once it lands, all without a reload.
+func TestServeLuaHalfRenewal(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeLua, func(c *Config) { c.CertRecheck = time.Second })
+	first := writeLineage(t, f.le, "half.example.com", leafOpts{})
+	f.regenerate(t, "half.example.com")
+	serial := func() string {
+		t.Helper()
+		r, err := f.get("half.example.com", "half.example.com", "/", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		return r.leaf.SerialNumber.String()
+	}
+	if got := serial(); got != first.SerialNumber.String() {
+		t.Fatalf("serial %s; want %s", got, first.SerialNumber)
+	}
+	workers := f.workers(t)
+	writeLineage(t, f.le, "half.example.com", leafOpts{wrongKey: true})
+	time.Sleep(1500 * time.Millisecond) // past the recheck
+	for range 3 {
+		if got := serial(); got != first.SerialNumber.String() {
+			t.Fatalf("half-done renewal: serial %s; want the cached %s", got, first.SerialNumber)
+		}
+	}
+	testpeers.Until(t, 5*time.Second, "nginx's log names the half-done renewal", func() bool {
+		b, _ := os.ReadFile(f.peer.ErrorLog)
+		return strings.Contains(string(b), "keeping the cached certificate of half.example.com") &&
+			strings.Contains(string(b), "does not belong to fullchain.pem")
+	})
+	done := writeLineage(t, f.le, "half.example.com", leafOpts{})
+	testpeers.Until(t, 10*time.Second, "the completed renewal is served", func() bool {
+		return serial() == done.SerialNumber.String()
+	})
+	if !slices.Equal(f.workers(t), workers) {
+		t.Errorf("nginx reloaded: workers %v, then %v", workers, f.workers(t))
 	}
 }

@@ -6,14 +6,17 @@
 #   Debian: nginx certbot python3-celery celery python3-redis ssl-cert kubectl, and
 #           curl, openssl and time for the demo and the benchmarks,
 #           python3-django-celery-results python3-psycopg2 (the django-db
-#           result backend's oracle) and rabbitmq-server
+#           result backend's oracle), rabbitmq-server, and
+#           libnginx-mod-http-lua lua-resty-core lua-resty-lrucache (nginx's
+#           lua module, for NGINX_CERT_MODE=lua; Debian's own nginx.conf then
+#           loads it, the tests' nginx load it only where they mean to)
 #   Go:     pebble + pebble-challtestsrv at PEBBLE_VERSION
 #   Running: Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432,
 #            RabbitMQ on 127.0.0.1:5672 (guest/guest)
 set -euo pipefail
 
 PEBBLE_VERSION="${PEBBLE_VERSION:-v2.10.3}"
-DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time python3-django-celery-results python3-psycopg2 rabbitmq-server)
+DEB_PACKAGES=(nginx certbot python3-celery celery python3-redis ssl-cert kubectl redis-server redis-tools curl openssl time python3-django-celery-results python3-psycopg2 rabbitmq-server libnginx-mod-http-lua lua-resty-core lua-resty-lrucache)
 
 log() { printf 'setup-peers: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -26,6 +26,7 @@ type metrics struct {
 	expiry        *prometheus.GaugeVec   // notAfter of each domain's served certificate
 	certMode      *prometheus.GaugeVec   // 1 for the mode the last regeneration rendered
 	certCache     prometheus.Gauge       // its ssl_certificate_cache max=, 0 for none
+	luaCache      prometheus.Gauge       // lua mode's per-worker cache, 0 in other modes
 	// accountOrdersLeft is what the last reservation left of the account's
 	// orders per 3 hours; budgetRefusals counts orders refused by budget.
 	accountOrdersLeft prometheus.Gauge
@@ -55,10 +56,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certmgr_certificate_expiry_timestamp_seconds",
 			Help: "notAfter of each domain's certificate, as Unix time; alert on it minus time()."}, []string{"domain"}),
 		certMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certmgr_nginx_cert_mode",
-			Help: "1 for the certificate mode the last regeneration rendered (per-server or variable), with the rule that chose it (configured, cert-cache, small-fleet, large-fleet, keys-unreadable) and how HTTP/2 is turned on; the log says why in words."},
+			Help: "1 for the certificate mode the last regeneration rendered (per-server, variable or lua), with the rule that chose it (configured, lua, cert-cache, small-fleet, large-fleet, keys-unreadable) and how HTTP/2 is turned on; the log says why in words."},
 			[]string{"mode", "rule", "http2"}),
 		certCache: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_nginx_ssl_certificate_cache_max",
 			Help: "max= of the ssl_certificate_cache the last regeneration rendered; 0 for none (nginx before 1.27.4, or per-server mode)."}),
+		luaCache: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_nginx_lua_cache_max",
+			Help: "Lineages each nginx worker keeps parsed in lua mode, as the last regeneration rendered; 0 in the other modes."}),
 		accountOrdersLeft: prometheus.NewGauge(prometheus.GaugeOpts{Name: "certmgr_acme_account_orders_remaining",
 			Help: "ACME orders the account may still make in the current 3-hour window (Let's Encrypt: 300), as of the last order certmgr made, counted across replicas."}),
 		budgetRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_order_budget_refusals_total",
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.tasks, m.taskSeconds, m.failures, m.issued, m.renewed, m.sweeps,
-		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache,
+		m.issueSeconds, m.regenerations, m.regenSeconds, m.reloads, m.expiry, m.certMode, m.certCache, m.luaCache,
 		m.accountOrdersLeft, m.budgetRefusals, m.sharedPublishes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

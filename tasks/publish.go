@@ -131,6 +131,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 		s.metrics.certMode.Reset()
 		s.metrics.certMode.WithLabelValues(string(pl.Mode), string(pl.Rule), string(pl.HTTP2)).Set(1)
 		s.metrics.certCache.Set(float64(pl.CertCache))
+		s.metrics.luaCache.Set(float64(pl.LuaCache))
 	}
 	for _, sk := range p.generated.Skipped {
 		if r, ok := byName[sk.Name]; ok {
