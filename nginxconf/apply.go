@@ -355,10 +355,10 @@ func resolvePaths(ctx context.Context, cfg Config) (nginxPaths, error) {
 	p.prefix = cmp.Or(p.prefix, p.info.Prefix)
 	p.pidPath = p.info.PidPath
 	p.mainConf = p.abs(p.mainConf)
-	if !p.info.Lua {
-		if main, err := os.ReadFile(p.mainConf); err == nil {
-			p.info.Lua = loadsLua(string(main), filepath.Dir(p.mainConf))
-		}
+	if main, err := os.ReadFile(p.mainConf); err == nil {
+		loads, taken := mainLua(string(main), filepath.Dir(p.mainConf), p.abs(cfg.ConfPath))
+		p.info.Lua = p.info.Lua || loads
+		p.info.LuaInitTaken = taken
 	}
 	return p, nil
 }

@@ -99,7 +99,9 @@ func legacyPlan(mode CertMode) Plan {
 //     per-server blocks (each worker parses a name's certificate once and
 //     shares intermediates), and neither nginx -t nor a reload parses a
 //     certificate (bench/nginx: 94% of the per-server rate at 100,000 names,
-//     where variable mode with ssl_certificate_cache reached 69%);
+//     where variable mode with ssl_certificate_cache reached 69%), unless
+//     the main configuration has an init_by_lua of its own (lua mode's file
+//     needs the one an http{} may have);
 //   - variable with ssl_certificate_cache when nginx has the cache (≥ 1.27.4):
 //     handshakes use certificates parsed once per worker, and neither nginx -t
 //     nor a reload parses a single certificate;
@@ -136,7 +138,7 @@ func Choose(cfg Config, info NginxInfo, domains int, keysReadable error) Plan {
 		return p
 	}
 	switch {
-	case info.Lua && keysReadable == nil:
+	case info.Lua && !info.LuaInitTaken && keysReadable == nil:
 		p.Mode, p.Rule = CertModeLua, RuleLua
 		p.Reason = fmt.Sprintf("nginx %s loads the lua module: each worker parses a certificate once and shares intermediates, nginx -t and reloads parse none", info.Version)
 		p.LuaCache = luaCache(cfg.CertCacheMax, domains)
@@ -153,6 +155,9 @@ func Choose(cfg Config, info NginxInfo, domains int, keysReadable error) Plan {
 	default:
 		p.Mode, p.Rule = CertModeVariable, RuleLargeFleet
 		p.Reason = fmt.Sprintf("%d domains, more than %d, and nginx %s has no ssl_certificate_cache (1.27.4): variable mode keeps nginx -t, reloads and memory flat", domains, variableAbove, info.Version)
+	}
+	if info.Lua && info.LuaInitTaken {
+		p.Reason += " (not lua: the main configuration has an init_by_lua of its own, and lua mode's file needs the one http{} may have)"
 	}
 	return p
 }

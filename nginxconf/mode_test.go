@@ -14,6 +14,8 @@ func TestChoose(t *testing.T) {
 	v128 := NginxInfo{Version: Version{1, 28, 3}, Modules: []string{"http_ssl", "http_v2"}}
 	lua122, lua128 := v122, v128
 	lua122.Lua, lua128.Lua = true, true
+	luaTaken := lua122
+	luaTaken.LuaInitTaken = true
 	unreadable := errors.New("user www-data cannot enter /etc/letsencrypt/live")
 	tests := []struct {
 		desc      string
@@ -44,6 +46,7 @@ func TestChoose(t *testing.T) {
 		{"1.28 with lua: lua before the cache", CertModeAuto, lua128, 100000, nil, CertModeLua, RuleLua, 0, HTTP2Directive},
 		{"lua, keys unreadable, many", CertModeAuto, lua122, 5000, unreadable, CertModePerServer, RuleKeysUnreadable, 0, HTTP2Listen},
 		{"configured lua", CertModeLua, v122, 5, nil, CertModeLua, RuleConfigured, 0, HTTP2Listen},
+		{"lua, but the platform has its own init_by_lua", CertModeAuto, luaTaken, 5000, nil, CertModeVariable, RuleLargeFleet, 0, HTTP2Listen},
 		{"no http_v2 module", CertModeAuto, NginxInfo{Version: Version{1, 22, 1}, Modules: []string{"http_ssl"}}, 1, nil, CertModePerServer, RuleSmallFleet, 0, HTTP2None},
 	}
 	for _, tc := range tests {
@@ -54,6 +57,9 @@ func TestChoose(t *testing.T) {
 		}
 		if p.Reason == "" {
 			t.Errorf("%s: no reason", tc.desc)
+		}
+		if tc.info.LuaInitTaken && !strings.Contains(p.Reason, "init_by_lua of its own") {
+			t.Errorf("%s: reason %q does not say why not lua", tc.desc, p.Reason)
 		}
 		if tc.keys != nil && tc.wantRule == RuleKeysUnreadable && !strings.Contains(p.Reason, tc.keys.Error()) {
 			t.Errorf("%s: reason %q does not say why the keys are unreadable", tc.desc, p.Reason)

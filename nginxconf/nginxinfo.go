@@ -60,6 +60,10 @@ type NginxInfo struct {
 	// Debian's modules-enabled/*.conf). ParseNginxV sees only the first; the
 	// Applier adds the second when it reads the main configuration.
 	Lua bool
+	// LuaInitTaken is whether the main configuration (or a file it
+	// includes, other than the generated one) has its own init_by_lua*,
+	// which lua mode's file would duplicate. Set by the Applier.
+	LuaInitTaken bool
 }
 
 // Has reports whether module m ("http_v2") is compiled in statically.
@@ -206,25 +210,27 @@ func isLuaModule(path string) bool {
 	return strings.HasPrefix(base, "ngx_http_lua_module") || strings.HasPrefix(base, "lua-nginx-module") || strings.HasPrefix(base, "ngx_lua-")
 }
 
-// loadsLua reports whether the main configuration text loads the lua module:
-// a load_module directive in it, or in a file its main-context includes name
-// (load_module is allowed only there). Relative
-// paths are read from dir (the main configuration's directory, where nginx
-// resolves them too). Unreadable includes are skipped: nginx -t reports them.
-func loadsLua(main, dir string) bool {
+// mainLua reads the main configuration text (from dir, where nginx resolves
+// its relative paths) and the files its includes name, except ours (the
+// generated file): loads is whether it loads the lua module (a load_module
+// directive in it or in a main-context include; load_module is allowed only
+// there), initTaken whether any of them has its own init_by_lua*, which may
+// appear once per http{} (lua mode's file needs it). Unreadable includes are
+// skipped: nginx -t reports them. A main configuration the tokenizer cannot
+// read (Lua code of its own in it) counts as not loading the module.
+func mainLua(main, dir, ours string) (loads, initTaken bool) {
+	initTaken = strings.Contains(main, "init_by_lua")
 	ds, err := directives(main)
 	if err != nil {
-		return false
+		return false, initTaken
 	}
 	for _, d := range ds {
-		if len(d.args) != 1 || d.block || d.depth != 0 {
+		if len(d.args) != 1 || d.block {
 			continue
 		}
 		switch d.name {
 		case "load_module":
-			if isLuaModule(d.args[0]) {
-				return true
-			}
+			loads = loads || d.depth == 0 && isLuaModule(d.args[0])
 		case "include":
 			pattern := d.args[0]
 			if !filepath.IsAbs(pattern) {
@@ -232,24 +238,26 @@ func loadsLua(main, dir string) bool {
 			}
 			files, _ := filepath.Glob(pattern)
 			for _, f := range files {
-				if strings.HasPrefix(filepath.Base(f), ".") && !strings.HasPrefix(filepath.Base(pattern), ".") {
+				if f == ours || hiddenMismatch(pattern, f) {
 					continue
 				}
 				b, err := os.ReadFile(f)
 				if err != nil || !strings.Contains(string(b), "lua") {
 					continue
 				}
+				initTaken = initTaken || strings.Contains(string(b), "init_by_lua")
+				if d.depth != 0 {
+					continue
+				}
 				if sub, err := directives(string(b)); err == nil {
 					for _, d := range sub {
-						if d.name == "load_module" && d.depth == 0 && len(d.args) == 1 && isLuaModule(d.args[0]) {
-							return true
-						}
+						loads = loads || d.name == "load_module" && d.depth == 0 && len(d.args) == 1 && isLuaModule(d.args[0])
 					}
 				}
 			}
 		}
 	}
-	return false
+	return loads, initTaken
 }
 
 // shellWords splits s at spaces outside single or double quotes and removes

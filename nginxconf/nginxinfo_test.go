@@ -150,10 +150,11 @@ func TestVersionAtLeast(t *testing.T) {
 	}
 }
 
-// TestLoadsLua: the lua module counts when the main configuration loads it,
+// TestMainLua: the lua module counts when the main configuration loads it,
 // itself or through a main-context include (Debian's modules-enabled), and
-// not when the text only appears inside http{} or nowhere.
-func TestLoadsLua(t *testing.T) {
+// not when the text only appears inside http{} or nowhere; an init_by_lua of
+// the platform's own, anywhere but in the generated file, is seen.
+func TestMainLua(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "modules-enabled", "10-mod-http-ndk.conf"), "load_module modules/ndk_http_module.so;\n")
@@ -174,21 +175,36 @@ func TestLoadsLua(t *testing.T) {
 		{"lua text inside http only", "events {}\nhttp { include conf.d/*.conf; }\n", false},
 		{"no modules", "events {}\nhttp {}\n", false},
 	} {
-		if got := loadsLua(tc.main, dir); got != tc.want {
-			t.Errorf("%s: loadsLua = %v, want %v", tc.desc, got, tc.want)
+		if got, taken := mainLua(tc.main, dir, ""); got != tc.want || taken {
+			t.Errorf("%s: mainLua = %v, %v; want %v, false", tc.desc, got, taken, tc.want)
 		}
 	}
 	// The glob skips hidden files unless the pattern names them.
-	if loadsLua("include "+dir+"/modules-enabled/*-hidden-lua.conf;\n", dir) {
+	if got, _ := mainLua("include "+dir+"/modules-enabled/*-hidden-lua.conf;\n", dir, ""); got {
 		t.Error("a * glob matched a hidden file")
+	}
+	// init_by_lua: the platform's own in an included file counts, certmgr's
+	// own file (ours) does not.
+	writeFile(t, filepath.Join(dir, "sites", "app.conf"), "init_by_lua_block { require \"app\" }\n")
+	writeFile(t, filepath.Join(dir, "sites", "custom-domains.conf"), "init_by_lua_block { local names = {} }\n")
+	main := "include modules-enabled/*.conf;\nevents {}\nhttp { include sites/*.conf; }\n"
+	if loads, taken := mainLua(main, dir, filepath.Join(dir, "sites", "custom-domains.conf")); !loads || !taken {
+		t.Errorf("platform's init_by_lua in sites/app.conf: mainLua = %v, %v; want true, true", loads, taken)
+	}
+	os.Remove(filepath.Join(dir, "sites", "app.conf"))
+	if loads, taken := mainLua(main, dir, filepath.Join(dir, "sites", "custom-domains.conf")); !loads || taken {
+		t.Errorf("only certmgr's own init_by_lua: mainLua = %v, %v; want true, false", loads, taken)
+	}
+	if _, taken := mainLua("http { init_by_lua 'x = {}'; }\n", dir, ""); !taken {
+		t.Error("init_by_lua in the main file itself not seen")
 	}
 	// This machine's Debian nginx, with libnginx-mod-http-lua installed by
 	// setup-peers.
-	main, err := os.ReadFile("/etc/nginx/nginx.conf")
+	debian, err := os.ReadFile("/etc/nginx/nginx.conf")
 	if err != nil {
 		t.Fatalf("Debian's nginx.conf: %v (run make peers)", err)
 	}
-	if !loadsLua(string(main), "/etc/nginx") {
+	if loads, _ := mainLua(string(debian), "/etc/nginx", "/etc/nginx/conf.d/custom-domains.conf"); !loads {
 		t.Error("/etc/nginx/nginx.conf: the lua module is not seen as loaded (is libnginx-mod-http-lua installed?)")
 	}
 }
