@@ -25,7 +25,7 @@ const luaChunk = 3000
 // within that time without changing the file or reloading (which would
 // empty every worker's cache). Unknown names keep the default certificate
 // and get 421, as in variable mode; a request whose Host is not its SNI gets
-// 421 too.
+// 421 too; a known name whose files cannot be loaded fails its handshake.
 //
 // nginx -t neither compiles nor runs the Lua code (lua-nginx-module skips
 // init_by_lua when testing), so the code is a fixed text and only checked
@@ -115,6 +115,7 @@ const luaInit = `    local ffi = require "ffi"
         "int X509_up_ref(void *x);",
         "void X509_free(void *x);",
         "int X509_check_private_key(const void *x, const void *k);",
+        "void ERR_clear_error(void);",
     }) do
         pcall(ffi.cdef, decl) -- already declared by other code: fine
     end
@@ -128,8 +129,11 @@ const luaInit = `    local ffi = require "ffi"
         cache = {
             get = function(_, k) return t[k] end,
             set = function(_, k, v)
-                if n >= cache_size then t, n = {}, 0 end
-                t[k], n = v, n + 1
+                if t[k] == nil then
+                    if n >= cache_size then t, n = {}, 0 end
+                    n = n + 1
+                end
+                t[k] = v
             end,
         }
     end
@@ -164,6 +168,7 @@ const luaInit = `    local ffi = require "ffi"
             return nil, dir .. "privkey.pem: " .. err
         end
         if C.X509_check_private_key(C.OPENSSL_sk_value(cert, 0), key) ~= 1 then
+            C.ERR_clear_error() -- a queued error would fail this handshake
             return nil, dir .. "privkey.pem does not belong to fullchain.pem (a renewal half done?)"
         end
         if cut then
@@ -183,6 +188,7 @@ const luaInit = `    local ffi = require "ffi"
                 C.X509_up_ref(x)
                 if C.OPENSSL_sk_push(cert, x) == 0 then
                     C.X509_free(x)
+                    C.ERR_clear_error()
                     return nil, "out of memory"
                 end
             end
@@ -219,13 +225,17 @@ const luaInit = `    local ffi = require "ffi"
     package.loaded.certmgr_sni = { names = names, get = get }
 `
 
-// luaHandshake picks the certificate for the SNI: a known name's lineage
-// from the worker's cache, loaded on a miss; anything else keeps the
-// default certificate (and its requests get 421).
+// luaHandshake picks the certificate for the SNI (compared in lower case,
+// as nginx compares server names): a known name's lineage from the worker's
+// cache, loaded on a miss; an unknown name keeps the default certificate
+// (and its requests get 421). A known name whose certificate cannot be
+// loaded fails its handshake, as it does in variable mode, rather than
+// reach the tenant's site under the default certificate.
 const luaHandshake = `    ssl_certificate_by_lua_block {
         local c = package.loaded.certmgr_sni
         local ssl = require "ngx.ssl"
         local name = ssl.server_name()
+        name = name and name:lower()
         local lineage = name and c.names[name]
         if not lineage then
             return
@@ -233,7 +243,7 @@ const luaHandshake = `    ssl_certificate_by_lua_block {
         local e, err = c.get(lineage)
         if not e then
             ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
-            return
+            return ngx.exit(ngx.ERROR)
         end
         local ok
         ok, err = ssl.clear_certs()
@@ -254,7 +264,7 @@ const luaHandshake = `    ssl_certificate_by_lua_block {
 // served name (none, or one that got the default certificate).
 const luaUnknown = `    rewrite_by_lua_block {
         local name = ngx.var.ssl_server_name
-        if not name or not package.loaded.certmgr_sni.names[name] then
+        if not name or not package.loaded.certmgr_sni.names[name:lower()] then
             return ngx.exit(421)
         end
     }

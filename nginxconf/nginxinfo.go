@@ -211,52 +211,55 @@ func isLuaModule(path string) bool {
 }
 
 // mainLua reads the main configuration text (from dir, where nginx resolves
-// its relative paths) and the files its includes name, except ours (the
-// generated file): loads is whether it loads the lua module (a load_module
-// directive in it or in a main-context include; load_module is allowed only
-// there), initTaken whether any of them has its own init_by_lua*, which may
-// appear once per http{} (lua mode's file needs it). Unreadable includes are
-// skipped: nginx -t reports them. A main configuration the tokenizer cannot
-// read (Lua code of its own in it) counts as not loading the module.
+// its relative paths) and the files its includes name, and theirs (up to
+// eight levels), except ours (the generated file, however it is reached):
+// loads is whether it loads the lua module (a load_module directive in the
+// main context: in it or in a file a main-context include names, as
+// Debian's modules-enabled/*.conf), initTaken whether any of them has its
+// own init_by_lua*, which may appear once per http{} (lua mode's file needs
+// it). Unreadable includes are skipped: nginx -t reports them. A file the
+// tokenizer cannot read (Lua code of its own in it) is searched as text for
+// init_by_lua and counts as not loading the module.
 func mainLua(main, dir, ours string) (loads, initTaken bool) {
-	initTaken = strings.Contains(main, "init_by_lua")
-	ds, err := directives(main)
-	if err != nil {
-		return false, initTaken
-	}
-	for _, d := range ds {
-		if len(d.args) != 1 || d.block {
-			continue
+	oursInfo, _ := os.Stat(ours)
+	var walk func(text string, mainContext bool, level int)
+	walk = func(text string, mainContext bool, level int) {
+		initTaken = initTaken || strings.Contains(text, "init_by_lua")
+		ds, err := directives(text)
+		if err != nil || level > 8 {
+			return
 		}
-		switch d.name {
-		case "load_module":
-			loads = loads || d.depth == 0 && isLuaModule(d.args[0])
-		case "include":
-			pattern := d.args[0]
-			if !filepath.IsAbs(pattern) {
-				pattern = filepath.Join(dir, pattern)
+		for _, d := range ds {
+			if len(d.args) != 1 || d.block {
+				continue
 			}
-			files, _ := filepath.Glob(pattern)
-			for _, f := range files {
-				if f == ours || hiddenMismatch(pattern, f) {
-					continue
+			top := mainContext && d.depth == 0
+			switch d.name {
+			case "load_module":
+				loads = loads || top && isLuaModule(d.args[0])
+			case "include":
+				pattern := d.args[0]
+				if !filepath.IsAbs(pattern) {
+					pattern = filepath.Join(dir, pattern)
 				}
-				b, err := os.ReadFile(f)
-				if err != nil || !strings.Contains(string(b), "lua") {
-					continue
-				}
-				initTaken = initTaken || strings.Contains(string(b), "init_by_lua")
-				if d.depth != 0 {
-					continue
-				}
-				if sub, err := directives(string(b)); err == nil {
-					for _, d := range sub {
-						loads = loads || d.name == "load_module" && d.depth == 0 && len(d.args) == 1 && isLuaModule(d.args[0])
+				files, _ := filepath.Glob(pattern)
+				for _, f := range files {
+					if hiddenMismatch(pattern, f) {
+						continue
 					}
+					if st, err := os.Stat(f); err != nil || (oursInfo != nil && os.SameFile(st, oursInfo)) {
+						continue
+					}
+					b, err := os.ReadFile(f)
+					if err != nil {
+						continue
+					}
+					walk(string(b), top, level+1)
 				}
 			}
 		}
 	}
+	walk(main, true, 0)
 	return loads, initTaken
 }
 

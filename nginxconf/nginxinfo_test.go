@@ -198,6 +198,20 @@ func TestMainLua(t *testing.T) {
 	if _, taken := mainLua("http { init_by_lua 'x = {}'; }\n", dir, ""); !taken {
 		t.Error("init_by_lua in the main file itself not seen")
 	}
+	// certmgr's file reached through a symlink (sites-enabled ->
+	// sites-available) is still certmgr's.
+	if err := os.Symlink(filepath.Join(dir, "sites", "custom-domains.conf"), filepath.Join(dir, "sites", "link.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if _, taken := mainLua(main, dir, filepath.Join(dir, "sites", "custom-domains.conf")); taken {
+		t.Error("certmgr's own file, through a symlink, counted as the platform's init_by_lua")
+	}
+	// The platform's init_by_lua two includes down.
+	writeFile(t, filepath.Join(dir, "nested", "a.conf"), "include nested/b/*.conf;\n")
+	writeFile(t, filepath.Join(dir, "nested", "b", "c.conf"), "init_by_lua_file /srv/app/init.lua;\n")
+	if _, taken := mainLua("http { include nested/a.conf; }\n", dir, ""); !taken {
+		t.Error("init_by_lua two includes down not seen")
+	}
 	// This machine's Debian nginx, with libnginx-mod-http-lua installed by
 	// setup-peers.
 	debian, err := os.ReadFile("/etc/nginx/nginx.conf")

@@ -385,3 +385,50 @@ func TestServeLuaHalfRenewal(t *testing.T) {
 		t.Errorf("nginx reloaded: workers %v, then %v", workers, f.workers(t))
 	}
 }
+
+// TestServeLuaEdges: lua mode compares the SNI in lower case, fails the
+// handshake of a served name whose certificate cannot be loaded (never the
+// tenant's site under the default certificate), and keeps serving correct
+// chains while its cache (2 lineages here) evicts and the garbage collector
+// frees parsed certificates whose intermediates are shared.
+func TestServeLuaEdges(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeLua, func(c *Config) { c.CertCacheMax = 2 })
+	names := []string{"a.example.com", "b.example.com", "c.example.com", "broken.example.com"}
+	for _, n := range names {
+		writeLineage(t, f.le, n, leafOpts{})
+	}
+	res := f.regenerate(t, names...)
+	if res.Plan.LuaCache != 2 || len(res.Served) != 4 {
+		t.Fatalf("plan %+v, served %v; want a cache of 2 and 4 names", res.Plan, res.Served)
+	}
+	// Vetted and in the file, then its key goes missing.
+	if err := os.Remove(filepath.Join(f.le, "live", "broken.example.com", "privkey.pem")); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := f.get("A.Example.COM", "a.example.com", "/", false)
+	if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{"a.example.com"}) {
+		t.Errorf("mixed-case SNI: %v %d; want 200 with a.example.com's certificate", err, r.status)
+	}
+	if _, err := f.get("broken.example.com", "broken.example.com", "/", false); err == nil {
+		t.Error("a served name without its key: the handshake succeeded; want it to fail")
+	}
+	testpeers.Until(t, 5*time.Second, "nginx's log names the broken lineage", func() bool {
+		b, _ := os.ReadFile(f.peer.ErrorLog)
+		return strings.Contains(string(b), "certmgr: certificate of broken.example.com")
+	})
+	for i := range 150 {
+		n := names[i%3]
+		r, err := f.get(n, n, "/", true)
+		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) || r.chain != 2 {
+			t.Fatalf("handshake %d, %s, through evictions: %v %d chain %d", i, n, err, r.status, r.chain)
+		}
+	}
+	b, _ := os.ReadFile(f.peer.ErrorLog)
+	for _, bad := range []string{"[alert]", "[crit]", "signal 11", "double free"} {
+		if strings.Contains(string(b), bad) {
+			t.Errorf("nginx's log has %q", bad)
+		}
+	}
+}

@@ -52,10 +52,3 @@ if [ -z "${FROM:-}" ] && [ -z "${BENCH:-}" ]; then
 	echo
 	bench/nginx/scale.sh
 fi
-# Issue 17's Lua experiment, on the store scale.sh just minted.
-if [ -z "${FROM:-}" ] && [ -z "${BENCH:-}" ]; then
-	echo
-	echo "### Experiment: certificates picked in Lua, 100,000 names (\`bench/nginx/lua/run.sh\`)"
-	echo
-	bench/nginx/lua/run.sh
-fi
