@@ -20,8 +20,9 @@ const luaChunk = 3000
 // parses a lineage's leaf and key at its first handshake and keeps them in
 // an LRU of plan.LuaCache lineages, with one parsed copy of each distinct
 // intermediate chain shared by all leaves that end in it. A cached lineage
-// older than Config.CertRecheck is checked against its fullchain.pem (a
-// read and a CRC, no parse) at its next handshake, so a renewal is served
+// older than Config.CertRecheck is checked against its fullchain.pem at its
+// next handshake (the target of certbot's symlink, one readlink; a file
+// that is not a symlink is read and its CRC compared), so a renewal is served
 // within that time without changing the file or reloading (which would
 // empty every worker's cache). Unknown names keep the default certificate
 // and get 421, as in variable mode; a request whose Host is not its SNI gets
@@ -75,17 +76,7 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	r.p("    local cache_size, recheck = %d, %d\n", size, r.cfg.CertRecheck/time.Second)
 	r.s(luaInit)
 	r.p("}\n")
-	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")
-	r.p("# a Host without a server in per-server mode (never another tenant's site).\n")
-	r.p("map \"$ssl_server_name $host\" $certmgr_misdirected {\n")
-	r.p("    \"~*^(\\S+) \\1$\" \"\";\n")
-	r.p("    default 1;\n")
-	r.p("}\n")
-	r.p("\nserver {\n")
-	r.s(r.listenDefault)
-	r.p("    server_name _;\n")
-	r.p("    ssl_certificate %s;\n", r.cfg.DefaultCert)
-	r.p("    ssl_certificate_key %s;\n", r.cfg.DefaultKey)
+	r.oneServerHead(r.cfg.DefaultCert, r.cfg.DefaultKey)
 	r.s(luaHandshake)
 	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")
 	r.s(luaUnknown)
@@ -116,6 +107,7 @@ const luaInit = `    local ffi = require "ffi"
         "void X509_free(void *x);",
         "int X509_check_private_key(const void *x, const void *k);",
         "void ERR_clear_error(void);",
+        "long readlink(const char *path, char *buf, size_t size);",
     }) do
         pcall(ffi.cdef, decl) -- already declared by other code: fine
     end
@@ -137,6 +129,16 @@ const luaInit = `    local ffi = require "ffi"
             end,
         }
     end
+    -- What a renewal changes: the target of certbot's live/ symlink
+    -- (archive/<lineage>/fullchainN.pem), one system call; nil when the
+    -- file is not a symlink, and then its content's CRC is compared.
+    local linkbuf = ffi.new("char[?]", 4096)
+    local function target(path)
+        local n = tonumber(C.readlink(path, linkbuf, 4096))
+        if n > 0 and n < 4096 then
+            return ffi.string(linkbuf, n)
+        end
+    end
     local function read(path)
         local f, err = io.open(path, "rb")
         if not f then
@@ -150,7 +152,7 @@ const luaInit = `    local ffi = require "ffi"
     -- One parsed copy of each intermediate chain (Let's Encrypt has a
     -- handful), shared by reference by every leaf that ends in it.
     local chains, nchains = {}, 0
-    local function load(dir, pem)
+    local function load(dir, pem, stamp)
         local ssl = require "ngx.ssl"
         local cut = pem:find("-----BEGIN CERTIFICATE-----", 2, true)
         local cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
@@ -193,7 +195,7 @@ const luaInit = `    local ffi = require "ffi"
                 end
             end
         end
-        return { cert, key, ngx.crc32_long(pem), ngx.now() + recheck }
+        return { cert, key, stamp, ngx.now() + recheck }
     end
     local function get(lineage)
         local e = cache:get(lineage)
@@ -202,14 +204,20 @@ const luaInit = `    local ffi = require "ffi"
             return e
         end
         local dir = live .. lineage .. "/"
+        local stamp = target(dir .. "fullchain.pem")
+        if e and stamp and stamp == e[3] then
+            e[4] = now + recheck -- unchanged
+            return e
+        end
         local pem, err = read(dir .. "fullchain.pem")
-        if e and pem and ngx.crc32_long(pem) == e[3] then
+        stamp = stamp or (pem and ngx.crc32_long(pem))
+        if e and pem and stamp == e[3] then
             e[4] = now + recheck -- unchanged
             return e
         end
         local fresh
         if pem then
-            fresh, err = load(dir, pem)
+            fresh, err = load(dir, pem, stamp)
         end
         if not fresh then
             if e then

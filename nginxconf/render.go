@@ -263,6 +263,20 @@ func (r *renderer) variable(sites iter.Seq[Site], st siteStats) {
 		r.s("    default ", r.liveDir, "$certmgr_lineage/", m.file, ";\n")
 		r.p("}\n")
 	}
+	r.oneServerHead("$certmgr_ssl_certificate", "$certmgr_ssl_certificate_key")
+	if r.plan.CertCache > 0 {
+		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, nginxDuration(r.cfg.CertRecheck))
+	}
+	r.p("    if ($certmgr_lineage = \"\") {\n        return 421;\n    }\n")
+	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")
+	r.proxyLocation("/")
+	r.p("}\n")
+}
+
+// oneServerHead starts the one HTTPS server of variable and lua mode (the
+// port's default), after the map that tells a request whose Host is not its
+// connection's SNI.
+func (r *renderer) oneServerHead(cert, key string) {
 	r.p("# A request for another Host than the connection's SNI: 421, as nginx answers\n")
 	r.p("# a Host without a server in per-server mode (never another tenant's site).\n")
 	r.p("map \"$ssl_server_name $host\" $certmgr_misdirected {\n")
@@ -272,15 +286,8 @@ func (r *renderer) variable(sites iter.Seq[Site], st siteStats) {
 	r.p("\nserver {\n")
 	r.s(r.listenDefault)
 	r.p("    server_name _;\n")
-	r.p("    ssl_certificate $certmgr_ssl_certificate;\n")
-	r.p("    ssl_certificate_key $certmgr_ssl_certificate_key;\n")
-	if r.plan.CertCache > 0 {
-		r.p("    ssl_certificate_cache max=%d inactive=%s valid=%s;\n", r.plan.CertCache, certCacheInactive, nginxDuration(r.cfg.CertRecheck))
-	}
-	r.p("    if ($certmgr_lineage = \"\") {\n        return 421;\n    }\n")
-	r.p("    if ($certmgr_misdirected) {\n        return 421;\n    }\n")
-	r.proxyLocation("/")
-	r.p("}\n")
+	r.p("    ssl_certificate %s;\n", cert)
+	r.p("    ssl_certificate_key %s;\n", key)
 }
 
 func (r *renderer) proxyLocation(path string) {

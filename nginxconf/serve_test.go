@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -162,17 +163,24 @@ func TestServeAuto(t *testing.T) {
 	if res.Plan.Mode != CertModeVariable || res.Plan.Rule != RuleLargeFleet || res.Plan.CertCache != 0 {
 		t.Errorf("3 domains: plan %+v; want variable, large-fleet, no cache", res.Plan)
 	}
+	f.checkAuto(t, "# mode variable, 3 domains\n# NGINX_CERT_MODE=auto: 3 domains, more than 2", names)
+}
+
+// checkAuto checks that the live file's head says header (its mode and why)
+// and that each of names is served with its own certificate.
+func (f *fixture) checkAuto(t *testing.T, header string, names []string) {
+	t.Helper()
 	live, err := os.ReadFile(f.cfg.ConfPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(live), "# mode variable, 3 domains\n# NGINX_CERT_MODE=auto: 3 domains, more than 2") {
-		t.Errorf("live file does not say its mode and why:\n%.300s", live)
+	if !strings.Contains(string(live), header) {
+		t.Errorf("live file does not say its mode and why (%q):\n%.300s", header, live)
 	}
 	for _, n := range names {
 		r, err := f.get(n, n, "/", true)
 		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) {
-			t.Errorf("%s in variable mode: %v %+v", n, err, r.status)
+			t.Errorf("%s: %v %+v", n, err, r.status)
 		}
 	}
 }
@@ -190,19 +198,7 @@ func TestServeAutoLua(t *testing.T) {
 	if res.Plan.Mode != CertModeLua || res.Plan.Rule != RuleLua || res.Plan.LuaCache != 1000 {
 		t.Errorf("plan %+v; want lua, rule lua, a cache of 1000", res.Plan)
 	}
-	live, err := os.ReadFile(f.cfg.ConfPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(live), "# mode lua, 2 domains\n# NGINX_CERT_MODE=auto: nginx 1.22.1 loads the lua module") {
-		t.Errorf("live file does not say its mode and why:\n%.300s", live)
-	}
-	for _, n := range names {
-		r, err := f.get(n, n, "/", true)
-		if err != nil || r.status != 200 || !slices.Equal(r.leaf.DNSNames, []string{n}) {
-			t.Errorf("%s in lua mode: %v %+v", n, err, r.status)
-		}
-	}
+	f.checkAuto(t, "# mode lua, 2 domains\n# NGINX_CERT_MODE=auto: nginx 1.22.1 loads the lua module", names)
 }
 
 // TestServeLuaManyNames: 20,000 names in lua mode, hundreds of long strings
@@ -430,5 +426,53 @@ func TestServeLuaEdges(t *testing.T) {
 		if strings.Contains(string(b), bad) {
 			t.Errorf("nginx's log has %q", bad)
 		}
+	}
+}
+
+// TestServeLuaPlainFiles: a lineage whose fullchain.pem and privkey.pem are
+// plain files, not certbot's symlinks (a hand-made one), is rechecked by
+// its content: a renewal written over them is served without a reload.
+func TestServeLuaPlainFiles(t *testing.T) {
+	t.Parallel()
+	f := setup(t, CertModeLua, func(c *Config) { c.CertRecheck = time.Second })
+	scratch := t.TempDir()
+	plain := func(o leafOpts) *x509.Certificate {
+		t.Helper()
+		leaf := writeLineage(t, scratch, "plain.example.com", o)
+		dir := filepath.Join(f.le, "live", "plain.example.com")
+		for _, name := range []string{"privkey.pem", "fullchain.pem"} {
+			b, err := os.ReadFile(filepath.Join(scratch, "live", "plain.example.com", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(dir, name+".tmp"), string(b))
+			if err := os.Rename(filepath.Join(dir, name+".tmp"), filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return leaf
+	}
+	first := plain(leafOpts{})
+	f.regenerate(t, "plain.example.com")
+	serial := func() string {
+		r, err := f.get("plain.example.com", "plain.example.com", "/", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.leaf.SerialNumber.String()
+	}
+	if got := serial(); got != first.SerialNumber.String() {
+		t.Fatalf("serial %s; want %s", got, first.SerialNumber)
+	}
+	workers := f.workers(t)
+	renewed := plain(leafOpts{notAfter: time.Now().Add(48 * time.Hour)})
+	if res := f.regenerate(t, "plain.example.com"); res.Changed {
+		t.Error("a renewal changed the lua-mode file")
+	}
+	testpeers.Until(t, 10*time.Second, "the renewed plain-file certificate is served", func() bool {
+		return serial() == renewed.SerialNumber.String()
+	})
+	if !slices.Equal(f.workers(t), workers) {
+		t.Errorf("nginx reloaded: workers %v, then %v", workers, f.workers(t))
 	}
 }
