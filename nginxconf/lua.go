@@ -46,10 +46,11 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	r.p("# and key at its first handshake, keeps up to %d of them, and checks a\n", size)
 	r.p("# cached one against its file every %s (renewals need no reload).\n", nginxDuration(r.cfg.CertRecheck))
 	r.p("init_by_lua_block {\n")
-	r.p("    local names = {} -- SNI name -> lineage\n")
+	r.p("    local names, count = {}, 0 -- SNI name -> lineage\n")
 	r.p("    local function add(s)\n")
 	r.p("        for name, lineage in s:gmatch(\"(%%S+) ?(%%S*)\\n\") do\n")
 	r.p("            names[name] = lineage ~= \"\" and lineage or name\n")
+	r.p("            count = count + 1\n")
 	r.p("        end\n")
 	r.p("    end\n")
 	r.p("    -- name[ lineage, when not the name]\n")
@@ -96,8 +97,8 @@ func checkLuaPath(dir string) error {
 // luaInit is the rest of init_by_lua_block, after the names: the worker's
 // cache and get, which returns a lineage's parsed certificate chain and key
 // (or nil and why, which the handshake logs before keeping the default
-// certificate). A missing optional piece (lua-resty-lrucache) falls back to
-// a plain table, bounded the same way.
+// certificate). The cache is a plain table when every lineage fits in it,
+// else lua-resty-lrucache (without it, the plain table emptied when full).
 const luaInit = `    local ffi = require "ffi"
     for _, decl in ipairs({
         "int OPENSSL_sk_num(const void *st);",
@@ -112,9 +113,12 @@ const luaInit = `    local ffi = require "ffi"
         pcall(ffi.cdef, decl) -- already declared by other code: fine
     end
     local C = ffi.C
+    -- When every lineage fits (at most one per name), a plain table: no
+    -- least-recently-used order to keep up at each handshake. Otherwise
+    -- lua-resty-lrucache, or without it the plain table, emptied when full.
     local cache
     local ok, lrucache = pcall(require, "resty.lrucache")
-    if ok then
+    if ok and count > cache_size then
         cache = lrucache.new(cache_size)
     else
         local t, n = {}, 0
@@ -243,7 +247,9 @@ const luaHandshake = `    ssl_certificate_by_lua_block {
         local c = package.loaded.certmgr_sni
         local ssl = require "ngx.ssl"
         local name = ssl.server_name()
-        name = name and name:lower()
+        if name and name:find("%u") then
+            name = name:lower()
+        end
         local lineage = name and c.names[name]
         if not lineage then
             return
