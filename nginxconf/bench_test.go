@@ -41,6 +41,7 @@ func BenchmarkRender(b *testing.B) {
 		{Mode: CertModePerServer, HTTP2: HTTP2Listen},
 		{Mode: CertModeVariable, HTTP2: HTTP2Listen},
 		{Mode: CertModeVariable, HTTP2: HTTP2Directive, CertCache: 1},
+		{Mode: CertModeLua, HTTP2: HTTP2Listen},
 	}
 	for _, plan := range plans {
 		name := string(plan.Mode)

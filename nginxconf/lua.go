@@ -54,25 +54,32 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	r.p("        end\n")
 	r.p("    end\n")
 	r.p("    -- name[ lineage, when not the name]\n")
-	var chunk strings.Builder
-	flush := func() {
-		if chunk.Len() > 0 {
-			r.s("    add[==[\n", chunk.String(), "]==]\n")
-			chunk.Reset()
-		}
-	}
+	// Written straight through: a long string is closed before the line
+	// that would take it past luaChunk, and a new one opened.
+	open, n := false, 0
 	for s := range sites {
-		line := string(s.Name)
+		line := len(s.Name) + 1
 		if s.lineage() != string(s.Name) {
-			line += " " + s.lineage()
+			line += 1 + len(s.lineage())
 		}
-		if chunk.Len()+len(line)+1 > luaChunk {
-			flush()
+		if open && n+line > luaChunk {
+			r.s("]==]\n")
+			open = false
 		}
-		chunk.WriteString(line)
-		chunk.WriteByte('\n')
+		if !open {
+			r.s("    add[==[\n")
+			open, n = true, 0
+		}
+		r.s(string(s.Name))
+		if s.lineage() != string(s.Name) {
+			r.s(" ", s.lineage())
+		}
+		r.s("\n")
+		n += line
 	}
-	flush()
+	if open {
+		r.s("]==]\n")
+	}
 	r.s("    local live = [==[", r.liveDir, "]==]\n")
 	r.p("    local cache_size, recheck = %d, %d\n", size, r.cfg.CertRecheck/time.Second)
 	r.s(luaInit)
