@@ -58,9 +58,13 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 	// that would take it past luaChunk, and a new one opened.
 	open, n := false, 0
 	for s := range sites {
+		lineage := s.lineage()
+		if lineage == string(s.Name) {
+			lineage = "" // the name itself: left out
+		}
 		line := len(s.Name) + 1
-		if s.lineage() != string(s.Name) {
-			line += 1 + len(s.lineage())
+		if lineage != "" {
+			line += 1 + len(lineage)
 		}
 		if open && n+line > luaChunk {
 			r.s("]==]\n")
@@ -71,8 +75,8 @@ func (r *renderer) lua(sites iter.Seq[Site], st siteStats) {
 			open, n = true, 0
 		}
 		r.s(string(s.Name))
-		if s.lineage() != string(s.Name) {
-			r.s(" ", s.lineage())
+		if lineage != "" {
+			r.s(" ", lineage)
 		}
 		r.s("\n")
 		n += line
@@ -163,7 +167,7 @@ const luaInit = `    local ffi = require "ffi"
     -- One parsed copy of each intermediate chain (Let's Encrypt has a
     -- handful), shared by reference by every leaf that ends in it.
     local chains, nchains = {}, 0
-    local function load(dir, pem, stamp)
+    local function load(dir, pem, stamp, deadline)
         local ssl = require "ngx.ssl"
         local cut = pem:find("-----BEGIN CERTIFICATE-----", 2, true)
         local cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
@@ -206,7 +210,7 @@ const luaInit = `    local ffi = require "ffi"
                 end
             end
         end
-        return { cert, key, stamp, ngx.now() + recheck }
+        return { cert, key, stamp, deadline }
     end
     local function get(lineage)
         local e = cache:get(lineage)
@@ -228,7 +232,7 @@ const luaInit = `    local ffi = require "ffi"
         end
         local fresh
         if pem then
-            fresh, err = load(dir, pem, stamp)
+            fresh, err = load(dir, pem, stamp, now + recheck)
         end
         if not fresh then
             if e then

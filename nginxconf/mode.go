@@ -123,9 +123,8 @@ func Choose(cfg Config, info NginxInfo, domains int, keysReadable error) Plan {
 	cache := func() {
 		if info.CertificateCache() {
 			// One entry for the certificate and one for the key of each
-			// domain, plus room so that a few new names never evict; at
-			// most CertCacheMax (each worker has its own cache).
-			p.CertCache = min(cfg.CertCacheMax, max(1000, (2*domains+domains/10+999)/1000*1000))
+			// domain (each worker has its own cache).
+			p.CertCache = cacheEntries(cfg.CertCacheMax, 2, domains)
 		}
 	}
 	switch mode {
@@ -166,11 +165,15 @@ func Choose(cfg Config, info NginxInfo, domains int, keysReadable error) Plan {
 	return p
 }
 
-// luaCache sizes each worker's cache of parsed certificates in lua mode:
-// every domain and a tenth more (so that a few new names never evict), in
-// steps of 1,000, at most max.
-func luaCache(max_, domains int) int {
-	return min(max_, max(1000, (domains+domains/10+999)/1000*1000))
+// luaCache sizes each worker's cache of parsed certificates in lua mode: one
+// entry per domain (a lineage holds the certificate and its key).
+func luaCache(max_, domains int) int { return cacheEntries(max_, 1, domains) }
+
+// cacheEntries sizes a per-worker certificate cache of perDomain entries for
+// each domain: room for every domain and a tenth more (so that a few new
+// names never evict), in steps of 1,000, at least 1,000, at most max_.
+func cacheEntries(max_, perDomain, domains int) int {
+	return min(max_, max(1000, (perDomain*domains+domains/10+999)/1000*1000))
 }
 
 // workerUser is who nginx's worker processes run as: the main
