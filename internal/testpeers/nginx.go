@@ -29,10 +29,21 @@ type NginxOptions struct {
 	Lua bool
 }
 
-// LuaModules are the load_module lines for Debian's lua module: the packages
-// libnginx-mod-http-lua (which needs libnginx-mod-http-ndk), lua-resty-core
-// and lua-resty-lrucache, built for Debian's nginx only.
-const LuaModules = "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n"
+// luaModules are Debian's lua module and the NDK it needs, from the
+// packages libnginx-mod-http-lua (which needs libnginx-mod-http-ndk),
+// lua-resty-core and lua-resty-lrucache, built for Debian's nginx only.
+var luaModules = []string{"/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"}
+
+// LuaMissing says which of Debian's lua module files is missing, nil when
+// NginxOptions.Lua can load them.
+func LuaMissing() error {
+	for _, m := range luaModules {
+		if _, err := os.Stat(m); err != nil {
+			return fmt.Errorf("nginx lua module: %w (run make peers: it installs libnginx-mod-http-lua)", err)
+		}
+	}
+	return nil
+}
 
 // NginxPeer is an nginx of the test's own: its own prefix, main config, pid
 // file, logs and free ports. The main config includes ConfDir/*.conf inside
@@ -82,12 +93,14 @@ func Nginx(t testing.TB, opts NginxOptions) *NginxPeer {
 		user = "user root;\n"
 	}
 	if opts.Lua {
-		for _, m := range []string{"ndk_http_module.so", "ngx_http_lua_module.so"} {
-			if _, err := os.Stat(filepath.Join("/usr/lib/nginx/modules", m)); err != nil {
-				t.Fatalf("nginx lua module: %v (run make peers: it installs libnginx-mod-http-lua)", err)
-			}
+		if err := LuaMissing(); err != nil {
+			t.Fatal(err)
 		}
-		user = LuaModules + user
+		var load string
+		for _, m := range luaModules {
+			load += "load_module " + m + ";\n"
+		}
+		user = load + user
 	}
 	tmp := filepath.Join(prefix, "tmp")
 	main := fmt.Sprintf(`%sworker_processes 1;
