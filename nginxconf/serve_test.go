@@ -306,9 +306,8 @@ func TestServeRenewal(t *testing.T) {
 			f := setup(t, mode, func(c *Config) { c.CertRecheck = time.Second })
 			first := writeLineage(t, f.le, "renew.example.com", leafOpts{})
 			f.regenerate(t, "renew.example.com")
-			r, err := f.get("renew.example.com", "renew.example.com", "/", true)
-			if err != nil || r.leaf.SerialNumber.Cmp(first.SerialNumber) != 0 {
-				t.Fatalf("before renewal: %v, serial %v; want %s", err, r.leaf, first.SerialNumber)
+			if got := f.serial(t, "renew.example.com"); got != first.SerialNumber.String() {
+				t.Fatalf("before renewal: serial %s; want %s", got, first.SerialNumber)
 			}
 			workers := f.workers(t)
 			renewed := writeLineage(t, f.le, "renew.example.com", leafOpts{notAfter: time.Now().Add(48 * time.Hour)})
@@ -319,20 +318,9 @@ func TestServeRenewal(t *testing.T) {
 			if mode != CertModePerServer && !slices.Equal(f.workers(t), workers) {
 				t.Errorf("workers %v replaced by %v: nginx reloaded for a renewal", workers, f.workers(t))
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				r, err := f.get("renew.example.com", "renew.example.com", "/", true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if r.leaf.SerialNumber.Cmp(renewed.SerialNumber) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("still serving serial %s 10 s after the renewal; want the renewed %s", r.leaf.SerialNumber, renewed.SerialNumber)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			testpeers.Until(t, 10*time.Second, "the renewed certificate is served", func() bool {
+				return f.serial(t, "renew.example.com") == renewed.SerialNumber.String()
+			})
 		})
 	}
 }
@@ -346,17 +334,7 @@ func TestServeLuaHalfRenewal(t *testing.T) {
 	f := setup(t, CertModeLua, func(c *Config) { c.CertRecheck = time.Second })
 	first := writeLineage(t, f.le, "half.example.com", leafOpts{})
 	f.regenerate(t, "half.example.com")
-	serial := func() string {
-		t.Helper()
-		r, err := f.get("half.example.com", "half.example.com", "/", true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.status != 200 {
-			t.Fatalf("status %d", r.status)
-		}
-		return r.leaf.SerialNumber.String()
-	}
+	serial := func() string { return f.serial(t, "half.example.com") }
 	if got := serial(); got != first.SerialNumber.String() {
 		t.Fatalf("serial %s; want %s", got, first.SerialNumber)
 	}
@@ -454,13 +432,7 @@ func TestServeLuaPlainFiles(t *testing.T) {
 	}
 	first := plain(leafOpts{})
 	f.regenerate(t, "plain.example.com")
-	serial := func() string {
-		r, err := f.get("plain.example.com", "plain.example.com", "/", true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.leaf.SerialNumber.String()
-	}
+	serial := func() string { return f.serial(t, "plain.example.com") }
 	if got := serial(); got != first.SerialNumber.String() {
 		t.Fatalf("serial %s; want %s", got, first.SerialNumber)
 	}

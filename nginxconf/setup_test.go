@@ -216,6 +216,20 @@ func (f *fixture) get(sni, host, path string, verify bool) (response, error) {
 	return do(tr, "https://"+host+path)
 }
 
+// serial is the serial number of the certificate nginx presents for name,
+// verified against the test CA, on a request that got 200.
+func (f *fixture) serial(t *testing.T, name string) string {
+	t.Helper()
+	r, err := f.get(name, name, "/", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.status != 200 {
+		t.Fatalf("%s: status %d; want 200", name, r.status)
+	}
+	return r.leaf.SerialNumber.String()
+}
+
 // getHTTP requests http://host/path from nginx's HTTP port.
 func (f *fixture) getHTTP(host, path string) (response, error) {
 	tr := &http.Transport{
