@@ -180,9 +180,9 @@ func (b *Broker) connect() error {
 		return nil
 	}
 	b.dropLocked()
-	conn, err := amqp.DialConfig(b.dialURL, b.amqpConfig())
+	conn, err := b.dial()
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", b.shown, scrub(err, b.cfg.URL))
+		return err
 	}
 	ch, err := conn.Channel()
 	if err == nil {
@@ -478,17 +478,12 @@ func (b *Broker) Ping(ctx context.Context) error {
 	if b.pingConn != nil && !b.pingConn.IsClosed() {
 		return nil
 	}
-	conn, err := amqp.DialConfig(b.dialURL, b.amqpConfig())
+	conn, err := b.dial()
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", b.shown, scrub(err, b.cfg.URL))
+		return err
 	}
 	b.pingConn = conn
 	return nil
-}
-
-func (b *Broker) amqpConfig() amqp.Config {
-	return amqp.Config{Dial: amqp.DefaultDial(b.cfg.DialTimeout), TLSClientConfig: b.tls, Heartbeat: 10 * time.Second,
-		Properties: amqp.Table{"product": "certmgr", "connection_name": b.cfg.Hostname}}
 }
 
 // Close closes the connection; unacknowledged messages go back to the queue.
