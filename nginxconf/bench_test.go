@@ -104,8 +104,8 @@ func BenchmarkVet(b *testing.B) {
 	}
 }
 
-// BenchmarkNginx measures a regeneration at 1,000 and 10,000 domains in both
-// modes against real nginx: certmgr's own part (vetting, cold and cached;
+// BenchmarkNginx measures a regeneration at 1,000 and 10,000 domains in each
+// mode against real nginx: certmgr's own part (vetting, cold and cached;
 // rendering; writing), nginx -t on the result, the reload until new workers
 // serve it, and nginx's memory after the reload. bench/nginx/run.sh turns the
 // metrics into a markdown table.
@@ -114,7 +114,7 @@ func BenchmarkNginx(b *testing.B) {
 		b.Skip("nginx workers must run as root to read the benchmark's private keys")
 	}
 	store := cachedStore(b, 10000)
-	for _, mode := range []CertMode{CertModePerServer, CertModeVariable} {
+	for _, mode := range []CertMode{CertModePerServer, CertModeVariable, CertModeLua} {
 		for _, n := range []int{1000, 10000} {
 			b.Run(fmt.Sprintf("%s/%d", mode, n), func(b *testing.B) {
 				benchNginx(b, store, mode, n)
@@ -124,7 +124,7 @@ func BenchmarkNginx(b *testing.B) {
 }
 
 func benchNginx(b *testing.B, store *benchStore, mode CertMode, n int) {
-	peer := testpeers.Nginx(b, testpeers.NginxOptions{})
+	peer := testpeers.Nginx(b, testpeers.NginxOptions{Lua: mode == CertModeLua})
 	peer.StopOnCleanup(b)
 	le := store.dir
 	cfg := Config{

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Regeneration cost of nginxconf against real nginx at 1,000 and 10,000
-# domains, in both NGINX_CERT_MODE values, printed as a markdown table.
+# domains, in each NGINX_CERT_MODE (per-server, variable, lua), printed as a
+# markdown table.
 #
-#   bench/nginx/run.sh            # all four runs (about 10 minutes on 2 cores)
+#   bench/nginx/run.sh            # all six runs (about 12 minutes on 2 cores)
 #   BENCH=per-server/1000 bench/nginx/run.sh
 #   FROM=saved-go-test-output.txt bench/nginx/run.sh   # only reformat
 #
