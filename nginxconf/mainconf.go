@@ -38,6 +38,16 @@ func tokenize(src string) ([]token, error) {
 		case c == '{' || c == '}' || c == ';':
 			toks = append(toks, token{text: string(c), start: i, end: i + 1, special: true})
 			i++
+			if c == '{' && opensLuaBlock(toks) {
+				// The body is Lua, not nginx syntax (statements need no
+				// ';'): skip it as lua-nginx-module reads it, up to the
+				// '}' that closes it, which is tokenized next.
+				end, err := skipLua(src, i)
+				if err != nil {
+					return nil, err
+				}
+				i = end
+			}
 		case c == '"' || c == '\'':
 			start := i
 			var b strings.Builder
@@ -86,6 +96,96 @@ func tokenize(src string) ([]token, error) {
 		}
 	}
 	return toks, nil
+}
+
+// opensLuaBlock reports whether the "{" that ends toks opens a
+// *_by_lua_block directive (content_by_lua_block, init_by_lua_block, …).
+func opensLuaBlock(toks []token) bool {
+	first := len(toks) - 1
+	for first > 0 && !toks[first-1].special {
+		first--
+	}
+	return first < len(toks)-1 && strings.HasSuffix(toks[first].text, "_by_lua_block")
+}
+
+// skipLua returns the offset of the "}" that closes a Lua block whose body
+// starts at i: braces are counted outside Lua's strings ('…', "…" with
+// backslash escapes, [[…]] and [==[…]==]) and comments (-- to the end of the
+// line, --[[…]]), as lua-nginx-module's own reader does.
+func skipLua(src string, i int) (int, error) {
+	start, depth := i, 0
+	// longBracket returns the level of a long bracket "[", "="*level, "["
+	// at j, or -1.
+	longBracket := func(j int) int {
+		if j >= len(src) || src[j] != '[' {
+			return -1
+		}
+		level := 0
+		for j+1+level < len(src) && src[j+1+level] == '=' {
+			level++
+		}
+		if j+1+level < len(src) && src[j+1+level] == '[' {
+			return level
+		}
+		return -1
+	}
+	// closeLong returns the offset after the "]", "="*level, "]" that
+	// closes a long bracket whose content starts at j.
+	closeLong := func(j, level int) (int, error) {
+		end := "]" + strings.Repeat("=", level) + "]"
+		k := strings.Index(src[j:], end)
+		if k < 0 {
+			return 0, fmt.Errorf("unterminated Lua long string or comment in the Lua block at byte %d", start)
+		}
+		return j + k + len(end), nil
+	}
+	for i < len(src) {
+		switch c := src[i]; {
+		case c == '-' && strings.HasPrefix(src[i:], "--"):
+			if level := longBracket(i + 2); level >= 0 {
+				end, err := closeLong(i+2+level+2, level)
+				if err != nil {
+					return 0, err
+				}
+				i = end
+				continue
+			}
+			for i < len(src) && src[i] != '\n' {
+				i++
+			}
+		case c == '[' && longBracket(i) >= 0:
+			level := longBracket(i)
+			end, err := closeLong(i+level+2, level)
+			if err != nil {
+				return 0, err
+			}
+			i = end
+		case c == '"' || c == '\'':
+			j := i + 1
+			for j < len(src) && src[j] != c {
+				if src[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(src) {
+				return 0, fmt.Errorf("unterminated Lua string at byte %d", i)
+			}
+			i = j + 1
+		case c == '{':
+			depth++
+			i++
+		case c == '}':
+			if depth == 0 {
+				return i, nil
+			}
+			depth--
+			i++
+		default:
+			i++
+		}
+	}
+	return 0, fmt.Errorf("unterminated Lua block starting at byte %d", start)
 }
 
 // directive is a parsed directive: its name, arguments and byte span

@@ -105,3 +105,44 @@ func TestDirectivesRejectsBrokenSyntax(t *testing.T) {
 		}
 	}
 }
+
+// platformLua is Lua a platform's own configuration may carry: braces inside
+// comments, strings and long brackets, and statements without ';'.
+const platformLua = `    init_worker_by_lua_block {
+        -- a comment with a brace }
+        --[==[ a long comment with } and ]] inside ]==]
+        local s = "}" .. '{' .. "\"}" .. '\'}'
+        local t = { [ [[k}]] ] = [=[ } ]] ]=], n = { 1, 2 } }
+        platform_ready = s ~= nil and t ~= nil
+    }
+    lua_shared_dict platform_cache 1m;
+`
+
+func TestDirectivesSkipLuaBlocks(t *testing.T) {
+	t.Parallel()
+	src := "events {}\nhttp {\n" + platformLua +
+		"    server { location /x { content_by_lua_block { ngx.say(\"}\") } } }\n" +
+		"    include conf.d/*.conf;\n}\n"
+	ds, err := directives(src)
+	if err != nil {
+		t.Fatalf("directives: %v", err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, strings.Repeat(">", d.depth)+d.name)
+	}
+	want := []string{"events", "http", ">init_worker_by_lua_block", ">lua_shared_dict", ">server", ">>location", ">>>content_by_lua_block", ">include"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("directives = %q; want %q", got, want)
+	}
+	// nginx would refuse these too.
+	for _, bad := range []string{
+		"http { content_by_lua_block { ngx.say('x) } }",
+		"http { content_by_lua_block { --[[ never closed } }",
+		"http { content_by_lua_block { local t = { } }",
+	} {
+		if _, err := directives(bad); err == nil {
+			t.Errorf("directives(%q) accepted an unterminated Lua block", bad)
+		}
+	}
+}

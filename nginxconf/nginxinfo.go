@@ -216,27 +216,44 @@ func isLuaModule(path string) bool {
 // loads is whether it loads the lua module (a load_module directive in the
 // main context: in it or in a file a main-context include names, as
 // Debian's modules-enabled/*.conf), initTaken whether any of them has its
-// own init_by_lua*, which may appear once per http{} (lua mode's file needs
-// it). Unreadable includes are skipped: nginx -t reports them. A file the
-// tokenizer cannot read (Lua code of its own in it) is searched as text for
-// init_by_lua and counts as not loading the module.
+// own init_by_lua* in http{} (where it may appear once, and lua mode's file
+// needs it; stream{} has its own, and comments do not count). Unreadable
+// includes are skipped: nginx -t reports them. A file the tokenizer cannot
+// read is searched as text for init_by_lua and counts as not loading the
+// module.
 func mainLua(main, dir, ours string) (loads, initTaken bool) {
 	oursInfo, _ := os.Stat(ours)
-	var walk func(text string, mainContext bool, level int)
-	walk = func(text string, mainContext bool, level int) {
-		initTaken = initTaken || strings.Contains(text, "init_by_lua")
+	// walk reads text whose top-level directives are in the block ctx
+	// ("" for the main context, "http" in http{}).
+	var walk func(text, ctx string, level int)
+	walk = func(text, ctx string, level int) {
 		ds, err := directives(text)
-		if err != nil || level > 8 {
+		if err != nil {
+			initTaken = initTaken || strings.Contains(text, "init_by_lua")
 			return
 		}
+		if level > 8 {
+			return
+		}
+		var blocks []string // the enclosing blocks' names, outermost first
 		for _, d := range ds {
+			blocks = blocks[:min(d.depth, len(blocks))]
+			in := ctx
+			if len(blocks) > 0 {
+				in = blocks[len(blocks)-1]
+			}
+			if d.block {
+				blocks = append(blocks, d.name)
+			}
+			if strings.HasPrefix(d.name, "init_by_lua") && in == "http" {
+				initTaken = true
+			}
 			if len(d.args) != 1 || d.block {
 				continue
 			}
-			top := mainContext && d.depth == 0
 			switch d.name {
 			case "load_module":
-				loads = loads || top && isLuaModule(d.args[0])
+				loads = loads || in == "" && isLuaModule(d.args[0])
 			case "include":
 				pattern := d.args[0]
 				if !filepath.IsAbs(pattern) {
@@ -254,12 +271,12 @@ func mainLua(main, dir, ours string) (loads, initTaken bool) {
 					if err != nil {
 						continue
 					}
-					walk(string(b), top, level+1)
+					walk(string(b), in, level+1)
 				}
 			}
 		}
 	}
-	walk(main, true, 0)
+	walk(main, "", 0)
 	return loads, initTaken
 }
 

@@ -198,6 +198,22 @@ func TestMainLua(t *testing.T) {
 	if _, taken := mainLua("http { init_by_lua 'x = {}'; }\n", dir, ""); !taken {
 		t.Error("init_by_lua in the main file itself not seen")
 	}
+	// Only an init_by_lua in http{} is taken: not a comment, not stream{}'s
+	// (the stream lua module has its own).
+	for _, other := range []string{
+		"http {\n    # init_by_lua_block { require 'old' }\n}\n",
+		"stream { init_by_lua_block { require 'proxy' } }\nhttp {}\n",
+	} {
+		if _, taken := mainLua(other, dir, ""); taken {
+			t.Errorf("mainLua(%q) says init_by_lua is taken", other)
+		}
+	}
+	// A main configuration with Lua of its own (no ';' after its last
+	// statement) still parses: the modules it includes are found.
+	withLua := "include modules-enabled/*.conf;\nevents {}\nhttp {\n" + platformLua + "}\n"
+	if loads, taken := mainLua(withLua, dir, ""); !loads || taken {
+		t.Errorf("main configuration with Lua blocks: mainLua = %v, %v; want true, false", loads, taken)
+	}
 	// certmgr's file reached through a symlink (sites-enabled ->
 	// sites-available) is still certmgr's.
 	if err := os.Symlink(filepath.Join(dir, "sites", "custom-domains.conf"), filepath.Join(dir, "sites", "link.conf")); err != nil {

@@ -201,6 +201,29 @@ func TestServeAutoLua(t *testing.T) {
 	f.checkAuto(t, "# mode lua, 2 domains\n# NGINX_CERT_MODE=auto: nginx 1.22.1 loads the lua module", names)
 }
 
+// TestServeAutoLuaPlatformLua: a main configuration with Lua of its own in
+// http{} (braces in strings and comments, no ';' after the last statement)
+// is read as nginx reads it: the candidate is proven with nginx -t, auto
+// still picks lua (an init_worker_by_lua is not an init_by_lua), and the
+// names are served.
+func TestServeAutoLuaPlatformLua(t *testing.T) {
+	t.Parallel()
+	f := setupPeer(t, CertModeAuto, testpeers.NginxOptions{Lua: true, MainHTTP: platformLua})
+	names := []string{"a.example.com", "b.example.com"}
+	for _, n := range names {
+		writeLineage(t, f.le, n, leafOpts{})
+	}
+	res := f.regenerate(t, names...)
+	if res.Plan.Mode != CertModeLua || res.Plan.Rule != RuleLua {
+		t.Errorf("plan %+v; want lua, rule lua", res.Plan)
+	}
+	for _, n := range names {
+		if r, err := f.get(n, n, "/", true); err != nil || r.status != 200 {
+			t.Errorf("%s: %v %d; want 200", n, err, r.status)
+		}
+	}
+}
+
 // TestServeLuaManyNames: 20,000 names in lua mode, hundreds of long strings
 // in the file (each within nginx's 4 KB configuration buffer), go live
 // through nginx -t and a reload, and the first, a middle and the last name

@@ -27,6 +27,9 @@ type NginxOptions struct {
 	// Lua makes the main config load Debian's lua module (and the NDK it
 	// needs), from libnginx-mod-http-lua, a peer setup-peers installs.
 	Lua bool
+	// MainHTTP is written into the main config's http{}, before the include
+	// of ConfDir (the platform's own directives).
+	MainHTTP string
 }
 
 // luaModules are Debian's lua module and the NDK it needs, from the
@@ -114,9 +117,9 @@ http {
     fastcgi_temp_path %s/fastcgi;
     uwsgi_temp_path %s/uwsgi;
     scgi_temp_path %s/scgi;
-    include %s/*.conf;
+%s    include %s/*.conf;
 }
-`, user, prefix, p.ErrorLog, prefix, tmp, tmp, tmp, tmp, tmp, p.ConfDir)
+`, user, prefix, p.ErrorLog, prefix, tmp, tmp, tmp, tmp, tmp, opts.MainHTTP, p.ConfDir)
 	if err := os.WriteFile(p.MainConf, []byte(main), 0o644); err != nil {
 		t.Fatalf("write nginx.conf: %v", err)
 	}
