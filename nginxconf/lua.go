@@ -146,7 +146,11 @@ const luaInit = `    local ffi = require "ffi"
     end
     -- What a renewal changes: the target of certbot's live/ symlink
     -- (archive/<lineage>/fullchainN.pem), one system call; nil when the
-    -- file is not a symlink, and then its content's CRC is compared.
+    -- file is not a symlink, and then its content's CRC is compared at each
+    -- recheck. An archive file rewritten under the same name (a lineage
+    -- deleted and issued again from version 1) keeps its link: the content
+    -- is compared every sixth recheck too.
+    local verify = recheck * 6
     local linkbuf = ffi.new("char[?]", 4096)
     local function target(path)
         local n = tonumber(C.readlink(path, linkbuf, 4096))
@@ -167,10 +171,17 @@ const luaInit = `    local ffi = require "ffi"
     -- One parsed copy of each intermediate chain (Let's Encrypt has a
     -- handful), shared by reference by every leaf that ends in it.
     local chains, nchains = {}, 0
-    local function load(dir, pem, stamp, deadline)
+    local function load(dir, pem)
         local ssl = require "ngx.ssl"
-        local cut = pem:find("-----BEGIN CERTIFICATE-----", 2, true)
-        local cert, err = ssl.parse_pem_cert(cut and pem:sub(1, cut - 1) or pem)
+        -- The leaf is the first certificate, after whatever text precedes
+        -- it (openssl x509 writes subject= and issuer= lines).
+        local begin = "-----BEGIN CERTIFICATE-----"
+        local first = pem:find(begin, 1, true)
+        if not first then
+            return nil, dir .. "fullchain.pem: no certificate in it"
+        end
+        local cut = pem:find(begin, first + 1, true)
+        local cert, err = ssl.parse_pem_cert(pem:sub(first, cut and cut - 1 or -1))
         if not cert then
             return nil, dir .. "fullchain.pem: " .. err
         end
@@ -210,29 +221,39 @@ const luaInit = `    local ffi = require "ffi"
                 end
             end
         end
-        return { cert, key, stamp, deadline }
+        return { cert, key }
     end
+    -- get returns a lineage's entry: { cert, key, link target, recheck at,
+    -- content CRC, content compared again at }, or nil, the error and
+    -- whether it was already reported (a lineage that failed to load is
+    -- tried again after a second, not at every handshake).
     local function get(lineage)
         local e = cache:get(lineage)
         local now = ngx.now()
         if e and now < e[4] then
+            if not e[1] then
+                return nil, e[2], true
+            end
             return e
+        end
+        if e and not e[1] then
+            e = nil
         end
         local dir = live .. lineage .. "/"
         local stamp = target(dir .. "fullchain.pem")
-        if e and stamp and stamp == e[3] then
+        if e and stamp and stamp == e[3] and now < e[6] then
             e[4] = now + recheck -- unchanged
             return e
         end
         local pem, err = read(dir .. "fullchain.pem")
-        stamp = stamp or (pem and ngx.crc32_long(pem))
-        if e and pem and stamp == e[3] then
-            e[4] = now + recheck -- unchanged
+        local crc = pem and ngx.crc32_long(pem)
+        if e and pem and crc == e[5] then
+            e[3], e[4], e[6] = stamp, now + recheck, now + verify -- unchanged
             return e
         end
         local fresh
         if pem then
-            fresh, err = load(dir, pem, stamp, now + recheck)
+            fresh, err = load(dir, pem)
         end
         if not fresh then
             if e then
@@ -240,8 +261,10 @@ const luaInit = `    local ffi = require "ffi"
                 ngx.log(ngx.WARN, "certmgr: keeping the cached certificate of ", lineage, ": ", err)
                 return e
             end
+            cache:set(lineage, { false, err, nil, now + 1 })
             return nil, err
         end
+        fresh[3], fresh[4], fresh[5], fresh[6] = stamp, now + recheck, crc, now + verify
         cache:set(lineage, fresh)
         return fresh
     end
@@ -265,9 +288,11 @@ const luaHandshake = `    ssl_certificate_by_lua_block {
         if not lineage then
             return
         end
-        local e, err = c.get(lineage)
+        local e, err, reported = c.get(lineage)
         if not e then
-            ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
+            if not reported then
+                ngx.log(ngx.ERR, "certmgr: certificate of ", name, ": ", err)
+            end
             return ngx.exit(ngx.ERROR)
         end
         local ok
