@@ -102,13 +102,16 @@ func checkLuaPath(dir string) error {
 	if strings.Contains(dir, "]==]") || strings.ContainsAny(dir, "\n\r") {
 		return fmt.Errorf("LetsEncryptDir (LETSENCRYPT_DIR) %s: cannot be written into lua mode's file", strconv.Quote(dir))
 	}
+	if len(dir) > luaChunk {
+		return fmt.Errorf("LetsEncryptDir (LETSENCRYPT_DIR) is %d bytes long: lua mode's file holds at most %d (nginx reads a Lua string of its configuration into a 4 KB buffer)", len(dir), luaChunk)
+	}
 	return nil
 }
 
 // luaInit is the rest of init_by_lua_block, after the names: the worker's
 // cache and get, which returns a lineage's parsed certificate chain and key
-// (or nil and why, which the handshake logs before keeping the default
-// certificate). The cache is a plain table when every lineage fits in it,
+// (or nil, why, and whether that was logged already; the handshake then
+// fails). The cache is a plain table when every lineage fits in it,
 // else lua-resty-lrucache (without it, the plain table emptied when full).
 const luaInit = `    local ffi = require "ffi"
     for _, decl in ipairs({

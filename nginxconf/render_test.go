@@ -235,6 +235,8 @@ func TestRenderRefusesBadConfig(t *testing.T) {
 		{"upstream with brace", Config{Upstream: "a}:80"}},
 		{"same ports", Config{HTTPPort: 8443}},
 		{"unknown mode", Config{CertMode: "both"}},
+		{"lua: a directory that closes the Lua string", Config{CertMode: CertModeLua, LetsEncryptDir: "/etc/]==]os.exit()--"}},
+		{"lua: a directory past nginx's 4 KB buffer", Config{CertMode: CertModeLua, LetsEncryptDir: "/" + strings.Repeat("d", 3000)}},
 	}
 	for _, tc := range tests {
 		if _, err := Render(tc.cfg, sites("a.example.com")); err == nil {
