@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/midsummer/certmgr/domain"
 )
 
 // Failed validations of a name back off 1 min, 10 min, 100 min, then a day
@@ -36,13 +38,32 @@ func ValidationBackoff(n int) time.Duration {
 // maxFailuresPerHour is Let's Encrypt's failed-validation limit per name.
 const maxFailuresPerHour = 5
 
-// ErrValidationBackoff is wrapped by the *RateLimitedError returned when a
-// name is still backing off after failed validations: no order was made.
+// ErrValidationBackoff is wrapped by the *BackoffError returned when a name
+// is still backing off after failed validations: no order was made.
 var ErrValidationBackoff = errors.New("backing off after failed validations")
+
+// BackoffError refuses an order while its lineage backs off after failed
+// validations. It is certmgr's own schedule, not the CA's rate limit: the CA
+// was not asked.
+type BackoffError struct {
+	Lineage    LineageName
+	RetryAt    time.Time
+	RetryAfter time.Duration // RetryAt less the time of the refusal
+	Failures   int           // consecutive failed validations
+	Detail     string        // the CA's words on the last one
+}
+
+func (e *BackoffError) Error() string {
+	return fmt.Sprintf("order %s: %d failed validation(s) in a row (last: %s); next attempt at %s",
+		e.Lineage, e.Failures, e.Detail, e.RetryAt.UTC().Format(time.RFC3339))
+}
+
+func (e *BackoffError) Unwrap() error { return ErrValidationBackoff }
 
 type failureRecord struct {
 	Failures []time.Time `json:"failures"` // consecutive failures, oldest first
 	Last     string      `json:"last_error"`
+	Detail   string      `json:"detail,omitempty"` // the CA's words, for the tenant
 }
 
 func (s *Store) failurePath(n LineageName) string {
@@ -91,7 +112,11 @@ func (s *Store) recordFailure(n LineageName, at time.Time, cause error) error {
 	if len(r.Failures) > 16 {
 		r.Failures = r.Failures[len(r.Failures)-16:]
 	}
-	r.Last = cause.Error()
+	r.Last, r.Detail = cause.Error(), cause.Error()
+	var ve *ValidationError
+	if errors.As(cause, &ve) && ve.Detail != "" {
+		r.Detail = ve.Detail
+	}
 	b, _ := json.Marshal(r)
 	if err := os.MkdirAll(filepath.Dir(s.failurePath(n)), 0o700); err != nil {
 		return err
@@ -126,11 +151,29 @@ func (m *Manager) checkBackoff(n LineageName) error {
 	now := m.cfg.Now()
 	next, count := nextAttempt(r, now)
 	if next.After(now) {
-		return &RateLimitedError{
-			RetryAfter: next.Sub(now),
-			Detail:     fmt.Sprintf("validation failed %d time(s) in a row (last: %s); next attempt at %s", count, r.Last, next.UTC().Format(time.RFC3339)),
-			Err:        fmt.Errorf("order %s: %w", n, ErrValidationBackoff),
+		detail := r.Detail
+		if detail == "" {
+			detail = r.Last // a record written before Detail was kept
 		}
+		return &BackoffError{Lineage: n, RetryAt: next, RetryAfter: next.Sub(now), Failures: count, Detail: detail}
 	}
 	return nil
+}
+
+// Backoff returns a *BackoffError when an order for d (renewing the lineage
+// that serves it, or a new one) would be refused now after failed
+// validations, nil when it may be ordered. Callers that count orders
+// against budgets ask first, so that a refusal spends none.
+func (m *Manager) Backoff(d domain.Name) error {
+	current, ok, err := m.store.Find(d)
+	if err != nil {
+		return err
+	}
+	n := current.Name
+	if !ok {
+		if n, err = m.store.NameForNew(d); err != nil {
+			return err
+		}
+	}
+	return m.checkBackoff(n)
 }

@@ -586,17 +586,29 @@ func TestFailedValidationsBackOff(t *testing.T) {
 	if !errors.As(err, &ve) {
 		t.Fatalf("issue for a name that does not resolve: %v (%T), want *ValidationError", err, err)
 	}
-	// At once again: refused without an order, for about a minute.
+	// At once again: refused without an order, for about a minute, with the
+	// CA's words on the failure; Backoff says so before anyone orders.
 	_, err = s.m.Issue(ctx, d)
-	var rl *RateLimitedError
-	if !errors.As(err, &rl) || !errors.Is(err, ErrValidationBackoff) || rl.RetryAfter > time.Minute || rl.RetryAfter < 50*time.Second {
-		t.Fatalf("second attempt: %v, want a backoff of about 1 min", err)
+	var bo *BackoffError
+	wait := func() time.Duration { return bo.RetryAt.Sub(s.clock.Now()) }
+	if !errors.As(err, &bo) || !errors.Is(err, ErrValidationBackoff) || wait() > time.Minute || wait() < 50*time.Second ||
+		bo.Failures != 1 || bo.Detail != ve.Detail {
+		t.Fatalf("second attempt: %v, want a backoff of about 1 min after 1 failure (%q)", err, ve.Detail)
+	}
+	if err := s.m.Backoff(d); !errors.As(err, &bo) {
+		t.Errorf("Backoff(%s) = %v, want *BackoffError", d, err)
+	}
+	if errors.As(err, new(*RateLimitedError)) {
+		t.Errorf("certmgr's own backoff reads as the CA's rate limit: %v", err)
 	}
 	s.clock.Advance(61 * time.Second)
+	if err := s.m.Backoff(d); err != nil {
+		t.Errorf("Backoff after the minute: %v, want nil", err)
+	}
 	if _, err := s.m.Issue(ctx, d); !errors.As(err, &ve) {
 		t.Fatalf("third attempt after a minute: %v, want *ValidationError", err)
 	}
-	if _, err := s.m.Issue(ctx, d); !errors.As(err, &rl) || rl.RetryAfter < 9*time.Minute || rl.RetryAfter > 10*time.Minute {
+	if _, err := s.m.Issue(ctx, d); !errors.As(err, &bo) || wait() < 9*time.Minute || wait() > 10*time.Minute {
 		t.Fatalf("after two failures: %v, want a backoff of about 10 min", err)
 	}
 	// Fixed DNS and ten minutes later: issued, and the record is cleared.

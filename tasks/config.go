@@ -61,6 +61,9 @@ type DNS interface {
 
 // Issuer orders and renews certificates (acme.Manager).
 type Issuer interface {
+	// Backoff is a *acme.BackoffError while an order for d would be refused
+	// after failed validations (asked before an order is counted).
+	Backoff(d domain.Name) error
 	Issue(ctx context.Context, d domain.Name) (acme.Lineage, error)
 	Renew(ctx context.Context, n acme.LineageName) (acme.Lineage, error)
 	Check(ctx context.Context, l acme.Lineage) acme.Decision

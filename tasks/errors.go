@@ -46,6 +46,7 @@ func classify(name domain.Name, err error) classified {
 		notVer    *dnscheck.NotVerifiedError
 		dnsTemp   *dnscheck.TransientError
 		rate      *acme.RateLimitedError
+		backoff   *acme.BackoffError
 		acmeTemp  *acme.TransientError
 		valid     *acme.ValidationError
 		caReject  *acme.RejectedError
@@ -76,6 +77,13 @@ func classify(name domain.Name, err error) classified {
 		return classified{excType: ExcDNSNotVerified, tenant: notVer.Result.Detail}
 	case errors.As(err, &dnsTemp):
 		return classified{excType: ExcTemporary, transient: true, tenant: dnsTemp.Detail()}
+	case errors.As(err, &backoff):
+		// certmgr's own schedule after failed validations (the CA was not
+		// asked): the tenant keeps seeing what failed, and when it is tried
+		// again.
+		return classified{excType: ExcValidationFailed, transient: true, after: backoff.RetryAfter,
+			tenant: fmt.Sprintf("Let's Encrypt could not verify %s: %s. Check that it points to the platform; certmgr tries again after %s.",
+				name, backoff.Detail, backoff.RetryAt.UTC().Format("2006-01-02 15:04 MST"))}
 	case errors.As(err, &rate):
 		return classified{excType: ExcRateLimited, transient: true, after: rate.RetryAfter,
 			tenant: "Let's Encrypt is rate limiting certificates for this domain; certmgr will retry automatically."}

@@ -91,6 +91,12 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		log.Debug().Bool("due", dec.Due).Str("reason", dec.Reason).Msg("existing certificate checked")
 	}
 	if !reuse {
+		// A name backing off after failed validations is refused before
+		// any budget counts an order: the CA would not be asked.
+		if err := s.cfg.Issuer.Backoff(row.Domain); err != nil {
+			s.recordFailure(ctx, row, err)
+			return res, err
+		}
 		// The budgets are checked (and the order counted) before the CA
 		// sees anything: one tenant cannot spend the shared account's limits.
 		orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: row.Domain, Owner: row.Owner(), Forced: force && found})

@@ -217,6 +217,9 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 			Str("last_error", classify(primary, err).tenant).Msg("certificate renewal failed")
 		return err
 	}
+	if err := s.cfg.Issuer.Backoff(primary); err != nil {
+		return failed(err)
+	}
 	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: rows[0].Owner(), Renewal: true})
 	if err != nil {
 		return failed(err)

@@ -403,3 +403,50 @@ func TestIssuancesFinishingTogetherShareOneReload(t *testing.T) {
 		b.waitServed(d, func(*x509.Certificate) bool { return true })
 	}
 }
+
+// TestBackoffIsCertmgrsOwnAndSpendsNoBudget: a domain whose HTTP-01
+// validation failed is issued again at once (the tenant clicks again). The
+// second attempt is refused by certmgr's backoff before any budget counts an
+// order; the row keeps saying what Let's Encrypt saw and says when it is
+// tried again, not that the CA is rate limiting.
+func TestBackoffIsCertmgrsOwnAndSpendsNoBudget(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *wire.Config) { c.ACME.HTTP01 = unservedChallenges{} })
+	ctx := context.Background()
+	d := b.domain("backoff")
+	b.pg.InsertDomain(t, string(d))
+	_, err := b.svc.Issue(ctx, string(d), false)
+	var ve *acme.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("first issue: %v, want a failed validation", err)
+	}
+	first := b.row(d)
+	if first.Status != domaindb.StatusFailed || !strings.Contains(first.LastError, "could not verify") {
+		t.Fatalf("after the failed validation: %s %q", first.Status, first.LastError)
+	}
+
+	_, err = b.svc.Issue(ctx, string(d), false)
+	var bo *acme.BackoffError
+	if !errors.As(err, &bo) {
+		t.Fatalf("second issue: %v, want certmgr's backoff", err)
+	}
+	row := b.row(d)
+	if !strings.Contains(row.LastError, "could not verify") || !strings.Contains(row.LastError, ve.Detail) ||
+		!strings.Contains(row.LastError, "tries again after") || strings.Contains(row.LastError, "rate limiting") {
+		t.Errorf("last_error during the backoff: %q; want the validation failure (%q) and when it is tried again", row.LastError, ve.Detail)
+	}
+	var counted int
+	if err := b.pg.Conn(t).QueryRow(ctx, `SELECT count(*) FROM certmgr_acme_order WHERE domain = $1`, string(d)).Scan(&counted); err != nil {
+		t.Fatal(err)
+	}
+	if counted != 1 || b.issuer.orders(d) != 1 {
+		t.Errorf("%d orders counted against the budgets, %d reached the issuer; want 1 and 1", counted, b.issuer.orders(d))
+	}
+}
+
+// unservedChallenges leaves HTTP-01 tokens unserved: the CA's validation
+// fails with a 404, as when the domain's traffic goes elsewhere.
+type unservedChallenges struct{}
+
+func (unservedChallenges) Present(context.Context, string, string, string) error { return nil }
+func (unservedChallenges) CleanUp(context.Context, string, string, string) error { return nil }
