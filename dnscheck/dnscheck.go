@@ -249,15 +249,19 @@ func (e *TransientError) Error() string {
 func (e *TransientError) Unwrap() error { return e.Err }
 
 // Detail is a tenant-facing sentence for last_error while the check is retried.
-func (e *TransientError) Detail() string {
+func (e *TransientError) Detail() string { return e.Problem() + "; we will try again" }
+
+// Problem is Detail without the promise to try again (for when no attempt
+// is left).
+func (e *TransientError) Problem() string {
 	name := strings.TrimSuffix(e.Name, ".")
 	switch {
 	case e.Timeout:
-		return fmt.Sprintf("DNS servers for %s did not answer in time; we will try again", name)
+		return fmt.Sprintf("DNS servers for %s did not answer in time", name)
 	case e.Rcode == dns.RcodeServerFailure:
-		return fmt.Sprintf("DNS servers for %s answered with a server failure (SERVFAIL); check the domain's DNS hosting and DNSSEC; we will try again", name)
+		return fmt.Sprintf("DNS servers for %s answered with a server failure (SERVFAIL); check the domain's DNS hosting and DNSSEC", name)
 	}
-	return fmt.Sprintf("DNS lookup of %s failed; we will try again", name)
+	return fmt.Sprintf("DNS lookup of %s failed", name)
 }
 
 // Check verifies that name points at the target and that CAA allows the CA.

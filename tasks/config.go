@@ -140,6 +140,12 @@ type Config struct {
 	// RetryBase is the first retry delay of a transient failure; it doubles
 	// per retry up to RetryMax. Defaults DefaultRetryBase and DefaultRetryMax.
 	RetryBase, RetryMax time.Duration
+	// MaxRetries is how many times a task is retried after transient
+	// failures before it fails (Celery's max_retries for these tasks); the
+	// row of an issue that gives up is marked failed, with no promise to
+	// retry. Default DefaultMaxRetries (about an hour with the default
+	// delays); negative: unlimited.
+	MaxRetries int
 	// SweepEvery is the period of the worker's own renewal sweep, with up to
 	// SweepJitter added at random. Defaults 12h and 1h.
 	SweepEvery, SweepJitter time.Duration
@@ -147,8 +153,9 @@ type Config struct {
 
 // Defaults of Config's retry timing.
 const (
-	DefaultRetryBase = 10 * time.Second
-	DefaultRetryMax  = 10 * time.Minute
+	DefaultRetryBase  = 10 * time.Second
+	DefaultRetryMax   = 10 * time.Minute
+	DefaultMaxRetries = 10
 )
 
 func (c Config) withDefaults() Config {
@@ -157,6 +164,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.RetryBase = cmp.Or(c.RetryBase, DefaultRetryBase)
 	c.RetryMax = cmp.Or(c.RetryMax, DefaultRetryMax)
+	c.MaxRetries = cmp.Or(c.MaxRetries, DefaultMaxRetries)
 	c.SweepEvery = cmp.Or(c.SweepEvery, 12*time.Hour)
 	c.SweepJitter = cmp.Or(c.SweepJitter, time.Hour)
 	c.ReloadMinInterval = cmp.Or(c.ReloadMinInterval, 2*time.Second)

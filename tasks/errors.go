@@ -1,6 +1,7 @@
 package tasks
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -36,6 +37,10 @@ type classified struct {
 	transient bool          // retry with backoff
 	after     time.Duration // retry after at least this long (rate limits)
 	tenant    string        // last_error text; "" leaves the row alone
+	// final replaces tenant for a transient failure when no retry is left
+	// (the row is then marked failed): the same problem, without the
+	// promise to try again.
+	final string
 }
 
 // classify maps a pipeline error to its exc_type, retry policy and the text
@@ -76,20 +81,24 @@ func classify(name domain.Name, err error) classified {
 	case errors.As(err, &notVer):
 		return classified{excType: ExcDNSNotVerified, tenant: notVer.Result.Detail}
 	case errors.As(err, &dnsTemp):
-		return classified{excType: ExcTemporary, transient: true, tenant: dnsTemp.Detail()}
+		return classified{excType: ExcTemporary, transient: true, tenant: dnsTemp.Detail(),
+			final: dnsTemp.Problem() + "; certmgr stopped retrying: issue the certificate again once the domain's DNS answers."}
 	case errors.As(err, &backoff):
 		// certmgr's own schedule after failed validations (the CA was not
 		// asked): the tenant keeps seeing what failed, and when it is tried
 		// again.
 		return classified{excType: ExcValidationFailed, transient: true, after: backoff.RetryAfter,
 			tenant: fmt.Sprintf("Let's Encrypt could not verify %s: %s. Check that it points to the platform; certmgr tries again after %s.",
-				name, backoff.Detail, backoff.RetryAt.UTC().Format("2006-01-02 15:04 MST"))}
+				name, backoff.Detail, backoff.RetryAt.UTC().Format("2006-01-02 15:04 MST")),
+			final: fmt.Sprintf("Let's Encrypt could not verify %s: %s. Check that it points to the platform and try again.", name, backoff.Detail)}
 	case errors.As(err, &rate):
 		return classified{excType: ExcRateLimited, transient: true, after: rate.RetryAfter,
-			tenant: "Let's Encrypt is rate limiting certificates for this domain; certmgr will retry automatically."}
+			tenant: "Let's Encrypt is rate limiting certificates for this domain; certmgr will retry automatically.",
+			final:  "Let's Encrypt is rate limiting certificates for this domain; certmgr stopped retrying: issue the certificate again later."}
 	case errors.As(err, &acmeTemp):
 		return classified{excType: ExcTemporary, transient: true,
-			tenant: "The certificate authority could not be reached; certmgr will retry automatically."}
+			tenant: "The certificate authority could not be reached; certmgr will retry automatically.",
+			final:  "The certificate authority could not be reached; certmgr stopped retrying: issue the certificate again later."}
 	case errors.As(err, &valid):
 		return classified{excType: ExcValidationFailed,
 			tenant: fmt.Sprintf("Let's Encrypt could not verify %s: %s. Check that it points to the platform and try again.", name, valid.Detail)}
@@ -120,7 +129,7 @@ func badArgs(format string, args ...any) error { return &argError{msg: fmt.Sprin
 // a transient failure, otherwise a FAILURE with the exc_type.
 func (s *Service) taskError(t *worker.Task, c classified, err error) error {
 	if c.transient {
-		return fmt.Errorf("%w: %w", worker.RetryAfter(max(s.backoff(t.Retries), c.after)), worker.Fail(c.excType, err))
+		return fmt.Errorf("%w: %w", worker.RetryAfterMax(max(s.backoff(t.Retries), c.after), s.cfg.MaxRetries), worker.Fail(c.excType, err))
 	}
 	return fmt.Errorf("%w: %w", worker.SkipRetry, worker.Fail(c.excType, err))
 }
@@ -134,4 +143,10 @@ func (s *Service) backoff(retries int) time.Duration {
 	}
 	d = min(d, s.cfg.RetryMax)
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// lastAttempt reports whether a transient failure of t ends it: no retry is
+// left, or it ran past its time limit (deadlineMiddleware fails it for good).
+func (s *Service) lastAttempt(ctx context.Context, t *worker.Task) bool {
+	return s.cfg.MaxRetries >= 0 && t.Retries >= s.cfg.MaxRetries || errors.Is(ctx.Err(), context.DeadlineExceeded)
 }

@@ -23,10 +23,29 @@ func (s *Service) issueTask(ctx context.Context, t *worker.Task) error {
 	}
 	res, err := s.issue(ctx, ref, force)
 	if err != nil {
-		return s.taskError(t, classify(ref.Name, err), err)
+		c := classify(ref.Name, err)
+		if c.transient && c.final != "" && s.lastAttempt(ctx, t) {
+			s.giveUp(ctx, ref, c)
+		}
+		return s.taskError(t, c, err)
 	}
 	t.SetResult(res)
 	return nil
+}
+
+// giveUp marks the row of an issue that fails for good after transient
+// failures: the row said the failure would be retried, and nothing will
+// retry it now (a row with a live certificate stays ssl_issued).
+func (s *Service) giveUp(ctx context.Context, ref domainRef, c classified) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	row, err := s.load(wctx, ref)
+	if err == nil {
+		_, err = s.cfg.Domains.MarkFailed(wctx, row.ID, c.final)
+	}
+	if err != nil {
+		s.logFor(ctx, ref.Name).Warn().Err(err).Msg("could not record on the row that the issue stopped retrying")
+	}
 }
 
 // Issue runs the whole pipeline for one domain by name, as `certmgr issue`

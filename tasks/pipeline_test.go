@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/midsummer/certmgr/acme"
 	"github.com/midsummer/certmgr/domain"
+	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/internal/testpeers"
+	"github.com/midsummer/certmgr/internal/wire"
 	"github.com/midsummer/certmgr/tasks"
 )
 
@@ -289,4 +292,49 @@ func httpsStatus(t *testing.T, b *bundle, d domain.Name) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestIssueThatStopsRetryingSaysSo: DNS servers that never answer make each
+// attempt a transient failure; while retries are left the row says it will
+// be tried again, and when the last one fails the task is FAILURE and the row
+// is marked failed without that promise (nothing would retry it).
+func TestIssueThatStopsRetryingSaysSo(t *testing.T) {
+	t.Parallel()
+	// A resolver that reads queries and never answers.
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, _, err := silent.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	b := setup(t, func(c *wire.Config) {
+		c.DNS.Servers = []string{silent.LocalAddr().String()}
+		c.DNS.Timeout = 300 * time.Millisecond
+		c.Tasks.MaxRetries = 1
+	})
+	d := b.domain("silentdns")
+	id := b.pg.InsertDomain(t, string(d))
+	b.startWorker("w1")
+
+	taskID := b.celery.Send(t, testpeers.SendOptions{Task: tasks.IssueTask, Args: []any{id}})
+	_, cerr := b.celery.Get(t, taskID, 60*time.Second)
+	if cerr == nil || cerr.State != "FAILURE" || cerr.ExcType != tasks.ExcTemporary {
+		t.Fatalf("AsyncResult.get() = %+v, want FAILURE %s after the retry", cerr, tasks.ExcTemporary)
+	}
+	row := b.row(d)
+	if row.Status != domaindb.StatusFailed || !strings.Contains(row.LastError, "did not answer in time") ||
+		!strings.Contains(row.LastError, "stopped retrying") || strings.Contains(row.LastError, "try again;") ||
+		strings.Contains(row.LastError, "we will try again") {
+		t.Errorf("row after the last retry: %s %q; want failed, saying certmgr stopped retrying", row.Status, row.LastError)
+	}
+	if n := b.issuer.orders(d); n != 0 {
+		t.Errorf("%d ACME orders without a DNS answer", n)
+	}
 }

@@ -400,7 +400,7 @@ func loadConfigs(get func(string) string, n needs) (Configs, error) {
 	// Transient failures back off from CERTMGR_RETRY_BASE to
 	// CERTMGR_RETRY_MAX: with the defaults ten retries cover about an hour
 	// of a database, DNS or CA outage.
-	c.Worker.MaxRetries = 10
+	c.Worker.MaxRetries = tasks.DefaultMaxRetries
 	return c, nil
 }
 
