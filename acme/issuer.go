@@ -261,6 +261,35 @@ func (m *Manager) Renew(ctx context.Context, n LineageName) (Lineage, error) {
 	return m.renewLineage(ctx, l)
 }
 
+// RenewFor renews lineage n for names only, a subset of its names: those
+// still served by this platform (a certbot lineage may name a domain that
+// has since left). The new version and its renewal configuration name only
+// these; the order does not claim to replace the current certificate (ARI's
+// replaces is for the same names).
+func (m *Manager) RenewFor(ctx context.Context, n LineageName, names []domain.Name) (Lineage, error) {
+	l, err := m.store.Load(n)
+	if err != nil {
+		return Lineage{}, err
+	}
+	if len(names) == 0 {
+		return Lineage{}, &RejectedError{Type: "certmgr:unsupportedName",
+			Detail: fmt.Sprintf("lineage %s: no name to renew", n), Err: fmt.Errorf("renew %s: no domain", n)}
+	}
+	have := l.names()
+	raw := make([]string, 0, len(names))
+	for _, d := range names {
+		if !slices.Contains(have, d) {
+			return Lineage{}, fmt.Errorf("renew %s for %s: not one of its names %v", n, d, have)
+		}
+		raw = append(raw, string(d))
+	}
+	var replacing *x509.Certificate
+	if len(names) == len(have) {
+		replacing = l.leaf
+	}
+	return m.issueInto(ctx, l.Name, raw, replacing, m.renewalOptions(l))
+}
+
 func (m *Manager) renewLineage(ctx context.Context, l Lineage) (Lineage, error) {
 	var names []string
 	if l.Err == nil {

@@ -343,6 +343,17 @@ func (s *Store) MarkIssued(ctx context.Context, id int64, issuedAt, notAfter tim
 		WHERE id = $1`, id, issuedAt, notAfter)
 }
 
+// MarkDropped records that the row's name is in no certificate any more (a
+// multi-name lineage was renewed without it): status failed, the
+// certificate's times cleared, last_error msg. The row then no longer counts
+// as served.
+func (s *Store) MarkDropped(ctx context.Context, id int64, msg string) error {
+	return s.exec(ctx, id, "mark dropped", `UPDATE tenant_customdomain SET
+		status = 'failed', cert_issued_at = NULL, cert_expires_at = NULL,
+		last_error = $2, updated_at = now()
+		WHERE id = $1`, id, cleanMessage(msg))
+}
+
 // LinkCertificate records the certificate the store serves the row's domain
 // with (cert_issued_at, cert_expires_at) and nothing else: status and
 // last_error stay. Rows migrated from certbot get their expiry this way

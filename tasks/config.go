@@ -39,6 +39,7 @@ type Domains interface {
 	Lock(ctx context.Context, name domain.Name) (domaindb.Unlock, error)
 	TryLock(ctx context.Context, name string) (domaindb.Unlock, bool, error)
 	MarkIssued(ctx context.Context, id int64, issuedAt, notAfter time.Time) error
+	MarkDropped(ctx context.Context, id int64, msg string) error
 	// RecordOwner and CertOwners keep which row each stored certificate
 	// serves, so that it never serves another row without a fresh check.
 	RecordOwner(ctx context.Context, name domain.Name, row domaindb.CustomDomain) error
@@ -66,6 +67,8 @@ type Issuer interface {
 	Backoff(d domain.Name) error
 	Issue(ctx context.Context, d domain.Name) (acme.Lineage, error)
 	Renew(ctx context.Context, n acme.LineageName) (acme.Lineage, error)
+	// RenewFor renews lineage n for some of its names only.
+	RenewFor(ctx context.Context, n acme.LineageName, names []domain.Name) (acme.Lineage, error)
 	Check(ctx context.Context, l acme.Lineage) acme.Decision
 	Statuses(ctx context.Context, ari bool) ([]acme.Status, error)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/domain"
 	"github.com/midsummer/certmgr/domaindb"
 	"github.com/midsummer/certmgr/podreload"
 	"github.com/midsummer/certmgr/worker"
@@ -101,6 +102,11 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 				return res, fmt.Errorf("lock %s: %w", names[0], err)
 			}
 			defer unlockLineage()
+			// The sweep renews under that lock: what was read before it
+			// may be the certificate it just replaced.
+			if lineage, found, err = s.cfg.Certificates.Find(row.Domain); err != nil {
+				return res, fmt.Errorf("read certificate store for %s: %w", row.Domain, err)
+			}
 		}
 	}
 	reuse := false
@@ -116,6 +122,21 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 			s.recordFailure(ctx, row, err)
 			return res, err
 		}
+		// A lineage with other names is ordered again for those of them
+		// that still have a row and point here, as the sweep does.
+		var others []domaindb.CustomDomain
+		var left []leftRow
+		drop := false
+		if found && len(lineage.Names()) > 1 {
+			rows, err := s.otherRows(ctx, lineage, row.Domain)
+			if err != nil {
+				return res, err
+			}
+			if others, left, err = s.stillServed(ctx, lineage, rows); err != nil {
+				return res, err
+			}
+			drop = len(others)+1 < len(lineage.Names())
+		}
 		// The budgets are checked (and the order counted) before the CA
 		// sees anything: one tenant cannot spend the shared account's limits.
 		orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: row.Domain, Owner: row.Owner(), Forced: force && found})
@@ -124,10 +145,17 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 			return res, err
 		}
 		start := time.Now()
-		lineage, err = s.cfg.Issuer.Issue(ctx, row.Domain)
+		if drop {
+			lineage, err = s.renew(ctx, lineage, append([]domaindb.CustomDomain{row}, others...))
+		} else {
+			lineage, err = s.cfg.Issuer.Issue(ctx, row.Domain)
+		}
 		s.finishOrder(ctx, orderID, err)
 		if err != nil {
 			s.recordFailure(ctx, row, err)
+			return res, err
+		}
+		if err := s.dropped(ctx, lineage, left); err != nil {
 			return res, err
 		}
 		res.Issued = true
@@ -165,6 +193,32 @@ func (s *Service) issue(ctx context.Context, ref domainRef, force bool) (IssueRe
 		return res, fmt.Errorf("%s was issued but left out of the nginx configuration: %s", row.Domain, why)
 	}
 	return res, nil
+}
+
+// otherRows are the rows of lineage l's names other than except that l
+// serves (a name without a row, or served by another lineage, is not one).
+func (s *Service) otherRows(ctx context.Context, l acme.Lineage, except domain.Name) ([]domaindb.CustomDomain, error) {
+	var rows []domaindb.CustomDomain
+	for _, d := range l.Names() {
+		if d == except {
+			continue
+		}
+		r, err := s.cfg.Domains.GetByName(ctx, d)
+		if errors.Is(err, domaindb.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the row of %s, a name of lineage %s: %w", d, l.Name, err)
+		}
+		serving, ok, err := s.cfg.Certificates.Find(d)
+		if err != nil {
+			return nil, fmt.Errorf("read certificate store for %s: %w", d, err)
+		}
+		if ok && serving.Name == l.Name {
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
 }
 
 // load finds the row a task refers to.

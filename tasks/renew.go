@@ -181,34 +181,19 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	if !s.cfg.Issuer.Check(ctx, fresh).Due {
 		return nil
 	}
-	// Authorizations may still be cached at the CA: without this check a name
-	// that left the platform (its CNAME now points elsewhere) would be
-	// renewed. Every name of the lineage is checked: the order names them all.
-	var lefts []string
-	for _, row := range rows {
-		check, err := s.cfg.DNS.CheckOwner(ctx, row.Domain, row.Owner())
-		if err != nil {
-			s.recordFailure(ctx, row, err)
-			return fmt.Errorf("re-check dns of %s before renewal: %w", row.Domain, err)
-		}
-		if check.OK {
-			continue
-		}
-		detail := fmt.Sprintf("%s. Its certificate is not renewed and stops working on %s.",
-			strings.TrimSuffix(check.Detail, "."), fresh.NotAfter.UTC().Format("2006-01-02"))
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		werr := s.cfg.Domains.SetLastError(wctx, row.ID, detail)
-		cancel()
-		if werr != nil {
-			return fmt.Errorf("record that %s is not renewed: %w", row.Domain, werr)
-		}
-		lefts = append(lefts, detail)
+	keep, left, err := s.stillServed(ctx, fresh, rows)
+	if err != nil {
+		return err
 	}
-	if len(lefts) > 0 {
+	if len(keep) == 0 {
+		var lefts []string
+		for _, lr := range left {
+			lefts = append(lefts, lr.detail)
+		}
 		return &leftPlatformError{detail: strings.Join(lefts, " ")}
 	}
 	failed := func(err error) error {
-		for _, r := range rows {
+		for _, r := range keep {
 			s.recordFailure(ctx, r, err)
 		}
 		// The sweep goes on with the other lineages: this is the one line
@@ -220,11 +205,11 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	if err := s.cfg.Issuer.Backoff(primary); err != nil {
 		return failed(err)
 	}
-	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: rows[0].Owner(), Renewal: true})
+	orderID, err := s.reserveOrder(ctx, domaindb.OrderRequest{Name: primary, Owner: keep[0].Owner(), Renewal: true})
 	if err != nil {
 		return failed(err)
 	}
-	renewed, err := s.cfg.Issuer.Renew(ctx, l.Name)
+	renewed, err := s.renew(ctx, fresh, keep)
 	s.finishOrder(ctx, orderID, err)
 	if err != nil {
 		return failed(err)
@@ -232,8 +217,8 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 	s.metrics.renewed.Inc()
 	s.setExpiry(renewed)
 	s.log.Info().Str("domain", string(primary)).Str("lineage", string(l.Name)).Strs("domains", renewed.Domains).Time("not_after", renewed.NotAfter).Msg("certificate renewed")
-	var errs []error
-	for _, r := range rows {
+	errs := []error{s.dropped(ctx, renewed, left)}
+	for _, r := range keep {
 		if err := s.cfg.Domains.RecordOwner(ctx, r.Domain, r); err != nil {
 			errs = append(errs, err)
 		}
@@ -242,6 +227,87 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stillServed checks, before lineage l is renewed, the rows of its names:
+// authorizations may still be cached at the CA, and without this check a
+// name that left the platform (its CNAME now points elsewhere) would be
+// renewed. It returns the rows that pass (their names are ordered) and those
+// that do not, each with the check's words, which are written on the row at
+// once (its current certificate still serves it). A name of the lineage
+// without a row is not among rows and is not ordered either: certmgr renews
+// only the domains Django still has.
+func (s *Service) stillServed(ctx context.Context, l acme.Lineage, rows []domaindb.CustomDomain) (keep []domaindb.CustomDomain, left []leftRow, err error) {
+	for _, row := range rows {
+		check, err := s.cfg.DNS.CheckOwner(ctx, row.Domain, row.Owner())
+		if err != nil {
+			s.recordFailure(ctx, row, err)
+			return nil, nil, fmt.Errorf("re-check dns of %s before renewal: %w", row.Domain, err)
+		}
+		if check.OK {
+			keep = append(keep, row)
+			continue
+		}
+		lr := leftRow{row: row, why: strings.TrimSuffix(check.Detail, ".")}
+		detail := fmt.Sprintf("%s. Its certificate is not renewed and stops working on %s.", lr.why, l.NotAfter.UTC().Format("2006-01-02"))
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		werr := s.cfg.Domains.SetLastError(wctx, row.ID, detail)
+		cancel()
+		if werr != nil {
+			return nil, nil, fmt.Errorf("record that %s is not renewed: %w", row.Domain, werr)
+		}
+		lr.detail = detail
+		left = append(left, lr)
+	}
+	return keep, left, nil
+}
+
+// leftRow is a row whose name no longer points at the platform.
+type leftRow struct {
+	row    domaindb.CustomDomain
+	why    string // the DNS check's words
+	detail string // what its row says
+}
+
+// dropped records on the rows that left the platform that the renewed
+// lineage no longer names them: they are not served any more.
+func (s *Service) dropped(ctx context.Context, l acme.Lineage, left []leftRow) error {
+	var errs []error
+	for _, lr := range left {
+		if slices.Contains(l.Names(), lr.row.Domain) {
+			continue
+		}
+		msg := fmt.Sprintf("%s. It was left out of the renewed certificate it shared with %s and is no longer served; point it to the platform and issue SSL again.",
+			lr.why, joinNames(l.Names()))
+		if err := s.cfg.Domains.MarkDropped(ctx, lr.row.ID, msg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// renew orders lineage l again for the names of rows: all its names, or
+// (RenewFor) only those, when some have no row or left the platform.
+func (s *Service) renew(ctx context.Context, l acme.Lineage, rows []domaindb.CustomDomain) (acme.Lineage, error) {
+	all := l.Names()
+	var names []domain.Name
+	for _, r := range rows {
+		if slices.Contains(all, r.Domain) && !slices.Contains(names, r.Domain) {
+			names = append(names, r.Domain)
+		}
+	}
+	if len(names) == len(all) {
+		return s.cfg.Issuer.Renew(ctx, l.Name)
+	}
+	var dropped []string
+	for _, d := range all {
+		if !slices.Contains(names, d) {
+			dropped = append(dropped, string(d))
+		}
+	}
+	s.logFor(ctx, names[0]).Info().Str("lineage", string(l.Name)).Strs("dropped", dropped).
+		Msg("renewing the lineage without the names that have no row or left the platform")
+	return s.cfg.Issuer.RenewFor(ctx, l.Name, names)
 }
 
 // RowsWithoutCertificate lists the domains of rows that record a served

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -450,3 +451,88 @@ type unservedChallenges struct{}
 
 func (unservedChallenges) Present(context.Context, string, string, string) error { return nil }
 func (unservedChallenges) CleanUp(context.Context, string, string, string) error { return nil }
+
+// certbotLineage stores a lineage for names as certbot left it (another CA,
+// issued a day ago for 90 days), under the first name, and marks the rows of
+// rowNames issued with it.
+func (b *bundle) certbotLineage(names []domain.Name, rowNames ...domain.Name) acme.Lineage {
+	b.t.Helper()
+	ctx := context.Background()
+	var raw []string
+	for _, d := range names {
+		raw = append(raw, string(d))
+	}
+	ca := testpeers.NewCA(b.t, "certbot's old CA")
+	now := b.clock.Now()
+	leaf := ca.Issue(b.t, testpeers.LeafOptions{Names: raw, NotBefore: now.Add(-24 * time.Hour), NotAfter: now.Add(89 * 24 * time.Hour)})
+	l, err := b.acme.Store().Save(acme.LineageName(names[0]), acme.Issued{Cert: leaf.Cert, Chain: leaf.Chain, Key: leaf.Key},
+		acme.RenewalParams{Server: b.pebble.DirectoryURL, Webroot: b.nginx.Webroot, KeyType: "ec256", Domains: raw})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	for _, d := range rowNames {
+		id := b.pg.InsertDomain(b.t, string(d))
+		if err := b.db.MarkIssued(ctx, id, l.NotBefore, l.NotAfter); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	return l
+}
+
+// TestSweepRenewsAMultiNameLineageForTheNamesStillServed: a certbot lineage
+// names a domain that still points here, one whose tenant pointed it
+// elsewhere, and one Django no longer has. The sweep orders only the first
+// (an order naming the others would fail validation, or succeed on an
+// authorization the CA still caches); the lineage's next certificate names
+// it alone, the row that left says it is not renewed.
+func TestSweepRenewsAMultiNameLineageForTheNamesStillServed(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	stays, left, gone := b.domain("stays"), b.domain("left"), b.domain("gone")
+	l := b.certbotLineage([]domain.Name{stays, left, gone}, stays, left)
+	b.pebble.DNS.SetCNAME(t, string(left), "shops.elsewhere.example.net")
+	b.clock.Advance(70 * 24 * time.Hour)
+
+	res, err := b.sweep(ctx)
+	if err != nil || len(res.Renewed) != 1 || res.Renewed[0] != string(l.Name) {
+		t.Fatalf("sweep: %v %+v; want lineage %s renewed", err, res, l.Name)
+	}
+	renewed, err := b.acme.Store().Load(l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(renewed.Domains, []string{string(stays)}) || !renewed.NotAfter.After(l.NotAfter) {
+		t.Errorf("renewed lineage names %v until %s; want only %s, later than %s", renewed.Domains, renewed.NotAfter, stays, l.NotAfter)
+	}
+	if row := b.row(stays); row.Status != domaindb.StatusIssued || row.LastError != "" || !row.CertExpiresAt.Equal(renewed.NotAfter) {
+		t.Errorf("row %s: %s %q expires %s; want ssl_issued until %s", stays, row.Status, row.LastError, row.CertExpiresAt, renewed.NotAfter)
+	}
+	if row := b.row(left); row.Status != domaindb.StatusFailed || !row.CertExpiresAt.IsZero() ||
+		!strings.Contains(row.LastError, "shops.elsewhere.example.net") || !strings.Contains(row.LastError, "no longer served") {
+		t.Errorf("row %s (pointed elsewhere): %s %q expires %s; want failed, no certificate, saying why it is no longer served",
+			left, row.Status, row.LastError, row.CertExpiresAt)
+	}
+}
+
+// TestIssueOfAMultiNameLineageOrdersOnlyServedNames: a forced issue of one
+// name of a certbot lineage whose other name has no row orders that name
+// alone.
+func TestIssueOfAMultiNameLineageOrdersOnlyServedNames(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	stays, gone := b.domain("stays"), domain.Name("gone-"+b.suffix+".example.com") // no DNS record at all
+	l := b.certbotLineage([]domain.Name{stays, gone}, stays)
+	res, err := b.svc.Issue(ctx, string(stays), true)
+	if err != nil || !res.Issued {
+		t.Fatalf("forced issue: %v %+v", err, res)
+	}
+	renewed, err := b.acme.Store().Load(l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(renewed.Domains, []string{string(stays)}) {
+		t.Errorf("lineage names %v after the issue; want only %s", renewed.Domains, stays)
+	}
+}

@@ -74,6 +74,13 @@ func (c *countingIssuer) Renew(ctx context.Context, n acme.LineageName) (acme.Li
 	return c.Issuer.Renew(ctx, n)
 }
 
+func (c *countingIssuer) RenewFor(ctx context.Context, n acme.LineageName, names []domain.Name) (acme.Lineage, error) {
+	c.mu.Lock()
+	c.renews[n]++
+	c.mu.Unlock()
+	return c.Issuer.RenewFor(ctx, n, names)
+}
+
 func (c *countingIssuer) orders(d domain.Name) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
