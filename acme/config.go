@@ -54,6 +54,10 @@ type Config struct {
 	// (fleet mode: the key authorization goes into the PostgreSQL store, which
 	// every pod's agent answers from). Default: the Webroot.
 	HTTP01 ChallengeSolver
+	// Journal, when set, hears of every certificate Save is about to write
+	// (fleet mode: the mirror records that the lineage holds a certificate
+	// the PostgreSQL store has not got yet). Default: none.
+	Journal SaveJournal
 	// Dir is the certbot-layout store (LETSENCRYPT_DIR). Required (default in
 	// cmd/certmgr: nginxconf.DefaultLetsEncryptDir, the path nginx reads).
 	Dir string

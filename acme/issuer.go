@@ -62,10 +62,12 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	store := NewStore(cfg.Dir)
+	store.journal = cfg.Journal
 	return &Manager{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "acme").Logger(),
-		store: NewStore(cfg.Dir),
+		store: store,
 		http:  hc,
 	}, nil
 }

@@ -197,9 +197,21 @@ type Store struct {
 	cacheMu sync.Mutex
 	cache   map[LineageName]cachedLineage
 
+	// journal, when set, is told of each certificate before Save writes it.
+	journal SaveJournal
+
 	// hook, when set (tests only), is called at each step of Save; a test
 	// process kills itself there to show a crash leaves the store intact.
 	hook func(step string)
+}
+
+// SaveJournal hears of the certificates a Store saves (Config.Journal).
+type SaveJournal interface {
+	// Saving is called with lineage n and the new leaf certificate (PEM)
+	// before any file of the version is written; an error stops the Save.
+	// done is called when the Save returns, whether it wrote the version or
+	// not.
+	Saving(n LineageName, cert []byte) (done func(), err error)
 }
 
 // NewStore opens the store rooted at dir (LETSENCRYPT_DIR). It creates nothing
@@ -462,6 +474,13 @@ func (s *Store) Save(n LineageName, c Issued, params RenewalParams) (Lineage, er
 	}
 	unlock := s.lock(n)
 	defer unlock()
+	if s.journal != nil {
+		done, err := s.journal.Saving(n, c.Cert)
+		if err != nil {
+			return Lineage{}, fmt.Errorf("save %s: %w", n, err)
+		}
+		defer done()
+	}
 
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "archive"), filepath.Join(s.dir, "live"),
 		filepath.Join(s.dir, "renewal"), s.archiveDir(n)} {
