@@ -234,6 +234,98 @@ func (s *Store) PutLineages(ctx context.Context, ls []Lineage) (int64, error) {
 	return v, nil
 }
 
+// AddIssued stores versions of lineage l.Name that one writer issued: each of
+// l.Versions whose certificate the store already holds keeps its stored
+// number; one whose number another certificate holds is stored under the
+// next free number (two workers renewed the lineage at once, both as N+1).
+// When a version was added, l.Current, renumbered with it, becomes the
+// lineage's current version, with l's domains and renewal configuration;
+// when every version was already stored (a push repeated after a crash)
+// nothing changes, so a repeat never moves the lineage back. numbers[i] is
+// the number l.Versions[i] is stored under; version is the store version,
+// 0 when nothing changed. The lineage row is locked for
+// the transaction: concurrent AddIssued calls number one after the other.
+func (s *Store) AddIssued(ctx context.Context, l Lineage) (numbers []int, version int64, err error) {
+	cur := slices.IndexFunc(l.Versions, func(v Version) bool { return v.N == l.Current })
+	if cur < 0 {
+		return nil, 0, fmt.Errorf("store issued %s: current version %d not given", l.Name, l.Current)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	defer tx.Rollback(ctx)
+	v, err := bump(ctx, tx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO certmgr_lineage (name, domains, current_version, renewal_conf, owner, changed_version)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING`,
+		l.Name, l.Domains, l.Current, l.RenewalConf, l.Owner, v); err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM certmgr_lineage WHERE name = $1 FOR UPDATE`, l.Name); err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	rows, err := tx.Query(ctx, `SELECT version, cert FROM certmgr_lineage_version WHERE lineage = $1`, l.Name)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	byCert, taken, highest := map[string]int{}, map[int]bool{}, 0
+	for rows.Next() {
+		var n int
+		var cert string
+		if err := rows.Scan(&n, &cert); err != nil {
+			rows.Close()
+			return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+		}
+		byCert[cert], taken[n], highest = n, true, max(highest, n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	// Versions in their order, so that renumbered ones keep it.
+	order := make([]int, len(l.Versions))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return l.Versions[a].N - l.Versions[b].N })
+	numbers = make([]int, len(l.Versions))
+	added := false
+	for _, i := range order {
+		ver := l.Versions[i]
+		if n, ok := byCert[string(ver.Cert)]; ok {
+			numbers[i] = n
+			continue
+		}
+		n := ver.N
+		if taken[n] {
+			n = highest + 1
+		}
+		kid, sealed := s.keys.Seal(privkeyAAD(l.Name, n), ver.Privkey)
+		if _, err := tx.Exec(ctx, `INSERT INTO certmgr_lineage_version
+			(lineage, version, cert, chain, fullchain, privkey_key_id, privkey_sealed, serial, not_before, not_after)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			l.Name, n, string(ver.Cert), string(ver.Chain), string(ver.Fullchain), kid, sealed, ver.Serial, ver.NotBefore, ver.NotAfter); err != nil {
+			return nil, 0, fmt.Errorf("store issued %s version %d: %w", l.Name, n, err)
+		}
+		numbers[i], byCert[string(ver.Cert)], taken[n], highest, added = n, n, true, max(highest, n), true
+	}
+	if !added {
+		return numbers, 0, nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE certmgr_lineage SET domains = $2, current_version = $3, renewal_conf = $4,
+			changed_version = $5, updated_at = now() WHERE name = $1`,
+		l.Name, l.Domains, numbers[cur], l.RenewalConf, v); err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: %w", l.Name, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, 0, fmt.Errorf("store issued %s: commit: %w", l.Name, err)
+	}
+	return numbers, v, nil
+}
+
 // DeleteLineage removes a lineage with all its versions and any served entry
 // that names it. Deleting one that is not there is not an error.
 func (s *Store) DeleteLineage(ctx context.Context, name string) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -277,5 +278,53 @@ func TestServedSetNotifiesOnChangeOnly(t *testing.T) {
 	snap, err := s.Snapshot(ctxT(t))
 	if err != nil || snap.Version != v3 || len(snap.Served) != 1 || snap.Served[0].Domain != "b.example.com" {
 		t.Fatalf("snapshot %+v %v", snap, err)
+	}
+}
+
+// AddIssued numbers a version another writer already took as the next free
+// one and makes it current; a repeat of the same push changes nothing, even
+// after the lineage moved on.
+func TestAddIssuedRenumbersAndNeverMovesBack(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, newPG(t).URL, testpeers.StoreKey())
+	ca := newTestCA(t)
+	ver := func(n int) Version {
+		l := ca.Issue(t, testpeers.LeafOptions{Names: []string{"x.example.com"}})
+		return Version{N: n, Cert: l.Cert, Chain: l.Chain, Fullchain: l.Fullchain(), Privkey: l.Key,
+			Serial: l.X509.SerialNumber.Text(16), NotBefore: l.X509.NotBefore, NotAfter: l.X509.NotAfter}
+	}
+	lin := func(cur int, vs ...Version) Lineage {
+		return Lineage{Name: "x.example.com", Domains: []string{"x.example.com"}, Current: cur, RenewalConf: "version = 2.1.0\n", Versions: vs}
+	}
+	current := func() string {
+		t.Helper()
+		ls, err := s.Lineages(ctxT(t), LineageFilter{Names: []string{"x.example.com"}})
+		if err != nil || len(ls) != 1 {
+			t.Fatalf("read: %v %v", ls, err)
+		}
+		return ls[0].Versions[0].Serial
+	}
+	v1, a2, b2 := ver(1), ver(2), ver(2)
+	for _, step := range []struct {
+		desc string
+		l    Lineage
+		want []int
+		cur  string
+	}{
+		{desc: "new lineage", l: lin(1, v1), want: []int{1}, cur: v1.Serial},
+		{desc: "worker A renews", l: lin(2, a2), want: []int{2}, cur: a2.Serial},
+		{desc: "worker B renews as 2 too", l: lin(2, v1, b2), want: []int{1, 3}, cur: b2.Serial},
+		{desc: "A repeats its push", l: lin(2, a2), want: []int{2}, cur: b2.Serial},
+	} {
+		got, _, err := s.AddIssued(ctxT(t), step.l)
+		if err != nil {
+			t.Fatalf("%s: %v", step.desc, err)
+		}
+		if !slices.Equal(got, step.want) {
+			t.Errorf("%s: stored as %v, want %v", step.desc, got, step.want)
+		}
+		if c := current(); c != step.cur {
+			t.Errorf("%s: current %s, want %s", step.desc, c, step.cur)
+		}
 	}
 }
