@@ -43,6 +43,9 @@ func (i Issuer) Renew(ctx context.Context, n acme.LineageName) (acme.Lineage, er
 type Certificates struct {
 	*acme.Store
 	DB Store
+	// Mirror, when set, forgets the lineage's unpushed certificates on
+	// Remove, so that no later Pull pushes them back.
+	Mirror *Mirror
 	// Timeout bounds the store call of Remove, whose signature has no
 	// context. Default 30s.
 	Timeout time.Duration
@@ -54,6 +57,11 @@ func (c Certificates) Remove(n acme.LineageName) error {
 	defer cancel()
 	if err := c.DB.DeleteLineage(ctx, string(n)); err != nil {
 		return err
+	}
+	if c.Mirror != nil {
+		if err := c.Mirror.Forget(string(n)); err != nil {
+			return err
+		}
 	}
 	return c.Store.Remove(n)
 }
@@ -99,19 +107,10 @@ func (p *Publisher) Regenerate(ctx context.Context, ds []nginxconf.Domain) (ngin
 	sites, skipped := p.vetter.Vet(ds)
 	res := nginxconf.Result{Skipped: skipped}
 	served := make([]certstore.Served, 0, len(sites))
-	names := make([]string, 0, len(sites))
 	for _, s := range sites {
 		l := cmp.Or(s.Lineage, string(s.Name))
 		served = append(served, certstore.Served{Domain: string(s.Name), Lineage: l})
-		names = append(names, l)
 		res.Served = append(res.Served, s.Name)
-	}
-	snap, err := p.store.Snapshot(ctx)
-	if err != nil {
-		return res, fmt.Errorf("publish served domains: %w", err)
-	}
-	if err := p.mirror.pushNewer(ctx, names, snap); err != nil {
-		return res, err
 	}
 	changed, version, err := p.store.SetServed(ctx, served)
 	if err != nil {

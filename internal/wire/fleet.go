@@ -21,6 +21,7 @@ func (c *Components) buildFleet(ctx context.Context, cfg Config) error {
 	mirror := fleet.NewMirror(st, cfg.ACME.Dir)
 	acfg := cfg.ACMEConfig()
 	acfg.HTTP01 = fleet.Challenges{Store: st}
+	acfg.Journal = mirror
 	if c.ACME, err = acme.New(acfg); err != nil {
 		return err
 	}
@@ -31,7 +32,7 @@ func (c *Components) buildFleet(ctx context.Context, cfg Config) error {
 	}
 	tc := cfg.Tasks
 	tc.Issuer = fleet.Issuer{Manager: c.ACME, Mirror: mirror}
-	tc.Certificates = fleet.Certificates{Store: c.ACME.Store(), DB: st}
+	tc.Certificates = fleet.Certificates{Store: c.ACME.Store(), DB: st, Mirror: mirror}
 	tc.Nginx = fleet.NewPublisher(st, mirror, cfg.NginxConfig(), cfg.Logger)
 	w := cfg.Waiter
 	w.Store, w.Log = st, cfg.Logger
