@@ -4,7 +4,13 @@
 //
 //   - Mirror keeps a worker-local certbot-layout copy of the PostgreSQL store
 //     (package certstore) for package acme to read and write, pulls before the
-//     pipeline reads it, and pushes what acme stored.
+//     pipeline reads it, and pushes what acme stored. It is acme's
+//     SaveJournal: each certificate acme saves is recorded as unpushed
+//     (certmgr-unpushed/<lineage>, fsynced before the certificate's files are
+//     written) until the store holds it, and only recorded certificates are
+//     ever pushed. Pull pushes what a crash left unpushed, then removes the
+//     lineages the store no longer holds and rewrites those whose live
+//     certificate (by serial) is not the store's current one.
 //   - Issuer wraps acme.Manager: a certificate issued or renewed is pushed to
 //     the store before the task goes on.
 //   - Challenges is acme's HTTP-01 solver: the key authorization goes into the
