@@ -103,6 +103,16 @@ func (k *Keyring) Seal(aad string, plaintext []byte) (keyID string, sealed []byt
 // does not hold.
 var ErrUnknownKey = errors.New("sealed by a key CERTMGR_STORE_KEY does not hold")
 
+// ErrSealBroken is returned by Open for a value that does not open under
+// the key it names: altered, truncated, or bound to another row.
+var ErrSealBroken = errors.New("sealed value does not open")
+
+// Unreadable reports whether err is a sealed value that no retry will open
+// (ErrUnknownKey, ErrSealBroken), as opposed to a failure to read it.
+func Unreadable(err error) bool {
+	return errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrSealBroken)
+}
+
 // Open decrypts what Seal returned.
 func (k *Keyring) Open(keyID, aad string, sealed []byte) ([]byte, error) {
 	for _, key := range k.keys {
@@ -111,11 +121,11 @@ func (k *Keyring) Open(keyID, aad string, sealed []byte) ([]byte, error) {
 		}
 		n := key.aead.NonceSize()
 		if len(sealed) < n {
-			return nil, errors.New("open sealed value: too short")
+			return nil, fmt.Errorf("open sealed value %s: too short: %w", aad, ErrSealBroken)
 		}
 		out, err := key.aead.Open(nil, sealed[:n], sealed[n:], []byte(aad))
 		if err != nil {
-			return nil, fmt.Errorf("open sealed value %s: %w", aad, err)
+			return nil, fmt.Errorf("open sealed value %s: %w: %w", aad, ErrSealBroken, err)
 		}
 		return out, nil
 	}
