@@ -35,6 +35,8 @@ type Agent struct {
 	lastSync  time.Time
 	behind    time.Time // when seen first passed applied; zero when caught up
 	lastErr   error
+	failures  int       // syncs failed in a row
+	failedAt  time.Time // when the first of them started
 	ready     atomic.Bool
 	listening atomic.Bool
 }
@@ -135,7 +137,9 @@ func (a *Agent) listen(ctx context.Context) {
 	retry := a.cfg.RetryMin
 	for ctx.Err() == nil {
 		err := a.listenOnce(ctx)
-		a.listening.Store(false)
+		if a.listening.Swap(false) {
+			retry = a.cfg.RetryMin // it was up: this is a new outage
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -171,7 +175,21 @@ func (a *Agent) listenOnce(ctx context.Context) error {
 	// Whatever happened while we were not listening is caught up now.
 	a.poke()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		// A connection the network silently dropped delivers nothing and
+		// reports nothing: after ListenPing without a notification, ask.
+		wctx, cancel := context.WithTimeout(ctx, a.cfg.ListenPing)
+		n, err := conn.WaitForNotification(wctx)
+		timedOut := wctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err != nil && timedOut {
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.ListenPing)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("listen: no answer to a ping within %s: %w", a.cfg.ListenPing, err)
+			}
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
@@ -232,17 +250,29 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 }
 
 // sync makes this nginx serve the store's current snapshot. Unless full, a
-// snapshot at the version already applied changes nothing.
-func (a *Agent) sync(ctx context.Context, full bool) (err error) {
+// snapshot at the version already applied changes nothing. It gives up
+// after SyncTimeout.
+func (a *Agent) sync(parent context.Context, full bool) (err error) {
 	start := a.cfg.Now()
+	ctx, cancel := context.WithTimeout(parent, a.cfg.SyncTimeout)
+	defer cancel()
 	defer func() {
-		a.mu.Lock()
-		a.lastErr = err
-		a.mu.Unlock()
 		result := "ok"
 		if err != nil {
 			result = "failed"
 		}
+		if err != nil && ctx.Err() != nil && parent.Err() == nil {
+			err = fmt.Errorf("sync did not finish within %s: %w", a.cfg.SyncTimeout, err)
+			result = "timeout"
+		}
+		a.mu.Lock()
+		a.lastErr = err
+		if err == nil {
+			a.failures = 0
+		} else if a.failures++; a.failures == 1 {
+			a.failedAt = start
+		}
+		a.mu.Unlock()
 		a.metrics.syncs.WithLabelValues(result).Inc()
 		a.metrics.syncSeconds.Observe(a.cfg.Now().Sub(start).Seconds())
 	}()

@@ -57,6 +57,15 @@ type Config struct {
 	// Resync is the period of the full reconcile (CERTMGR_AGENT_RESYNC).
 	// Default 5m.
 	Resync time.Duration
+	// SyncTimeout bounds one sync, from the store snapshot to the reload
+	// (CERTMGR_AGENT_SYNC_TIMEOUT): a sync still waiting on the store then
+	// (a silent network partition) fails, is reported and retried, instead
+	// of holding up every later one. Default 1m.
+	SyncTimeout time.Duration
+	// ListenPing is how long the LISTEN connection waits for a notification
+	// before it pings the store, and how long it waits for the answer; with
+	// none it reconnects (and resyncs). Default 30s.
+	ListenPing time.Duration
 	// HeartbeatEvery is how often the heartbeat row is refreshed while
 	// nothing changes. Default 5s.
 	HeartbeatEvery time.Duration
@@ -78,6 +87,8 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.Resync = cmp.Or(c.Resync, 5*time.Minute)
+	c.SyncTimeout = cmp.Or(c.SyncTimeout, time.Minute)
+	c.ListenPing = cmp.Or(c.ListenPing, 30*time.Second)
 	c.HeartbeatEvery = cmp.Or(c.HeartbeatEvery, 5*time.Second)
 	c.RetryMin = cmp.Or(c.RetryMin, 250*time.Millisecond)
 	c.RetryMax = cmp.Or(c.RetryMax, 10*time.Second)
@@ -101,7 +112,7 @@ func (c Config) validate() error {
 		return errors.New("agent config: Dir (LETSENCRYPT_DIR) is required")
 	case c.Pod == "":
 		return errors.New("agent config: Pod (POD_NAME) is required")
-	case c.Resync < 0 || c.HeartbeatEvery < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin:
+	case c.Resync < 0 || c.SyncTimeout < 0 || c.ListenPing < 0 || c.HeartbeatEvery < 0 || c.RetryMin < 0 || c.RetryMax < c.RetryMin:
 		return errors.New("agent config: negative or inverted durations")
 	}
 	return nil

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -33,6 +34,17 @@ func (a *Agent) Handler(metrics http.Handler) http.Handler {
 			}
 			a.mu.Unlock()
 			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		// Once ready, nginx serves its last good configuration whatever
+		// the store does: the pod stays in the Service (a database outage
+		// must not empty it), and the body says what is wrong.
+		a.mu.Lock()
+		failing, failures, since, applied := a.lastErr, a.failures, a.failedAt, a.applied
+		a.mu.Unlock()
+		if failing != nil {
+			fmt.Fprintf(w, "ok, serving store version %d; %d syncs failed since %s, the last: %v\n",
+				applied, failures, since.UTC().Format(time.RFC3339), failing)
 			return
 		}
 		io.WriteString(w, "ok\n")

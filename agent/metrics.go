@@ -14,7 +14,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, a *Agent) (*metrics, error) {
 	m := &metrics{
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certmgr_agent_syncs_total",
-			Help: "Syncs with the certificate store, by result (ok, failed)."}, []string{"result"}),
+			Help: "Syncs with the certificate store, by result (ok, failed, timeout: not done within SyncTimeout)."}, []string{"result"}),
 		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certmgr_agent_sync_duration_seconds",
 			Help: "Time a sync took, from the store snapshot to the nginx reload.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10)}),
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{Name: "certmgr_agent_nginx_reloads_total",

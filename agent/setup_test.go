@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,8 +118,10 @@ type pod struct {
 }
 
 type podOptions struct {
-	storeURL string // default: the test's schema
-	resync   time.Duration
+	storeURL    string // default: the test's schema
+	resync      time.Duration
+	syncTimeout time.Duration
+	listenPing  time.Duration
 }
 
 // startPod starts nginx and an agent with a pod name of its own on the
@@ -203,7 +207,7 @@ func (p *pod) start(t *testing.T, o podOptions, ln net.Listener) {
 	}
 	reg := prometheus.NewRegistry()
 	a, err := New(Config{Store: st, Nginx: gen, Local: rl, Dir: p.dir, Pod: p.name, Resync: o.resync,
-		HeartbeatEvery: 500 * time.Millisecond, RetryMax: time.Second, Metrics: reg})
+		SyncTimeout: o.syncTimeout, ListenPing: o.listenPing, HeartbeatEvery: 500 * time.Millisecond, RetryMax: time.Second, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,9 +280,13 @@ func (p *pod) get(t testing.TB, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// tcpProxy forwards to a PostgreSQL server; Cut drops every connection and
+// tcpProxy forwards to a PostgreSQL server. Cut drops every connection and
 // refuses new ones until Restore, which is what an outage looks like to a
-// client.
+// client. Blackhole is a silent partition instead: every connection, open
+// or new, stays open and has its bytes taken and dropped, in both
+// directions, with no reset. Heal forwards new connections again; the ones
+// that lived through the partition stay dead, as when a NAT or conntrack
+// table forgot them. KillOn closes connections that send a given string.
 type tcpProxy struct {
 	t      testing.TB
 	addr   string
@@ -286,10 +294,21 @@ type tcpProxy struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	conns  []net.Conn
+	black  bool
+	pairs  []*proxyPair
+	kill   []byte // close a connection whose client sends this, kills times
+	kills  int
+	killed chan struct{} // one value per connection killed
+}
+
+// proxyPair is one proxied connection.
+type proxyPair struct {
+	c, up net.Conn
+	dead  atomic.Bool // bytes are dropped (blackholed)
 }
 
 func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target}
+	p := &tcpProxy{t: t, target: target, killed: make(chan struct{}, 100)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -315,13 +334,89 @@ func (p *tcpProxy) serve(ln net.Listener) {
 				c.Close()
 				continue
 			}
+			pp := &proxyPair{c: c, up: up}
 			p.mu.Lock()
+			pp.dead.Store(p.black)
 			p.conns = append(p.conns, c, up)
+			p.pairs = append(p.pairs, pp)
 			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			// A dead connection's end is not passed on either: a
+			// partition delivers no FIN.
+			go func() { p.pipe(pp, up, c, true); closeUnlessDead(pp, up) }()
+			go func() { p.pipe(pp, c, up, false); closeUnlessDead(pp, c) }()
 		}
 	}()
+}
+
+// pipe copies src to dst until either fails, dropping what it reads while
+// pp is dead, and closing both when the client sends p.kill.
+func (p *tcpProxy) pipe(pp *proxyPair, dst, src net.Conn, fromClient bool) {
+	buf := make([]byte, 32<<10)
+	var tail []byte // the end of what came before, for a match across reads
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && fromClient && p.shouldKill(&tail, buf[:n]) {
+			pp.c.Close()
+			pp.up.Close()
+			p.killed <- struct{}{}
+			return
+		}
+		if n > 0 && !pp.dead.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func closeUnlessDead(pp *proxyPair, c net.Conn) {
+	if !pp.dead.Load() {
+		c.Close()
+	}
+}
+
+func (p *tcpProxy) shouldKill(tail *[]byte, b []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kills == 0 {
+		return false
+	}
+	seen := append(*tail, b...)
+	if bytes.Contains(seen, p.kill) {
+		p.kills--
+		return true
+	}
+	*tail = append([]byte(nil), seen[max(0, len(seen)-len(p.kill)):]...)
+	return false
+}
+
+// KillOn closes the next times connections whose client sends s (mid-query,
+// as a failing network or a restarting server does), and reports each on
+// p.killed.
+func (p *tcpProxy) KillOn(s string, times int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.kill, p.kills = []byte(s), times
+}
+
+// Blackhole starts a silent partition.
+func (p *tcpProxy) Blackhole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.black = true
+	for _, pp := range p.pairs {
+		pp.dead.Store(true)
+	}
+}
+
+// Heal ends the partition for new connections.
+func (p *tcpProxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.black = false
 }
 
 func (p *tcpProxy) Cut() {
@@ -334,7 +429,7 @@ func (p *tcpProxy) Cut() {
 	for _, c := range p.conns {
 		c.Close()
 	}
-	p.conns = nil
+	p.conns, p.pairs = nil, nil
 }
 
 func (p *tcpProxy) Restore() {
