@@ -398,7 +398,10 @@ func (a *Agent) fetch(ctx context.Context, names []string) (int, error) {
 		names = names[len(batch):]
 		ls, err := a.cfg.Store.Lineages(ctx, certstore.LineageFilter{Names: batch})
 		if err != nil {
-			if ls, err = a.fetchEach(ctx, batch, err); err != nil {
+			if !certstore.Unreadable(err) {
+				return written, fmt.Errorf("sync: %w", err)
+			}
+			if ls, err = a.fetchEach(ctx, batch); err != nil {
 				return written, err
 			}
 		}
@@ -442,25 +445,23 @@ func (a *Agent) fetch(ctx context.Context, names []string) (int, error) {
 	return written, nil
 }
 
-// fetchEach reads a batch that failed as a whole lineage by lineage, so
-// that one unreadable lineage (a sealed key that does not open) costs its
-// own domains, not every update. It fails as the batch did when none can be
-// read (the store is unreachable).
-func (a *Agent) fetchEach(ctx context.Context, names []string, batchErr error) ([]certstore.Lineage, error) {
+// fetchEach reads a batch that failed on a lineage no retry will read (a
+// sealed key that does not open) lineage by lineage, so that it costs its
+// own domains, not every update. Any other failure fails the sync, which is
+// then retried in full: a lineage left out because the store did not answer
+// would stay unserved, under a version reported applied, until the resync.
+func (a *Agent) fetchEach(ctx context.Context, names []string) ([]certstore.Lineage, error) {
 	var out []certstore.Lineage
 	for _, n := range names {
 		ls, err := a.cfg.Store.Lineages(ctx, certstore.LineageFilter{Names: []string{n}})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
+		if certstore.Unreadable(err) {
 			a.log.Error().Err(err).Str("lineage", n).Msg("lineage unreadable; its domains are left out")
 			continue
 		}
+		if err != nil {
+			return nil, fmt.Errorf("sync: %w", err)
+		}
 		out = append(out, ls...)
-	}
-	if len(out) == 0 {
-		return nil, batchErr
 	}
 	return out, nil
 }

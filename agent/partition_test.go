@@ -62,6 +62,37 @@ func TestAgentConvergesAfterASilentPartition(t *testing.T) {
 	}
 }
 
+// A read of lineages that fails for a reason a retry cures (the connection
+// drops mid-query) must not count as done: the lineage is served as soon as
+// the store answers again, not at the next 5-minute resync.
+func TestAgentRetriesALineageWhoseReadFailedTransiently(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	x1 := b.put(t, "x.example.com", 1)
+	b.serve(t, "x.example.com")
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	p := b.startPod(t, podOptions{storeURL: viaProxy(t, b.pg.URL, proxy)})
+	p.waitServes(t, "x.example.com", x1, 30*time.Second)
+	waitFor(t, "the LISTEN connection", 30*time.Second, func() bool { return p.agent.listening.Load() })
+
+	// The batch read of a and b drops, and so does the read of a alone
+	// that follows it; b's read goes through.
+	proxy.KillOn("a.example.com", 2)
+	a1 := b.put(t, "a.example.com", 1)
+	b1 := b.put(t, "b.example.com", 1)
+	b.serve(t, "x.example.com", "a.example.com", "b.example.com")
+	for range 2 {
+		select {
+		case <-proxy.killed:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the agent never read lineage a")
+		}
+	}
+	p.waitServes(t, "b.example.com", b1, 10*time.Second)
+	took := p.waitServes(t, "a.example.com", a1, 10*time.Second)
+	t.Logf("a served %s after b", took)
+}
+
 // waitFor polls cond until it holds or timeout passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
