@@ -98,6 +98,7 @@ const (
 	EnvAgentWait            = "CERTMGR_AGENT_WAIT"
 	EnvAgentAlive           = "CERTMGR_AGENT_ALIVE"
 	EnvAgentHeartbeat       = "CERTMGR_AGENT_HEARTBEAT"
+	EnvAgentSyncTimeout     = "CERTMGR_AGENT_SYNC_TIMEOUT"
 )
 
 // Configs is what the environment configures: the Configs of the components
@@ -328,6 +329,8 @@ var Variables = []Variable{
 		set: text(func(c *Configs) *string { return &c.Store.Key })},
 	{Name: EnvAgentResync, Default: "300", Doc: "seconds between an agent's full reconciles (it also follows LISTEN/NOTIFY, and reconciles at start and on every reconnection)",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Agent.Resync })},
+	{Name: EnvAgentSyncTimeout, Default: "60", Doc: "seconds an agent's sync (store reads, `nginx -t`, reload) may take; one still waiting then (a silent network partition) fails, is logged, counted in `certmgr_agent_syncs_total{result=\"timeout\"}` and shown in `/readyz`, and is retried",
+		set: seconds(func(c *Configs) *time.Duration { return &c.Agent.SyncTimeout })},
 	{Name: EnvAgentWait, Default: "10", Doc: "seconds a fleet-mode task waits for every agent to serve its change",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Waiter.Wait })},
 	{Name: EnvAgentAlive, Default: "30", Doc: "seconds since its last heartbeat for which a fleet-mode task still counts an agent's pod (and waits for it); keep it several times CERTMGR_AGENT_HEARTBEAT",
