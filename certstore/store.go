@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,7 +77,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.New(ctx, cfg.URL)
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("open certificate store: %w", err)
+	}
+	// After a silent network partition the pool may hold connections the
+	// network forgot: the ping before reuse gives up on one within
+	// seconds (not at its caller's deadline), and keepalive probes find
+	// idle ones dead within a minute. The LISTEN connection copies this.
+	pc.PingTimeout = 5 * time.Second
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}}
+	pc.ConnConfig.DialFunc = d.DialContext
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open certificate store: %w", err)
 	}
