@@ -317,14 +317,15 @@ func cleanMessage(msg string) string {
 }
 
 // MarkDNSVerified records a passed DNS check: status dns_verified (a row already
-// ssl_issued stays so), dns_verified_at = at, last_error cleared. It returns the
-// status the row now has.
-func (s *Store) MarkDNSVerified(ctx context.Context, id int64, at time.Time) (Status, error) {
+// ssl_issued stays so), dns_verified_at = at, last_error cleared unless
+// keepError (an issued row whose renewal is still pending keeps what its
+// last attempt said). It returns the status the row now has.
+func (s *Store) MarkDNSVerified(ctx context.Context, id int64, at time.Time, keepError bool) (Status, error) {
 	var st string
 	err := s.pool.QueryRow(ctx, `UPDATE tenant_customdomain SET
 		status = CASE WHEN status = 'ssl_issued' THEN status ELSE 'dns_verified' END,
-		dns_verified_at = $2, last_error = '', updated_at = now()
-		WHERE id = $1 RETURNING status`, id, at).Scan(&st)
+		dns_verified_at = $2, last_error = CASE WHEN $3 THEN last_error ELSE '' END, updated_at = now()
+		WHERE id = $1 RETURNING status`, id, at, keepError).Scan(&st)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", &NotFoundError{ID: id}
 	}

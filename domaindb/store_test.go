@@ -99,7 +99,7 @@ func TestNotFound(t *testing.T) {
 	_, err2 := b.store.GetByName(ctx, "gone.example.com")
 	err3 := b.store.MarkIssued(ctx, 999, b.now, b.now)
 	_, err4 := b.store.MarkFailed(ctx, 999, "x")
-	_, err5 := b.store.MarkDNSVerified(ctx, 999, b.now)
+	_, err5 := b.store.MarkDNSVerified(ctx, 999, b.now, false)
 	err6 := b.store.SetLastError(ctx, 999, "x")
 	for i, err := range []error{err1, err2, err3, err4, err5, err6} {
 		if !errors.Is(err, domaindb.ErrNotFound) {
@@ -204,7 +204,7 @@ func TestStatusWrites(t *testing.T) {
 		t.Errorf("updated_at not bumped: %s", updated)
 	}
 
-	if st, err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil || st != domaindb.StatusDNSVerified {
+	if st, err := b.store.MarkDNSVerified(ctx, id, b.now, false); err != nil || st != domaindb.StatusDNSVerified {
 		t.Fatalf("MarkDNSVerified = %s, %v", st, err)
 	}
 	d, _ := b.store.Get(ctx, id)
@@ -222,7 +222,7 @@ func TestStatusWrites(t *testing.T) {
 	}
 
 	// Re-verifying DNS does not demote an issued domain.
-	if st, err := b.store.MarkDNSVerified(ctx, id, b.now); err != nil || st != domaindb.StatusIssued {
+	if st, err := b.store.MarkDNSVerified(ctx, id, b.now, false); err != nil || st != domaindb.StatusIssued {
 		t.Fatalf("MarkDNSVerified on issued = %s, %v", st, err)
 	}
 	if status, _, _ := b.row(t, id); status != "ssl_issued" {

@@ -30,7 +30,7 @@ const (
 
 // Domains is what the tasks need of Django's table (domaindb.Store).
 type Domains interface {
-	MarkDNSVerified(ctx context.Context, id int64, at time.Time) (domaindb.Status, error)
+	MarkDNSVerified(ctx context.Context, id int64, at time.Time, keepError bool) (domaindb.Status, error)
 	MarkFailed(ctx context.Context, id int64, msg string) (domaindb.Status, error)
 	SetLastError(ctx context.Context, id int64, msg string) error
 	Get(ctx context.Context, id int64) (domaindb.CustomDomain, error)

@@ -49,8 +49,9 @@ func (s *Service) verify(ctx context.Context, ref domainRef) (VerifyResult, erro
 
 // checkDNS runs the DNS check of row (dnscheck only looks) and records its
 // outcome:
-//   - passed: dns_verified (an ssl_issued row stays so), last_error cleared;
-//     nil error.
+//   - passed: dns_verified (an ssl_issued row stays so), last_error cleared
+//     (not on an issued row whose renewal is due: what its last attempt said
+//     still holds until a renewal succeeds); nil error.
 //   - the tenant must act: recordFailure marks the row failed with the detail
 //     (a row whose certificate is live stays ssl_issued); the error is a
 //     *dnscheck.NotVerifiedError.
@@ -73,10 +74,25 @@ func (s *Service) checkDNS(ctx context.Context, row domaindb.CustomDomain) (Veri
 		v.Status = string(s.recordFailure(ctx, row, err))
 		return v, err
 	}
-	st, err := s.cfg.Domains.MarkDNSVerified(ctx, row.ID, s.cfg.Now())
+	st, err := s.cfg.Domains.MarkDNSVerified(ctx, row.ID, s.cfg.Now(), s.renewalPending(ctx, row))
 	if err != nil {
 		return v, fmt.Errorf("record dns verified for %s: %w", row.Domain, err)
 	}
 	v.Status = string(st)
 	return v, nil
+}
+
+// renewalPending reports whether row is issued, says something went wrong,
+// and its certificate is due for renewal: the error is then about that
+// renewal (a failed validation, the CA's limit), which a passing DNS check
+// does not settle.
+func (s *Service) renewalPending(ctx context.Context, row domaindb.CustomDomain) bool {
+	if row.Status != domaindb.StatusIssued || row.LastError == "" {
+		return false
+	}
+	l, found, err := s.cfg.Certificates.Find(row.Domain)
+	if err != nil || !found {
+		return true // no certificate serves it (or the store is unreadable): the error stands
+	}
+	return s.cfg.Issuer.Check(ctx, l).Due
 }

@@ -70,3 +70,42 @@ func TestVerifyDNSRecordsOutcome(t *testing.T) {
 		t.Errorf("flaky row: %q %q", r.Status, r.LastError)
 	}
 }
+
+// TestVerifyKeepsThePendingRenewalsError: an issued domain whose renewal is
+// due and failed keeps what the renewal said when the tenant verifies DNS
+// again (DNS passing does not make the renewal succeed); once the
+// certificate is renewed, a stale error is cleared by the next verify.
+func TestVerifyKeepsThePendingRenewalsError(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	d := b.domain("renewing")
+	b.pg.InsertDomain(t, string(d))
+	if _, err := b.svc.Issue(ctx, string(d), false); err != nil {
+		t.Fatal(err)
+	}
+	row := b.row(d)
+	const failed = "Let's Encrypt could not verify the domain: a proxy answered 404."
+	if err := b.db.SetLastError(ctx, row.ID, failed); err != nil {
+		t.Fatal(err)
+	}
+	// Not due: the error is stale, and a passing check clears it.
+	if _, err := b.svc.VerifyDNS(ctx, string(d)); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.row(d); r.Status != domaindb.StatusIssued || r.LastError != "" {
+		t.Errorf("verify of a healthy issued domain: %s %q; want ssl_issued, error cleared", r.Status, r.LastError)
+	}
+	// Due (two thirds of its life gone) and the renewal failed: kept.
+	if err := b.db.SetLastError(ctx, row.ID, failed); err != nil {
+		t.Fatal(err)
+	}
+	b.clock.Advance(70 * 24 * time.Hour)
+	v, err := b.svc.VerifyDNS(ctx, string(d))
+	if err != nil || !v.DNSOK {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
+	if r := b.row(d); r.Status != domaindb.StatusIssued || r.LastError != failed {
+		t.Errorf("verify while the renewal is due: %s %q; want ssl_issued with %q", r.Status, r.LastError, failed)
+	}
+}
