@@ -42,7 +42,7 @@ func (s *Service) renewTask(ctx context.Context, t *worker.Task) error {
 // reloads once. A failing renewal does not stop the others; it is written on
 // the domain's row (which stays ssl_issued while its certificate is live).
 func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
-	res := RenewResult{DryRun: dryRun, Renewed: []string{}, Failed: []RenewFailed{},
+	res := RenewResult{DryRun: dryRun, Renewed: []string{}, Failed: []RenewFailed{}, Deferred: []string{},
 		Certificates: []SweepEntry{}, Reloaded: []podreload.PodResult{}, RowsWithoutCertificate: []string{}}
 	if !dryRun {
 		unlock, ok, err := s.cfg.Domains.TryLock(ctx, s.SweepLock())
@@ -77,6 +77,10 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	res.Checked = len(statuses)
 	res.RowsWithoutCertificate = RowsWithoutCertificate(rows, serving)
 	progress := s.sweepProgress(len(statuses), dryRun)
+	// Once the account's order budget refuses a renewal, the rest of the
+	// sweep orders nothing (every order would be refused too) and leaves
+	// the rows alone: no tenant asked for anything.
+	var budgetOut *domaindb.BudgetError
 	for i, st := range statuses {
 		progress(i)
 		s.setExpiry(st.Lineage)
@@ -107,11 +111,22 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 			e.Action = "broken"
 		case dryRun:
 			e.Action = "would renew"
+		case budgetOut != nil:
+			e.Action = "deferred"
+			e.Reason += "; deferred: " + budgetOut.Error()
+			res.Deferred = append(res.Deferred, string(st.Name))
 		default:
 			var left *leftPlatformError
+			var budget *domaindb.BudgetError
 			if err := s.renewOne(ctx, st.Lineage, names[0], linked); errors.As(err, &left) {
 				e.Action = "not renewed"
 				e.Reason += "; not renewed: " + left.detail
+			} else if errors.As(err, &budget) && budget.Budget == domaindb.BudgetAccount {
+				budgetOut = budget
+				s.log.Warn().Err(err).Msg("renewal sweep: the account's order budget is used up; the remaining due certificates wait for the next sweep")
+				e.Action = "deferred"
+				e.Reason += "; deferred: " + budget.Error()
+				res.Deferred = append(res.Deferred, string(st.Name))
 			} else if err != nil {
 				e.Action = "failed"
 				res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
@@ -193,6 +208,12 @@ func (s *Service) renewOne(ctx context.Context, l acme.Lineage, primary domain.N
 		return &leftPlatformError{detail: strings.Join(lefts, " ")}
 	}
 	failed := func(err error) error {
+		var budget *domaindb.BudgetError
+		if errors.As(err, &budget) && budget.Budget == domaindb.BudgetAccount {
+			// The platform's limit, not the tenant's doing: the sweep
+			// defers the renewal and says so in its result and log.
+			return err
+		}
 		for _, r := range keep {
 			s.recordFailure(ctx, r, err)
 		}

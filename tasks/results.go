@@ -51,7 +51,10 @@ type RenewResult struct {
 	Checked int           `json:"checked"`
 	Renewed []string      `json:"renewed"`
 	Failed  []RenewFailed `json:"failed"`
-	DryRun  bool          `json:"dry_run"`
+	// Deferred are due lineages not ordered because the ACME account's
+	// order budget ran out during the sweep; the next sweep renews them.
+	Deferred []string `json:"deferred"`
+	DryRun   bool     `json:"dry_run"`
 	// Skipped is set when another replica was sweeping: this one did nothing.
 	Skipped      bool                  `json:"skipped"`
 	Certificates []SweepEntry          `json:"certificates"`

@@ -536,3 +536,35 @@ func TestIssueOfAMultiNameLineageOrdersOnlyServedNames(t *testing.T) {
 		t.Errorf("lineage names %v after the issue; want only %s", renewed.Domains, stays)
 	}
 }
+
+// TestSweepDefersWhenTheAccountBudgetRunsOut: with room for one order in
+// the account's budget and three due lineages, the sweep renews one and
+// defers the others without ordering, and without writing on their rows
+// (no tenant asked for anything; their certificates are still live).
+func TestSweepDefersWhenTheAccountBudgetRunsOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *wire.Config) { c.Tasks.Budgets = domaindb.Budgets{AccountOrdersPer3h: 1} })
+	ctx := context.Background()
+	var names []domain.Name
+	for _, label := range []string{"due1", "due2", "due3"} {
+		d := b.domain(label)
+		b.certbotLineage([]domain.Name{d}, d)
+		names = append(names, d)
+	}
+	b.clock.Advance(70 * 24 * time.Hour)
+	res, err := b.sweep(ctx)
+	if err != nil {
+		t.Fatalf("sweep: %v", err)
+	}
+	if len(res.Renewed) != 1 || len(res.Deferred) != 2 || len(res.Failed) != 0 {
+		t.Fatalf("sweep renewed %v, deferred %v, failed %v; want 1 renewed, 2 deferred, none failed", res.Renewed, res.Deferred, res.Failed)
+	}
+	if got := b.issuer.renewals(); len(got) != 1 {
+		t.Errorf("renewal orders %v; want one", got)
+	}
+	for _, d := range res.Deferred {
+		if row := b.row(domain.Name(d)); row.Status != domaindb.StatusIssued || row.LastError != "" {
+			t.Errorf("deferred %s: row %s %q; want ssl_issued, untouched", d, row.Status, row.LastError)
+		}
+	}
+}
