@@ -3,16 +3,19 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/rs/zerolog"
 
 	"github.com/midsummer/certmgr/internal/testpeers"
 	"github.com/midsummer/certmgr/worker"
@@ -337,5 +340,127 @@ func TestRabbitMQStopRequeues(t *testing.T) {
 		if len(got[id]) != 1 {
 			t.Errorf("task %s ran %d times", id, len(got[id]))
 		}
+	}
+}
+
+// RabbitMQ requeues what a connection held when it drops. A message the
+// worker held but had not started (one waiting on the run queue, one waiting
+// for its eta) belongs to the dead connection then and must not run: the
+// copy RabbitMQ delivers again runs, once. (The running task's copy runs
+// again: at least once, as with Celery.)
+func TestRabbitMQConnectionLossRunsHeldTasksOnce(t *testing.T) {
+	t.Parallel()
+	rb := testpeers.RabbitMQ(t)
+	testpeers.Celery(t, rb.URL)
+	var holdRuns, queuedRuns, etaRuns atomic.Int32
+	started := make(chan struct{}, 4)
+	release := make(chan struct{})
+	mux := worker.NewServeMux()
+	mux.HandleFunc("test.hold", func(ctx context.Context, task *worker.Task) error {
+		if holdRuns.Add(1) == 1 {
+			started <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	mux.HandleFunc("test.queued", func(ctx context.Context, task *worker.Task) error { queuedRuns.Add(1); return nil })
+	mux.HandleFunc("test.eta", func(ctx context.Context, task *worker.Task) error { etaRuns.Add(1); return nil })
+	srv, err := worker.NewServer(worker.Config{BrokerURL: rb.URL, ResultBackendURL: worker.BackendDisabled, Concurrency: 1,
+		Hostname: "certmgr@" + t.Name(), PollInterval: 100 * time.Millisecond,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}, mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			close(release)
+			_ = srv.Stop(context.Background())
+		}
+	})
+
+	// The countdown messages first: each one fetched raises the prefetch
+	// count, so the worker holds both and then test.hold too.
+	py := pyOptions{broker: rb.URL, backend: "rpc://", options: "{}"}
+	sent := time.Now()
+	py.run(t, time.Minute, "send", "--task", "test.queued", "--countdown", "5")
+	py.run(t, time.Minute, "send", "--task", "test.eta", "--countdown", "12")
+	py.run(t, time.Minute, "send", "--task", "test.hold")
+	<-started // the one worker goroutine is busy from here on
+	testpeers.Eventually(t, 20*time.Second, "three messages held by the worker", func() error {
+		if ready, unacked := queueCounts(t, rb.VHost, "certmgr"); ready != 0 || unacked != 3 {
+			return fmt.Errorf("%d ready, %d unacknowledged", ready, unacked)
+		}
+		return nil
+	})
+	// Once test.queued is due it waits on the run queue behind test.hold;
+	// test.eta still waits for its eta.
+	testpeers.Until(t, 10*time.Second, "test.queued is due", func() bool { return time.Since(sent) > 5500*time.Millisecond })
+	if queuedRuns.Load() != 0 || etaRuns.Load() != 0 {
+		t.Fatalf("a countdown task ran before test.hold started: the sends took too long (%s)", time.Since(sent))
+	}
+	closeConnections(t, rb.VHost)
+	close(release)
+	testpeers.Eventually(t, 25*time.Second, "every task ran and the queue is empty", func() error {
+		ready, unacked := queueCounts(t, rb.VHost, "certmgr")
+		if queuedRuns.Load() == 0 || etaRuns.Load() == 0 || ready+unacked != 0 {
+			return fmt.Errorf("runs: queued %d, eta %d; %d ready, %d unacknowledged", queuedRuns.Load(), etaRuns.Load(), ready, unacked)
+		}
+		return nil
+	})
+	stopped = true
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := queuedRuns.Load(); n != 1 {
+		t.Errorf("the prefetched task ran %d times after one connection loss, want 1", n)
+	}
+	if n := etaRuns.Load(); n != 1 {
+		t.Errorf("the countdown task ran %d times after one connection loss, want 1", n)
+	}
+	t.Logf("the running task ran %d times (its ack was lost with the connection)", holdRuns.Load())
+}
+
+// queueCounts is a queue's ready and unacknowledged message counts.
+func queueCounts(t *testing.T, vhost, queue string) (ready, unacked int) {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged").CombinedOutput()
+	if err != nil {
+		t.Fatalf("list_queues: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == queue {
+			ready, _ = strconv.Atoi(f[1])
+			unacked, _ = strconv.Atoi(f[2])
+			return ready, unacked
+		}
+	}
+	return -1, -1
+}
+
+// closeConnections has RabbitMQ close every client connection to vhost, as
+// a broker restart or a network cut would drop them.
+func closeConnections(t *testing.T, vhost string) {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "vhost").CombinedOutput()
+	if err != nil {
+		t.Fatalf("list_connections: %v: %s", err, out)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[1] == vhost {
+			testpeers.RabbitCtl(t, "close_connection", f[0], "test: connection lost")
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no connection to %s to close", vhost)
 	}
 }

@@ -74,6 +74,9 @@ func newAMQPServer(cfg Config, h Handler) (*Server, error) {
 	return newServer(cfg, h, broker, results, nil), nil
 }
 
+// RabbitMQ redelivers what a lost connection held: the executor must know.
+var _ lostChecker = (*amqpbroker.Broker)(nil)
+
 // nopCloser is the broker as its own result backend (rpc://): the Server
 // closes the broker once, as the broker.
 type nopCloser struct{ resultStore }

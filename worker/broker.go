@@ -33,6 +33,16 @@ type settleSink interface {
 	Requeue(ctx context.Context, tag string) error
 }
 
+// lostChecker is an optional capability of a broker that redelivers by
+// itself what a lost connection held (RabbitMQ): Lost tells whether a held
+// message belongs to a connection that is gone. The executor drops such a
+// message instead of running it, since the broker's copy runs; Celery's
+// consumer likewise forgets its reserved and eta-held requests when its
+// connection closes (Consumer.on_close).
+type lostChecker interface {
+	Lost(tag string) bool
+}
+
 // publisher sends task messages: callbacks, chain steps, chord bodies,
 // errbacks.
 type publisher interface {

@@ -33,6 +33,7 @@ type executor struct {
 	canvas  *canvas
 	revoked *revocations
 	persist *persister
+	lost    lostChecker // nil: the broker never loses what it handed over
 
 	active    atomic.Int64
 	processed atomic.Int64
@@ -139,6 +140,10 @@ func (e *executor) work() {
 	for {
 		select {
 		case d := <-fl.runq:
+			if e.dropLost(d, stateQueued) {
+				fl.release()
+				continue
+			}
 			fl.mu.Lock()
 			if fl.stopped || d.state != stateQueued {
 				fl.mu.Unlock()
@@ -206,6 +211,9 @@ func (e *executor) prepare(d *delivery) bool {
 // due moves a message whose eta has come to the run queue.
 func (e *executor) due(d *delivery) {
 	defer e.etaWG.Done()
+	if e.dropLost(d, stateETA) {
+		return
+	}
 	fl := e.fl
 	select {
 	case fl.tokens <- struct{}{}:
@@ -221,6 +229,76 @@ func (e *executor) due(d *delivery) {
 	d.state = stateQueued
 	fl.mu.Unlock()
 	fl.runq <- d
+}
+
+// dropLost forgets a message in state want (queued or waiting for its eta)
+// that belongs to a lost broker connection: the broker delivers it again,
+// and that copy runs. It reports whether it did; the caller releases the
+// message's slot, if it has one.
+func (e *executor) dropLost(d *delivery, want deliveryState) bool {
+	if e.lost == nil || !e.lost.Lost(d.tag) {
+		return false
+	}
+	fl := e.fl
+	fl.mu.Lock()
+	if d.state != want {
+		fl.mu.Unlock()
+		return false
+	}
+	d.state = stateGone
+	delete(fl.held, d.tag)
+	fl.mu.Unlock()
+	e.logLost(d)
+	return true
+}
+
+// dropLostHeld forgets at once every message not yet started (queued or
+// waiting for its eta) that belongs to a lost broker connection, stopping
+// eta timers, as Celery's Consumer.on_close clears its timers and reserved
+// requests. The fetcher calls it when fetching fails.
+func (e *executor) dropLostHeld() {
+	if e.lost == nil {
+		return
+	}
+	fl := e.fl
+	fl.mu.Lock()
+	var waiting []*delivery
+	for _, d := range fl.held {
+		if d.state == stateQueued || d.state == stateETA {
+			waiting = append(waiting, d)
+		}
+	}
+	fl.mu.Unlock()
+	for _, d := range waiting {
+		if !e.lost.Lost(d.tag) {
+			continue
+		}
+		fl.mu.Lock()
+		switch d.state {
+		case stateETA:
+			if d.timer != nil && d.timer.Stop() {
+				e.etaWG.Done() // its due() will never run
+			}
+		case stateQueued:
+			// On the run queue with its slot: the worker that takes it sees
+			// it gone and releases the slot.
+		default:
+			fl.mu.Unlock()
+			continue
+		}
+		d.state = stateGone
+		delete(fl.held, d.tag)
+		fl.mu.Unlock()
+		e.logLost(d)
+	}
+}
+
+func (e *executor) logLost(d *delivery) {
+	ev := e.log.Info().Str("delivery_tag", d.tag)
+	if d.msg != nil {
+		ev = ev.Str(FieldTaskID, d.msg.ID).Str(FieldTaskName, d.msg.Task)
+	}
+	ev.Msg("message of a lost broker connection not run: the broker delivers it again")
 }
 
 // run processes one message and settles it: ack (through the settler),

@@ -2,22 +2,27 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/midsummer/certmgr/worker/internal/amqpbroker"
 	"github.com/midsummer/certmgr/worker/internal/celery"
 )
 
 // fetcher takes messages from the broker while there are free slots and puts
 // them on the run queue. Decoding happens in the executor, in parallel.
 type fetcher struct {
-	src    fetchSource
-	size   *sizeGuard
-	fl     *inflight
-	poll   time.Duration
-	log    zerolog.Logger
-	errs   *rateLimited
+	src  fetchSource
+	size *sizeGuard
+	fl   *inflight
+	poll time.Duration
+	log  zerolog.Logger
+	errs *rateLimited
+	// lost is called when fetching fails: messages of a lost connection
+	// are dropped (executor.dropLostHeld).
+	lost   func()
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -66,7 +71,16 @@ func (f *fetcher) loop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.errs.log(f.log, err, "fetch failed; retrying")
+			if f.lost != nil {
+				f.lost()
+			}
+			if errors.Is(err, amqpbroker.ErrConsumerTimeout) {
+				// Once per consumer_timeout at most, and an operator must see it.
+				f.log.Error().Err(err).Msg("RabbitMQ closed the consumer channel: consumer_timeout expired; " +
+					"held messages are redelivered and tasks running now will run again")
+			} else {
+				f.errs.log(f.log, err, "fetch failed; retrying")
+			}
 			select {
 			case <-time.After(backoff.next()):
 			case <-ctx.Done():

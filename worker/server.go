@@ -124,8 +124,11 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		cfg: cfg, h: h, log: log, sink: broker, results: results, deadQ: broker.DeadQueue(),
 		fl: s.fl, settler: s.settle, ev: s.ev, canvas: cv, revoked: s.revoked, persist: persist,
 	}
+	if lc, ok := broker.(lostChecker); ok {
+		s.exec.lost = lc
+	}
 	s.ev.stats = func() (int64, int64) { return s.exec.active.Load(), s.exec.processed.Load() }
-	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs,
+	s.fetch = &fetcher{src: broker, fl: s.fl, poll: cfg.PollInterval, log: log, errs: errs, lost: s.exec.dropLostHeld,
 		size: &sizeGuard{limit: cfg.MaxMessageBytes, deadQ: broker.DeadQueue(), results: results, persist: persist, log: log}}
 	s.maint = &maintenance{
 		keeper: broker, fl: s.fl, ev: s.ev, revoked: s.revoked, refreshInterval: cfg.RefreshInterval,

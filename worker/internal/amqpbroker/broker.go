@@ -81,6 +81,7 @@ type Broker struct {
 	ch      *amqp.Channel // consumer channel, in confirm mode
 	gen     uint64        // connection generation: tags of older ones are void
 	deliver <-chan amqp.Delivery
+	chClose chan *amqp.Error // why the consumer channel closed (NotifyClose)
 	held    map[string]*held
 	eta     int               // held messages waiting for their eta (each adds one to the prefetch)
 	replyTo map[string]string // of oversize messages (not held) until their FAILURE is sent
@@ -179,6 +180,13 @@ func (b *Broker) connect() error {
 	if b.conn != nil && !b.conn.IsClosed() && b.ch != nil && !b.ch.IsClosed() {
 		return nil
 	}
+	if b.ch != nil {
+		// Closed while nobody was fetching: say why once (a consumer_timeout
+		// must not go unnoticed); the next call connects again.
+		err := closeError(b.cfg.Queue, b.chClose)
+		b.dropLocked()
+		return err
+	}
 	b.dropLocked()
 	conn, err := b.dial()
 	if err != nil {
@@ -207,6 +215,8 @@ func (b *Broker) connect() error {
 		return fmt.Errorf("consume %s on %s: %w", b.cfg.Queue, b.shown, err)
 	}
 	b.conn, b.ch, b.deliver = conn, ch, deliver
+	// Buffered: amqp091 sends the reason before it closes the deliveries.
+	b.chClose = ch.NotifyClose(make(chan *amqp.Error, 1))
 	b.gen++
 	b.eta = 0
 	return nil
@@ -224,7 +234,7 @@ func (b *Broker) dropLocked() {
 	if b.conn != nil {
 		b.conn.Close()
 	}
-	b.conn, b.ch, b.deliver = nil, nil, nil
+	b.conn, b.ch, b.deliver, b.chClose = nil, nil, nil, nil
 	clear(b.held)
 	b.eta = 0
 }
@@ -269,7 +279,7 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 		b.mu.Unlock()
 		return nil, err
 	}
-	deliver, gen := b.deliver, b.gen
+	deliver, gen, chClose := b.deliver, b.gen, b.chClose
 	b.mu.Unlock()
 
 	var out []Delivery
@@ -299,7 +309,7 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 				b.dropLocked()
 			}
 			b.mu.Unlock()
-			return out, fmt.Errorf("consume %s: the channel closed", b.cfg.Queue)
+			return out, closeError(b.cfg.Queue, chClose)
 		}
 		tag := strconv.FormatUint(gen, 10) + "." + strconv.FormatUint(d.DeliveryTag, 10)
 		h := &held{d: d, replyTo: d.ReplyTo}
@@ -344,6 +354,59 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 		out = append(out, Delivery{Tag: tag, Raw: raw, Queue: b.cfg.Queue})
 	}
 	return out, nil
+}
+
+// ErrConsumerTimeout is the cause of a consumer channel RabbitMQ closed
+// because a message stayed unacknowledged longer than its consumer_timeout
+// (30 minutes by default since RabbitMQ 3.8.15). Messages waiting for their
+// eta are held unacknowledged, as Celery holds them, so an eta further away
+// than consumer_timeout makes RabbitMQ close the channel and redeliver
+// everything the worker held.
+var ErrConsumerTimeout = errors.New("a message stayed unacknowledged longer than RabbitMQ's consumer_timeout " +
+	"(countdown and eta tasks are held unacknowledged until due): raise consumer_timeout in rabbitmq.conf above the longest countdown")
+
+// closeError says why the consumer channel closed, from what NotifyClose
+// reported (nothing: the connection was closed without a reason).
+func closeError(queue string, chClose <-chan *amqp.Error) error {
+	var reason *amqp.Error
+	select {
+	case reason = <-chClose:
+	default:
+	}
+	switch {
+	case reason == nil:
+		return fmt.Errorf("consume %s: the channel closed", queue)
+	case isConsumerTimeout(reason):
+		return fmt.Errorf("consume %s: RabbitMQ closed the channel (%s): %w", queue, reason.Reason, ErrConsumerTimeout)
+	}
+	return fmt.Errorf("consume %s: the channel closed: %w", queue, reason)
+}
+
+// isConsumerTimeout tells RabbitMQ's channel error for an expired
+// consumer_timeout: PRECONDITION_FAILED, "delivery acknowledgement on
+// channel 1 timed out. Timeout value used: 1800000 ms. ...".
+func isConsumerTimeout(e *amqp.Error) bool {
+	return e.Code == amqp.PreconditionFailed && strings.Contains(e.Reason, "delivery acknowledgement") &&
+		strings.Contains(e.Reason, "timed out")
+}
+
+// Lost reports whether a held message belongs to a connection or consumer
+// channel that is gone. RabbitMQ has requeued such a message and delivers it
+// again (with another tag), so it must not be run: the copy runs instead,
+// as Celery's consumer forgets its reserved and eta-held requests when its
+// connection closes.
+func (b *Broker) Lost(tag string) bool {
+	g, _, ok := strings.Cut(tag, ".")
+	if !ok {
+		return false
+	}
+	gen, err := strconv.ParseUint(g, 10, 64)
+	if err != nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return gen != b.gen || b.ch == nil || b.ch.IsClosed()
 }
 
 func futureETA(h amqp.Table) bool {

@@ -1,6 +1,7 @@
 package amqpbroker
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +84,38 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	}
 	if err := p.Headers.Validate(); err != nil {
 		t.Errorf("headers not a valid AMQP table: %v", err)
+	}
+}
+
+// The reason RabbitMQ gives when it closes a channel is carried in Fetch's
+// error, and an expired consumer_timeout is told apart (errors.Is).
+func TestCloseError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc     string
+		reason   *amqp.Error
+		want     string
+		deadline bool
+	}{
+		{desc: "no reason", want: "consume q: the channel closed"},
+		{desc: "consumer_timeout", reason: &amqp.Error{Code: amqp.PreconditionFailed, Server: true,
+			Reason: "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 1800000 ms. This timeout value can be configured, see consumers doc guide to learn more"},
+			want: "consumer_timeout", deadline: true},
+		{desc: "closed by an operator", reason: &amqp.Error{Code: amqp.ConnectionForced, Server: true, Reason: "CONNECTION_FORCED - test"},
+			want: "CONNECTION_FORCED - test"},
+		{desc: "another precondition", reason: &amqp.Error{Code: amqp.PreconditionFailed, Server: true, Reason: "PRECONDITION_FAILED - unknown delivery tag 1"},
+			want: "unknown delivery tag"},
+	} {
+		ch := make(chan *amqp.Error, 1)
+		if tc.reason != nil {
+			ch <- tc.reason
+		}
+		err := closeError("q", ch)
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want it to mention %q", tc.desc, err, tc.want)
+		}
+		if got := errors.Is(err, ErrConsumerTimeout); got != tc.deadline {
+			t.Errorf("%s: errors.Is(%v, ErrConsumerTimeout) = %v", tc.desc, err, got)
+		}
 	}
 }
