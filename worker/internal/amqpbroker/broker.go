@@ -204,7 +204,7 @@ func (b *Broker) connect() error {
 		err = ch.Confirm(false)
 	}
 	if err == nil {
-		err = ch.Qos(b.cfg.Prefetch, 0, true)
+		err = ch.Qos(prefetchCount(b.cfg.Prefetch, 0), 0, true)
 	}
 	var deliver <-chan amqp.Delivery
 	if err == nil {
@@ -348,12 +348,26 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 		b.held[tag] = h
 		if h.eta {
 			b.eta++
-			_ = b.ch.Qos(b.cfg.Prefetch+b.eta, 0, true)
+			_ = b.ch.Qos(prefetchCount(b.cfg.Prefetch, b.eta), 0, true)
 		}
 		b.mu.Unlock()
 		out = append(out, Delivery{Tag: tag, Raw: raw, Queue: b.cfg.Queue})
 	}
 	return out, nil
+}
+
+// maxPrefetch is the largest prefetch count basic.qos carries (a short).
+const maxPrefetch = 1<<16 - 1
+
+// prefetchCount is the basic.qos prefetch count for the worker's prefetch
+// and the held eta messages. Beyond what basic.qos can carry it is 0, no
+// limit, as kombu's QoS.set disables the limit rather than let it wrap.
+func prefetchCount(prefetch, eta int) int {
+	n := prefetch + eta
+	if n > maxPrefetch {
+		return 0
+	}
+	return n
 }
 
 // ErrConsumerTimeout is the cause of a consumer channel RabbitMQ closed
@@ -430,7 +444,7 @@ func (b *Broker) take(tag string) (*held, *amqp.Channel, uint64) {
 	if h.eta {
 		b.eta--
 		if b.ch != nil {
-			_ = b.ch.Qos(b.cfg.Prefetch+b.eta, 0, true)
+			_ = b.ch.Qos(prefetchCount(b.cfg.Prefetch, b.eta), 0, true)
 		}
 	}
 	return h, b.ch, h.d.DeliveryTag

@@ -119,3 +119,24 @@ func TestCloseError(t *testing.T) {
 		}
 	}
 }
+
+// basic.qos's prefetch count is a short: past 65535 held eta messages it is
+// 0 (no limit), as kombu's QoS does, instead of wrapping around to ~1.
+func TestPrefetchCount(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc          string
+		prefetch, eta int
+		want          int
+	}{
+		{desc: "no eta", prefetch: 4, want: 4},
+		{desc: "some eta", prefetch: 4, eta: 10, want: 14},
+		{desc: "at the limit", prefetch: 4, eta: 65531, want: 65535},
+		{desc: "one past the limit", prefetch: 4, eta: 65532, want: 0},
+		{desc: "far past the limit", prefetch: 4, eta: 200000, want: 0},
+	} {
+		if got := prefetchCount(tc.prefetch, tc.eta); got != tc.want {
+			t.Errorf("%s: prefetchCount(%d, %d) = %d, want %d", tc.desc, tc.prefetch, tc.eta, got, tc.want)
+		}
+	}
+}
