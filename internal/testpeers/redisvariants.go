@@ -201,3 +201,24 @@ func (s *RedisSentinels) Other(port int) int {
 	}
 	return 0
 }
+
+// StartRedisWithout starts a redis-server of the test's own on a free port
+// with the named commands disabled (rename-command NAME ""): it answers them
+// "ERR unknown command", as an older server that lacks them does (BLMOVE
+// before Redis 6.2). It returns the server's redis:// URL for database 0.
+func StartRedisWithout(t testing.TB, commands ...string) string {
+	t.Helper()
+	bin := lookBinary(t, "redis-server")
+	dir := t.TempDir()
+	port := FreePort(t)
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir}
+	for _, c := range commands {
+		args = append(args, "--rename-command", c, "")
+	}
+	startProcess(t, filepath.Join(dir, "redis.log"), nil, bin, args...)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitTCP(addr, 20*time.Second); err != nil {
+		t.Fatalf("redis-server on %d: %v", port, err)
+	}
+	return "redis://" + addr + "/0"
+}

@@ -51,6 +51,10 @@ type Config struct {
 	DialTimeout time.Duration
 	// CommandTimeout bounds non-blocking commands. Default 10s.
 	CommandTimeout time.Duration
+
+	// brpoplpush makes the blocking peek use BRPOPLPUSH from the start, as
+	// it does once a server refuses BLMOVE (Redis before 6.2). For tests.
+	brpoplpush bool
 }
 
 func (c Config) withDefaults() Config {
@@ -90,6 +94,7 @@ type Broker struct {
 
 	waitMu sync.Mutex
 	waiter *rawConn // the blocking peek's connection, reused
+	legacy bool     // the server has no BLMOVE (before 6.2): BRPOPLPUSH
 }
 
 // Delivery is a message taken off the queue and now held in `unacked`.
@@ -240,6 +245,12 @@ func (b *Broker) Fetch(ctx context.Context, max int, wait time.Duration) ([]Deli
 // pushes it back to the same end, atomically; nothing is taken. The entry it
 // returns is skipped on the socket, never read into memory, since it may be
 // any size.
+//
+// Redis before 6.2 has no BLMOVE; when the server says so, wait uses
+// BRPOPLPUSH q q instead (Redis 6.0 takes its decimal timeout). That one
+// pushes the entry back at the other end: a no-op for the one entry that
+// woke it, but should several arrive at once, the oldest goes behind the
+// others.
 func (b *Broker) wait(ctx context.Context, wait time.Duration) error {
 	b.waitMu.Lock()
 	defer b.waitMu.Unlock()
@@ -254,7 +265,15 @@ func (b *Broker) wait(ctx context.Context, wait time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { rc.nc.SetDeadline(time.Now()) })
 	defer stop()
 	secs := strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)
-	_, err := rc.do(time.Now().Add(wait+b.cfg.CommandTimeout), "BLMOVE", b.queues[0], b.queues[0], "RIGHT", "RIGHT", secs)
+	deadline := time.Now().Add(wait + b.cfg.CommandTimeout)
+	var err error
+	if !b.legacy && !b.cfg.brpoplpush {
+		_, err = rc.do(deadline, "BLMOVE", b.queues[0], b.queues[0], "RIGHT", "RIGHT", secs)
+		b.legacy = unknownCommand(err)
+	}
+	if b.legacy || b.cfg.brpoplpush {
+		_, err = rc.do(deadline, "BRPOPLPUSH", b.queues[0], b.queues[0], secs)
+	}
 	if err != nil {
 		var re redis.Error
 		if !errors.As(err, &re) {
@@ -267,6 +286,13 @@ func (b *Broker) wait(ctx context.Context, wait time.Duration) error {
 		return fmt.Errorf("wait on %s: %w", b.cfg.Queue, err)
 	}
 	return nil
+}
+
+// unknownCommand tells the server's reply to a command it does not have
+// ("ERR unknown command `BLMOVE`, with args beginning with: ...").
+func unknownCommand(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(string(re), "ERR unknown command")
 }
 
 func (b *Broker) take(ctx context.Context, max int) ([]Delivery, error) {

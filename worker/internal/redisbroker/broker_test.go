@@ -209,3 +209,61 @@ func TestRepublishAndDeadLetterAreAtomicMoves(t *testing.T) {
 		t.Errorf("unacked has %d", n)
 	}
 }
+
+// Redis before 6.2 has no BLMOVE: the blocking peek uses BRPOPLPUSH, chosen
+// by the broker's own switch (Config.brpoplpush) or on the server's "unknown
+// command" (a real redis-server with BLMOVE renamed away). Either way the
+// fetch wakes on a push and takes the message, and nothing is lost or
+// reordered on the way.
+func TestFetchWaitsWithoutBLMOVE(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc string
+		url  func(t *testing.T) string
+		cfg  Config
+	}{
+		{desc: "forced", url: func(t *testing.T) string { return testpeers.Redis(t).URL }, cfg: Config{brpoplpush: true}},
+		{desc: "server without BLMOVE", url: func(t *testing.T) string { return testpeers.StartRedisWithout(t, "BLMOVE") }},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			cfg := tc.cfg
+			cfg.URL, cfg.Queue, cfg.VisibilityTimeout = tc.url(t), "certmgr", time.Hour
+			b, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			c, err := redis.DialURL(cfg.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			for round := range 2 { // the second round starts with BRPOPLPUSH
+				done := make(chan []Delivery)
+				go func() {
+					ds, err := b.Fetch(ctx, 10, 10*time.Second)
+					if err != nil {
+						t.Error(err)
+					}
+					done <- ds
+				}()
+				testpeers.Until(t, 10*time.Second, "the fetch blocks in BRPOPLPUSH", func() bool {
+					info, _ := redis.String(c.Do("CLIENT", "LIST"))
+					return strings.Contains(info, "cmd=brpoplpush")
+				})
+				if _, err := c.Do("LPUSH", "certmgr", fixture(t, "p2_send_task__db0__certmgr__0.json")); err != nil {
+					t.Fatal(err)
+				}
+				ds := <-done
+				if len(ds) != 1 || ds[0].Tag == "" {
+					t.Fatalf("round %d: got %+v", round, ds)
+				}
+				if n, _ := redis.Int(c.Do("LLEN", "certmgr")); n != 0 {
+					t.Errorf("round %d: %d messages left in the queue", round, n)
+				}
+			}
+		})
+	}
+}
