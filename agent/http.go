@@ -33,6 +33,10 @@ func (a *Agent) Handler(metrics http.Handler) http.Handler {
 				why += ": " + a.lastErr.Error()
 			}
 			a.mu.Unlock()
+			if a.cfg.Resumed {
+				fmt.Fprintf(w, "ok, serving the configuration applied before this start; %s\n", why)
+				return
+			}
 			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}

@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,13 +198,32 @@ func runAgent(a *app) error {
 		return &ConfigError{Name: EnvHTTPAddr, Value: cfg.HTTPAddr, Expect: "an address to listen on: " + err.Error()}
 	}
 	defer ln.Close()
-	st, err := a.cfg.OpenStore(a.ctx)
-	if err != nil {
+	ncfg := a.cfg.NginxConfig()
+	ncfg.ACMEChallengeProxy = proxy
+	// The generated file exists when an earlier run of this agent put it
+	// live: the agent restarted in a pod whose nginx still serves it.
+	_, statErr := os.Stat(ncfg.ConfPath)
+	resumed := statErr == nil
+	// Serve /healthz and /readyz from the start: an agent restarted while
+	// PostgreSQL is down must not crash-loop and take its pod (whose nginx
+	// serves on) out of the Service; it waits for the store instead.
+	var handler atomic.Pointer[http.Handler]
+	var waiting atomic.Pointer[error]
+	starting := startingHandler(resumed, &waiting)
+	handler.Store(&starting)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) })}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	st, err := openStoreRetrying(a, &waiting, resumed)
+	if st == nil {
 		return err
 	}
 	defer st.Close()
-	ncfg := a.cfg.NginxConfig()
-	ncfg.ACMEChallengeProxy = proxy
 	gen, err := nginxconf.New(ncfg)
 	if err != nil {
 		return err
@@ -214,17 +236,13 @@ func runAgent(a *app) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ac := cfg.Agent
 	ac.Store, ac.Nginx, ac.Local, ac.Dir, ac.Pod, ac.Logger, ac.Metrics = st, gen, rl, cfg.ACME.Dir, pod, a.log, reg
+	ac.Resumed = resumed
 	ag, err := agent.New(ac)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: ag.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}()
+	running := ag.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	handler.Store(&running)
 	a.log.Info().Str("pod", pod).Str("dir", cfg.ACME.Dir).Str("http", ln.Addr().String()).Msg("certmgr agent started")
 	err = ag.Run(a.ctx)
 	a.log.Info().Msg("certmgr agent stopped")
@@ -232,6 +250,58 @@ func runAgent(a *app) error {
 		return nil
 	}
 	return err
+}
+
+// startingHandler answers while the agent waits for the certificate store:
+// alive; ready only when resumed (nginx serves what an earlier run put
+// live); HTTP-01 and the rest 503, which the CA retries.
+func startingHandler(resumed bool, waiting *atomic.Pointer[error]) http.Handler {
+	why := func() string {
+		if err := waiting.Load(); err != nil {
+			return "waiting for the certificate store: " + (*err).Error()
+		}
+		return "connecting to the certificate store"
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if resumed {
+			fmt.Fprintf(w, "ok, serving the configuration applied before this start; %s\n", why())
+			return
+		}
+		http.Error(w, why(), http.StatusServiceUnavailable)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, why(), http.StatusServiceUnavailable)
+	})
+	return mux
+}
+
+// openStoreRetrying opens the postgres store, trying again (1 s doubling to
+// 30 s) while it is unreachable; a wrong key is returned at once, and a stop
+// returns a nil store and nil error.
+func openStoreRetrying(a *app, waiting *atomic.Pointer[error], resumed bool) (*certstore.Store, error) {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		st, err := a.cfg.OpenStore(a.ctx)
+		if err == nil {
+			return st, nil
+		}
+		if a.ctx.Err() != nil {
+			return nil, nil
+		}
+		var ke *certstore.KeyError
+		if errors.As(err, &ke) {
+			return nil, err
+		}
+		waiting.Store(&err)
+		a.log.Warn().Err(err).Bool("resumed", resumed).Dur("retry_in", wait).
+			Msg("certificate store unreachable; the agent waits for it (nginx serves what it has)")
+		select {
+		case <-a.ctx.Done():
+			return nil, nil
+		case <-time.After(wait):
+		}
+	}
 }
 
 // mirrorForListing copies the postgres store's live versions into a
