@@ -32,6 +32,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/midsummer/certmgr/worker/internal/celery"
@@ -299,4 +300,17 @@ func (b *Backend) ChordPartReturn(ctx context.Context, group string, index *int,
 		return nil, false, fmt.Errorf("chord %s part return: %w", group, err)
 	}
 	return parts, ready, nil
+}
+
+// Permanent reports whether err is PostgreSQL refusing the data itself:
+// SQLSTATE class 22 (data exception, such as a task id over varchar(255))
+// or 23 (integrity constraint violation). Writing the same row again fails
+// the same way, unlike a connection error, a timeout, a missing table or a
+// refused login, which an operator or a restart can mend.
+func Permanent(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23")
 }

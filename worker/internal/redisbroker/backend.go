@@ -283,3 +283,32 @@ func (b *Backend) ChordPartReturn(ctx context.Context, group string, index *int,
 	}
 	return parts, true, nil
 }
+
+// transientReplies are the Redis error codes that say the server cannot
+// serve the command now, not that the command is wrong: loading its data,
+// a replica or a master that is down or failing over, a busy script, a full
+// memory, a failed disk save, or a login that an operator may fix.
+var transientReplies = []string{
+	"LOADING", "READONLY", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
+	"OOM", "MISCONF", "NOSCRIPT", "NOAUTH", "WRONGPASS", "NOPERM", "MOVED", "ASK",
+}
+
+// Permanent reports whether err is Redis refusing a command for what it
+// is (an error reply such as WRONGTYPE on a key holding another type),
+// which sending it again cannot change. Connection errors, timeouts and
+// the replies in transientReplies are not permanent. An error raised by a
+// call inside a script keeps its code after the script's prefix.
+func Permanent(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := string(re)
+	for _, code := range transientReplies {
+		if strings.HasPrefix(msg, code+" ") || msg == code ||
+			strings.Contains(msg, ": "+code+" ") || strings.Contains(msg, "-"+code+" ") {
+			return false
+		}
+	}
+	return true
+}
