@@ -84,9 +84,12 @@ type Config struct {
 	// the broker's database, so every replica and a restarted worker honour
 	// them. Default 3h.
 	RevokeExpires time.Duration
-	// ShutdownGrace is how long Stop lets running tasks finish before it
-	// cancels them and gives their messages back to the queue. Default 25s
-	// (under Kubernetes' default 30s terminationGracePeriodSeconds).
+	// ShutdownGrace bounds Stop: running tasks have this long to finish
+	// before they are cancelled and their messages given back to the queue,
+	// and writes still retrying then (a broker or result backend outage)
+	// give up after a few last attempts (at most 3s more), leaving their
+	// messages unacked for the visibility timeout. Default 25s (under
+	// Kubernetes' default 30s terminationGracePeriodSeconds).
 	ShutdownGrace time.Duration
 	// DefaultTimeLimit is the handler deadline for tasks sent without a
 	// timelimit. Default 0: none.

@@ -54,7 +54,7 @@ type executor struct {
 
 func (e *executor) start(ctx context.Context) {
 	e.hard, e.hardCancel = context.WithCancel(ctx)
-	e.persist.hard = e.hard
+	e.persist.setHard(e.hard)
 	e.quit = make(chan struct{})
 	e.grow(e.cfg.Concurrency)
 }
@@ -87,11 +87,12 @@ func (e *executor) shrink(n int) {
 func (e *executor) concurrency() int { return int(e.size.Load()) }
 
 // shutdown stops taking work: messages not started (prefetched, waiting for
-// their eta) go back to the queue; running tasks have until grace ends or
-// ctx is done, then they are cancelled and their messages given back. It
-// returns when no handler runs and no eta timer can fire. The fetcher must
-// be stopped first.
-func (e *executor) shutdown(ctx context.Context, grace time.Duration) {
+// their eta) go back to the queue, with a few attempts each (one that cannot
+// be given back is safe in unacked and comes back after the visibility
+// timeout); running tasks have until ctx ends (the shutdown deadline), then
+// they are cancelled and their messages given back. It returns when no
+// handler runs and no eta timer can fire. The fetcher must be stopped first.
+func (e *executor) shutdown(ctx context.Context) {
 	fl := e.fl
 	fl.mu.Lock()
 	fl.stopped = true
@@ -108,28 +109,28 @@ func (e *executor) shutdown(ctx context.Context, grace time.Duration) {
 	}
 	fl.mu.Unlock()
 	for _, d := range giveBack {
-		e.giveBack(d)
+		e.giveBackTries(ctx, d, giveBackAttempts)
 	}
 
 	done := make(chan struct{})
 	go func() { e.workers.Wait(); close(done) }()
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
 	select {
 	case <-done:
-	case <-timer.C:
 	case <-ctx.Done():
 	}
 	select {
 	case <-done:
 	default:
-		e.log.Warn().Int64("running", e.active.Load()).Dur("grace", grace).
-			Msg("grace period over: cancelling running tasks, their messages go back to the queue")
+		e.log.Warn().Int64("running", e.active.Load()).
+			Msg("shutdown deadline reached: cancelling running tasks, their messages go back to the queue")
 		e.hardCancel()
 		<-done
 	}
 	e.etaWG.Wait()
 }
+
+// giveBackAttempts is how often shutdown tries to give a message back.
+const giveBackAttempts = 3
 
 // stopHard cancels what still runs and makes persist give up retrying.
 func (e *executor) stopHard() { e.hardCancel() }
@@ -571,7 +572,8 @@ func (e *executor) storeNow(t *Task, meta *celery.EncodedResult, state celery.St
 	if err := e.persist.do(func(ctx context.Context) error {
 		return e.results.StoreMany(ctx, []celery.EncodedResult{*meta})
 	}); err != nil {
-		t.logger.Error().Err(err).Str("state", string(state)).Msg("storing the task state failed")
+		t.logger.Error().Err(err).Str("state", string(state)).Str("result_backend", redactURL(e.cfg.ResultBackendURL)).
+			Msg("storing the task state failed")
 	}
 }
 
@@ -590,8 +592,12 @@ func (e *executor) finish(d *delivery, op func(context.Context) error) {
 }
 
 // giveBack returns a held message to its queue at once (kombu's restore).
-func (e *executor) giveBack(d *delivery) {
-	if err := e.persist.do(func(ctx context.Context) error { return e.sink.Requeue(ctx, d.tag) }); err != nil {
+func (e *executor) giveBack(d *delivery) { e.giveBackTries(context.Background(), d, 0) }
+
+// giveBackTries is giveBack with at most attempts attempts (0: until the
+// hard stop), giving up when ctx ends.
+func (e *executor) giveBackTries(ctx context.Context, d *delivery, attempts int) {
+	if err := e.persist.try(ctx, attempts, func(ctx context.Context) error { return e.sink.Requeue(ctx, d.tag) }); err != nil {
 		e.log.Error().Err(err).Str("delivery_tag", d.tag).
 			Msg("giving a message back failed; it comes back after the visibility timeout")
 	}

@@ -65,7 +65,7 @@ func (f *fetcher) loop(ctx context.Context) {
 			f.fl.release()
 		}
 		for _, d := range ds {
-			f.accept(d)
+			f.accept(ctx, d)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -94,10 +94,10 @@ func (f *fetcher) loop(ctx context.Context) {
 
 // accept queues a fetched message for the executor, or logs one the broker
 // put away as undecodable. The caller holds a slot for it.
-func (f *fetcher) accept(fd celery.Delivery) {
+func (f *fetcher) accept(ctx context.Context, fd celery.Delivery) {
 	if fd.TooLarge > 0 {
 		f.fl.release()
-		f.size.reject(fd)
+		f.size.reject(ctx, fd)
 		return
 	}
 	if fd.Tag == "" {

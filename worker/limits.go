@@ -43,8 +43,9 @@ type sizeGuard struct {
 
 // reject records a FAILURE (kombu.exceptions.LimitExceeded, naming the limit)
 // for a message the broker moved to the dead list for its size. Its body
-// never reached this process.
-func (g *sizeGuard) reject(fd celery.Delivery) {
+// never reached this process. Storing it stops when ctx (the fetcher's) ends,
+// so that a result backend outage cannot hold the fetcher's shutdown.
+func (g *sizeGuard) reject(ctx context.Context, fd celery.Delivery) {
 	var h tooLargeHeaders
 	if fd.Raw != nil {
 		_ = json.Unmarshal(fd.Raw, &h)
@@ -77,7 +78,7 @@ func (g *sizeGuard) reject(fd celery.Delivery) {
 	if err != nil {
 		return
 	}
-	if err := g.persist.do(func(ctx context.Context) error {
+	if err := g.persist.try(ctx, 0, func(ctx context.Context) error {
 		return g.results.StoreMany(ctx, []celery.EncodedResult{{TaskID: id, Raw: raw}})
 	}); err != nil {
 		g.log.Error().Err(err).Str(FieldTaskID, id).Msg("storing the size-limit failure failed")

@@ -101,12 +101,12 @@ func newServer(cfg Config, h Handler, broker transport, results backend, atomic 
 		stopDone:    make(chan struct{}),
 		shutdownReq: make(chan struct{}),
 	}
-	persist := &persister{hard: context.Background(), log: log, errs: errs}
+	persist := newPersister(log, errs)
 	s.ev = &events{hostname: cfg.Hostname, freq: cfg.HeartbeatInterval, mb: broker, log: log, errs: errs}
 	s.ev.taskEvents.Store(cfg.SendTaskEvents)
 	s.settle = &settler{
 		sink: broker, results: results, atomic: atomic, expires: cfg.ResultExpires,
-		fl: s.fl, persist: persist, log: log,
+		fl: s.fl, persist: persist, log: log, backendName: redactURL(cfg.ResultBackendURL),
 	}
 	cv := &canvas{
 		pub: broker, results: results, defaultQueue: cfg.DefaultQueue,
@@ -193,19 +193,24 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Stop stops the server gracefully and returns when everything has stopped.
-// Running tasks get Config.ShutdownGrace, cut short when ctx ends; those
-// still running then are cancelled and their messages given back (Stop
-// returns ctx's error in that case). It is idempotent; a second call waits
-// for the first.
+// One deadline bounds it: Config.ShutdownGrace, or ctx's end if that comes
+// first. Running tasks have until then; at the deadline the hard stop
+// cancels those still running (their messages are given back) and makes
+// every broker and result backend write give up after a few last attempts
+// (lastTries), even when no task runs any more, so a stop during an outage
+// ends; what was not settled waits in unacked for the visibility timeout.
+// Stop returns ctx's error when ctx ended first. It is idempotent; a second
+// call waits for the first.
 //
 // The order matters and is:
 //  1. fetcher: no more fetching (nothing new enters the ledger);
 //  2. executor: messages not started (prefetched, waiting for their eta)
-//     go back to the queue; running tasks finish, or are cancelled and
-//     given back after the grace;
+//     go back to the queue (a few attempts each); running tasks finish, or
+//     are cancelled and given back at the deadline;
 //  3. settler: results of finished tasks stored, their messages acknowledged
 //     (nothing can hand it work any more);
-//  4. executor's hard stop: broker writes stop retrying;
+//  4. executor's hard stop (if the deadline has not come yet): broker
+//     writes stop retrying;
 //  5. controller and maintenance: they serve and refresh until here, so
 //     held messages keep their lease and `inspect` answers while draining;
 //  6. worker-offline event, then the connections are closed.
@@ -225,9 +230,13 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.backend.Close()
 		return nil
 	}
+	deadline, cancel := context.WithTimeout(ctx, s.cfg.ShutdownGrace)
+	defer cancel()
+	stopAtDeadline := context.AfterFunc(deadline, s.exec.stopHard)
+	defer stopAtDeadline()
 	s.log.Info().Msg("worker stopping: no more fetching")
 	s.fetch.shutdown()
-	s.exec.shutdown(ctx, s.cfg.ShutdownGrace)
+	s.exec.shutdown(deadline)
 	s.settle.shutdown()
 	s.exec.stopHard()
 	s.control.shutdown()

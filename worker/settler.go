@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,8 +34,10 @@ type settler struct {
 	fl      *inflight
 	persist *persister
 	log     zerolog.Logger
-	q       chan settlement
-	done    chan struct{}
+	// backendName names the result backend in logs, without its password.
+	backendName string
+	q           chan settlement
+	done        chan struct{}
 }
 
 func (s *settler) start() {
@@ -60,8 +63,6 @@ func (s *settler) loop() {
 	defer close(s.done)
 	const maxBatch = 256
 	batch := make([]settlement, 0, maxBatch)
-	metas := make([]celery.EncodedResult, 0, maxBatch)
-	tags := make([]string, 0, maxBatch)
 	for first := range s.q {
 		batch = append(batch[:0], first)
 	drain:
@@ -76,36 +77,70 @@ func (s *settler) loop() {
 				break drain
 			}
 		}
-		metas, tags = metas[:0], tags[:0]
-		for _, st := range batch {
-			if st.meta != nil {
-				metas = append(metas, *st.meta)
-			}
-			tags = append(tags, st.d.tag)
-		}
-		s.write(metas, tags)
+		s.write(batch)
 		for _, st := range batch {
 			s.fl.forget(st.d)
 		}
 	}
 }
 
-func (s *settler) write(metas []celery.EncodedResult, tags []string) {
-	if s.atomic != nil {
-		if err := s.persist.do(func(ctx context.Context) error {
-			return s.atomic.StoreAndAck(ctx, metas, s.expires, tags)
-		}); err != nil {
-			s.log.Error().Err(err).Int("messages", len(tags)).
-				Msg("storing results and acknowledging failed; the messages come back after the visibility timeout")
+// write stores a batch's results and acknowledges its messages. A permanent
+// error (the backend refuses a row, see permanent) is retried row by row,
+// so that one result that cannot be stored holds back no other: that one is
+// logged and its message acknowledged without it, as Celery's worker does
+// when storing a result raises (celery/app/trace.py reports the error and
+// the request is acknowledged). Any other error is retried until the hard
+// stop, and the messages then wait in unacked for the visibility timeout.
+func (s *settler) write(batch []settlement) {
+	storing, err := s.settleAll(batch)
+	switch {
+	case err == nil:
+		return
+	case !permanent(err):
+		s.log.Error().Err(err).Int("messages", len(batch)).
+			Msg("storing results and acknowledging failed; the messages come back after the visibility timeout")
+		return
+	case len(batch) > 1:
+		for i := range batch {
+			s.write(batch[i : i+1])
 		}
 		return
 	}
-	if err := s.persist.do(func(ctx context.Context) error { return s.results.StoreMany(ctx, metas) }); err != nil {
-		s.log.Error().Err(err).Int("tasks", len(metas)).Msg("storing task results failed")
+	st := batch[0]
+	if !storing || st.meta == nil {
+		s.log.Error().Err(err).Str("delivery_tag", st.d.tag).
+			Msg("the broker refuses to acknowledge this message; it comes back after the visibility timeout")
 		return
 	}
-	if err := s.persist.do(func(ctx context.Context) error { return s.sink.Ack(ctx, tags...) }); err != nil {
-		s.log.Error().Err(err).Int("messages", len(tags)).
-			Msg("acknowledging failed; the messages come back after the visibility timeout")
+	s.log.Error().Err(err).Str(FieldTaskID, st.meta.TaskID).Str("result_backend", s.backendName).
+		Msg("the result backend refuses this task's result; acknowledging its message without storing it")
+	if _, err := s.settleAll([]settlement{{d: st.d}}); err != nil {
+		s.log.Error().Err(err).Str(FieldTaskID, st.meta.TaskID).
+			Msg("acknowledging failed; the message comes back after the visibility timeout")
 	}
+}
+
+// settleAll stores the results and then acknowledges the messages of a
+// batch; storing says whether an error may come from storing.
+func (s *settler) settleAll(batch []settlement) (storing bool, err error) {
+	metas := make([]celery.EncodedResult, 0, len(batch))
+	tags := make([]string, 0, len(batch))
+	for _, st := range batch {
+		if st.meta != nil {
+			metas = append(metas, *st.meta)
+		}
+		tags = append(tags, st.d.tag)
+	}
+	if s.atomic != nil {
+		return len(metas) > 0, s.persist.do(func(ctx context.Context) error {
+			return s.atomic.StoreAndAck(ctx, metas, s.expires, tags)
+		})
+	}
+	if err := s.persist.do(func(ctx context.Context) error { return s.results.StoreMany(ctx, metas) }); err != nil {
+		return true, fmt.Errorf("store %d task results: %w", len(metas), err)
+	}
+	if err := s.persist.do(func(ctx context.Context) error { return s.sink.Ack(ctx, tags...) }); err != nil {
+		return false, fmt.Errorf("acknowledge %d messages: %w", len(tags), err)
+	}
+	return false, nil
 }
