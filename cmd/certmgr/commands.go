@@ -12,7 +12,8 @@ func workerCommand() *command {
 		short: "run the Celery worker that consumes the certmgr queue",
 		long: `Consumes the Django app's tasks from the Redis broker, runs the renewal sweep
 twice a day, and serves /healthz, /readyz and /metrics on CERTMGR_HTTP_ADDR.
-SIGTERM stops fetching and gives in-flight tasks CERTMGR_SHUTDOWN_GRACE.`,
+SIGTERM stops fetching and gives in-flight tasks CERTMGR_SHUTDOWN_GRACE; a
+second SIGTERM or SIGINT exits at once (held messages come back later).`,
 		needs: needs{db: true, target: true},
 		flags: func(fs *flag.FlagSet, a *app) func(*app) error {
 			queue := fs.String("Q", a.getenv(EnvQueue), "queue to consume [$"+EnvQueue+", certmgr]")
