@@ -347,7 +347,7 @@ var Variables = []Variable{
 		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.ReloadMinInterval })},
 	{Name: EnvTaskTimeLimit, Default: "300", Doc: "seconds a task sent without its own Celery time limit may run; past it the task fails with `TimeLimitExceeded` (not retried) and releases its lock",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.DefaultTimeLimit })},
-	{Name: EnvShutdownGrace, Default: "60", Doc: "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery",
+	{Name: EnvShutdownGrace, Default: "60", Doc: "seconds in-flight tasks get after SIGTERM before they are cancelled and left for redelivery; it bounds the whole stop, also when the broker or result backend is down (held messages stay unacked and come back); a second SIGTERM or SIGINT exits at once",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Worker.ShutdownGrace })},
 	{Name: EnvRetryBase, Default: secondsOf(tasks.DefaultRetryBase), Doc: "seconds before the first retry of a transient failure (database, DNS, CA down); doubles per retry",
 		set: seconds(func(c *Configs) *time.Duration { return &c.Tasks.RetryBase })},
