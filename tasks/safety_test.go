@@ -545,11 +545,9 @@ func TestSweepDefersWhenTheAccountBudgetRunsOut(t *testing.T) {
 	t.Parallel()
 	b := setup(t, func(c *wire.Config) { c.Tasks.Budgets = domaindb.Budgets{AccountOrdersPer3h: 1} })
 	ctx := context.Background()
-	var names []domain.Name
 	for _, label := range []string{"due1", "due2", "due3"} {
 		d := b.domain(label)
 		b.certbotLineage([]domain.Name{d}, d)
-		names = append(names, d)
 	}
 	b.clock.Advance(70 * 24 * time.Hour)
 	res, err := b.sweep(ctx)
