@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -375,6 +377,11 @@ func (a *Agent) sync(parent context.Context, full bool) (err error) {
 	}
 	a.mu.Unlock()
 	first := !a.ready.Swap(true)
+	if first {
+		if err := markApplied(a.cfg.Dir); err != nil {
+			a.log.Warn().Err(err).Msg("synced, but a restart of this agent will not know nginx serves it")
+		}
+	}
 	if err := a.heartbeat(ctx); err != nil {
 		a.log.Warn().Err(err).Msg("synced, but the heartbeat was not recorded")
 	}
@@ -493,3 +500,26 @@ func (a *Agent) reload(ctx context.Context) error {
 
 // errNotReady is /readyz's answer before the first complete sync.
 var errNotReady = errors.New("first sync not complete")
+
+// appliedMarker, in Dir, records that a run of the agent put a configuration
+// live in this pod (Dir lives as long as the pod, across restarts of the
+// agent's container).
+func appliedMarker(dir string) string { return filepath.Join(dir, "certmgr", "agent-applied") }
+
+func markApplied(dir string) error {
+	path := appliedMarker(dir)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("record the first sync: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("record the first sync: %w", err)
+	}
+	return nil
+}
+
+// Resumes reports whether an earlier run of the agent completed a sync with
+// dir as its Dir: the pod's nginx serves that configuration (Config.Resumed).
+func Resumes(dir string) bool {
+	_, err := os.Stat(appliedMarker(dir))
+	return err == nil
+}

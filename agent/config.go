@@ -56,9 +56,9 @@ type Config struct {
 	Pod string
 	// Resumed says that this pod's nginx already serves a configuration an
 	// earlier run of the agent put live (the agent restarted, the pod did
-	// not): /readyz answers ok before the first sync of this run, saying
-	// so, and the pod stays in the Service while the store is unreachable.
-	// Heartbeats still wait for that sync. Default false.
+	// not; see Resumes): /readyz answers ok before the first sync of this
+	// run, saying so, and the pod stays in the Service while the store is
+	// unreachable. Heartbeats still wait for that sync. Default false.
 	Resumed bool
 	// Resync is the period of the full reconcile (CERTMGR_AGENT_RESYNC).
 	// Default 5m.

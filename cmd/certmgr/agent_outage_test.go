@@ -5,10 +5,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +18,8 @@ import (
 // TestAgentRestartedDuringAStoreOutage: an agent that starts while
 // PostgreSQL cannot be reached keeps running instead of exiting (a
 // crash-looping agent takes its pod out of the Service). Restarted in a pod
-// whose nginx serves what an earlier run put live, it is ready at once and
-// says so; in a new pod, with nothing served yet, it is not. Once the
+// where an earlier run synced (its nginx serves that), it is ready at once
+// and says so; in a new pod, with nothing served yet, it is not. Once the
 // database answers, both sync and report plainly ready.
 func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 	t.Parallel()
@@ -28,31 +28,36 @@ func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The agents reach PostgreSQL through this port, closed for now.
-	port := testpeers.FreePort(t)
-	outage := *u
-	outage.Host = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// The agents reach PostgreSQL through a proxy the test can cut.
+	proxy := &cuttable{target: u.Host, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(testpeers.FreePort(t)))}
+	t.Cleanup(proxy.cut)
+	proxy.open(t)
+	through := *u
+	through.Host = proxy.addr
 	key := testpeers.StoreKey()
-	common := map[string]string{EnvDBURL: outage.String(), EnvStore: "postgres", EnvStoreKey: key,
+	common := map[string]string{EnvDBURL: through.String(), EnvStore: "postgres", EnvStoreKey: key,
 		EnvCNAMETarget: "custom.platform-outage.test", EnvNginxUpstream: "127.0.0.1:9"}
-	if code, out, errOut := runCLI(t, map[string]string{EnvDBURL: pg.URL, EnvStore: "postgres", EnvStoreKey: key,
-		EnvCNAMETarget: "custom.platform-outage.test"}, "migrate"); code != exitOK {
+	if code, out, errOut := runCLI(t, common, "migrate"); code != exitOK {
 		t.Fatalf("migrate exit %d:\n%s%s", code, out, errOut)
 	}
-	agent := func(name string, resumed bool) *process {
+	type pod struct {
+		ng  *testpeers.NginxPeer
+		dir string // LETSENCRYPT_DIR: lives as long as the pod
+	}
+	newPod := func() pod {
 		ng := testpeers.Nginx(t, testpeers.NginxOptions{})
 		ng.StopOnCleanup(t)
-		conf := filepath.Join(ng.ConfDir, "custom-domains.conf")
-		if resumed {
-			writeTestFile(t, conf, "# put live by the agent's earlier run\n")
-		}
+		return pod{ng: ng, dir: t.TempDir()}
+	}
+	agent := func(name string, p pod) *process {
 		env := map[string]string{}
 		for k, v := range common {
 			env[k] = v
 		}
 		for k, v := range map[string]string{EnvPodName: name, EnvHTTPAddr: "127.0.0.1:" + strconv.Itoa(testpeers.FreePort(t)),
-			EnvLetsEncryptDir: t.TempDir(), EnvNginxConfPath: conf, EnvNginxBinary: ng.Binary, EnvNginxMainConf: ng.MainConf,
-			EnvNginxPrefix: ng.Prefix, EnvNginxHTTPPort: strconv.Itoa(ng.HTTPPort), EnvNginxHTTPSPort: strconv.Itoa(ng.HTTPSPort)} {
+			EnvLetsEncryptDir: p.dir, EnvNginxConfPath: filepath.Join(p.ng.ConfDir, "custom-domains.conf"), EnvNginxBinary: p.ng.Binary,
+			EnvNginxMainConf: p.ng.MainConf, EnvNginxPrefix: p.ng.Prefix, EnvNginxHTTPPort: strconv.Itoa(p.ng.HTTPPort),
+			EnvNginxHTTPSPort: strconv.Itoa(p.ng.HTTPSPort)} {
 			env[k] = v
 		}
 		return startCertmgr(t, name, env, "agent")
@@ -66,7 +71,22 @@ func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	restarted, fresh := agent("restarted", true), agent("fresh", false)
+	synced := func(p *process) {
+		t.Helper()
+		testpeers.Until(t, 60*time.Second, p.name+" synced", func() bool {
+			code, body := readyz(p)
+			return code == http.StatusOK && body == "ok\n"
+		})
+	}
+
+	// The agent's first run in its pod syncs; then the database goes away
+	// and the agent's container restarts.
+	old := newPod()
+	first := agent("app-0", old)
+	synced(first)
+	first.stop()
+	proxy.cut()
+	restarted, fresh := agent("app-0", old), agent("app-1", newPod())
 	testpeers.Until(t, 20*time.Second, "both agents answer /readyz while the store is down", func() bool {
 		a, _ := readyz(restarted)
 		b, _ := readyz(fresh)
@@ -78,47 +98,61 @@ func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 		t.Errorf("restarted agent during the outage: %d %q; want 200 saying it serves the earlier configuration and waits for the store", code, body)
 	}
 	if code, body := readyz(fresh); code != http.StatusServiceUnavailable || !strings.Contains(body, "certificate store") {
-		t.Errorf("fresh agent during the outage: %d %q; want 503 waiting for the store", code, body)
+		t.Errorf("new pod's agent during the outage: %d %q; want 503 waiting for the store", code, body)
 	}
 
-	// The database answers again.
-	ln, err := net.Listen("tcp", outage.Host)
+	proxy.open(t)
+	synced(restarted)
+	synced(fresh)
+}
+
+// cuttable forwards connections on addr to target until cut, which also
+// drops the connections it carries (the database's host went away).
+type cuttable struct {
+	target, addr string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        []net.Conn
+}
+
+func (c *cuttable) open(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go forward(ln, u.Host)
-	for _, p := range []*process{restarted, fresh} {
-		testpeers.Until(t, 60*time.Second, p.name+" synced after the outage", func() bool {
-			code, body := readyz(p)
-			return code == http.StatusOK && body == "ok\n"
-		})
-	}
-}
-
-// forward copies every connection accepted on ln to and from addr.
-func forward(ln net.Listener, addr string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			up, err := net.Dial("tcp", addr)
+	c.mu.Lock()
+	c.ln = ln
+	c.mu.Unlock()
+	go func() {
+		for {
+			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			defer up.Close()
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			_, _ = io.Copy(c, up)
-		}()
-	}
+			up, err := net.Dial("tcp", c.target)
+			if err != nil {
+				conn.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, conn, up)
+			c.mu.Unlock()
+			go func() { _, _ = io.Copy(up, conn); up.Close() }()
+			go func() { _, _ = io.Copy(conn, up); conn.Close() }()
+		}
+	}()
 }
 
-func writeTestFile(t *testing.T, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+func (c *cuttable) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ln != nil {
+		c.ln.Close()
+		c.ln = nil
 	}
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
 }

@@ -200,10 +200,8 @@ func runAgent(a *app) error {
 	defer ln.Close()
 	ncfg := a.cfg.NginxConfig()
 	ncfg.ACMEChallengeProxy = proxy
-	// The generated file exists when an earlier run of this agent put it
-	// live: the agent restarted in a pod whose nginx still serves it.
-	_, statErr := os.Stat(ncfg.ConfPath)
-	resumed := statErr == nil
+	// An earlier run of this agent synced in this pod: its nginx serves that.
+	resumed := agent.Resumes(cfg.ACME.Dir)
 	// Serve /healthz and /readyz from the start: an agent restarted while
 	// PostgreSQL is down must not crash-loop and take its pod (whose nginx
 	// serves on) out of the Service; it waits for the store instead.

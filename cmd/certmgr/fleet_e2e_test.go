@@ -21,11 +21,13 @@ import (
 	"github.com/midsummer/certmgr/tasks"
 )
 
-// process is one certmgr command run in-process until the test ends.
+// process is one certmgr command run in-process until the test ends (or
+// stop).
 type process struct {
 	name string
 	logs *testpeers.LogBuffer
 	http string
+	stop func() // stops it as SIGTERM would and checks it exited cleanly; once
 }
 
 func startCertmgr(t *testing.T, name string, env map[string]string, args ...string) *process {
@@ -34,7 +36,7 @@ func startCertmgr(t *testing.T, name string, env map[string]string, args ...stri
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, p.logs, func(k string) string { return env[k] }) }()
-	t.Cleanup(func() {
+	p.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case code := <-done:
@@ -44,6 +46,9 @@ func startCertmgr(t *testing.T, name string, env map[string]string, args ...stri
 		case <-time.After(30 * time.Second):
 			t.Errorf("%s did not stop within 30s", name)
 		}
+	})
+	t.Cleanup(func() {
+		p.stop()
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", name, tailString(p.logs.String(), 6000))
 		}
