@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/midsummer/certmgr/acme"
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // appliedVersion is the version the pod's heartbeat row reports, -1 when
@@ -120,8 +121,8 @@ func TestAgentKeepsServingThroughAPostgresOutage(t *testing.T) {
 	b := setup(t)
 	a1 := b.put(t, "a.example.com", 1)
 	b.serve(t, "a.example.com")
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	p := b.startPod(t, podOptions{storeURL: viaProxy(t, b.pg.URL, proxy)})
+	proxy := testpeers.NewTCPProxy(t, "127.0.0.1:5432")
+	p := b.startPod(t, podOptions{storeURL: proxy.Via(t, b.pg.URL)})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 
 	// 30 s without PostgreSQL, as the agent sees it.

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // A silent partition (packets dropped, no reset) must not stop the agent:
@@ -17,8 +19,8 @@ func TestAgentConvergesAfterASilentPartition(t *testing.T) {
 	b := setup(t)
 	a1 := b.put(t, "a.example.com", 1)
 	v0 := b.serve(t, "a.example.com")
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	p := b.startPod(t, podOptions{storeURL: viaProxy(t, b.pg.URL, proxy),
+	proxy := testpeers.NewTCPProxy(t, "127.0.0.1:5432")
+	p := b.startPod(t, podOptions{storeURL: proxy.Via(t, b.pg.URL),
 		syncTimeout: 2 * time.Second, listenPing: time.Second})
 	p.waitServes(t, "a.example.com", a1, 30*time.Second)
 	p.waitApplied(t, v0) // ready: /readyz is 200
@@ -70,8 +72,8 @@ func TestAgentRetriesALineageWhoseReadFailedTransiently(t *testing.T) {
 	b := setup(t)
 	x1 := b.put(t, "x.example.com", 1)
 	b.serve(t, "x.example.com")
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	p := b.startPod(t, podOptions{storeURL: viaProxy(t, b.pg.URL, proxy)})
+	proxy := testpeers.NewTCPProxy(t, "127.0.0.1:5432")
+	p := b.startPod(t, podOptions{storeURL: proxy.Via(t, b.pg.URL)})
 	p.waitServes(t, "x.example.com", x1, 30*time.Second)
 	waitFor(t, "the LISTEN connection", 30*time.Second, func() bool { return p.agent.listening.Load() })
 
@@ -83,7 +85,7 @@ func TestAgentRetriesALineageWhoseReadFailedTransiently(t *testing.T) {
 	b.serve(t, "x.example.com", "a.example.com", "b.example.com")
 	for range 2 {
 		select {
-		case <-proxy.killed:
+		case <-proxy.Killed():
 		case <-time.After(30 * time.Second):
 			t.Fatal("the agent never read lineage a")
 		}

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/midsummer/certmgr/internal/testpeers"
 )
 
 // An agent that cannot reach the store at start is alive but not ready, and
@@ -13,8 +15,8 @@ func TestAgentNotReadyUntilItsFirstSync(t *testing.T) {
 	b := setup(t)
 	a1 := b.put(t, "a.example.com", 1)
 	b.serve(t, "a.example.com")
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	url := viaProxy(t, b.pg.URL, proxy)
+	proxy := testpeers.NewTCPProxy(t, "127.0.0.1:5432")
+	url := proxy.Via(t, b.pg.URL)
 	// Open the agent's store while the proxy is up, then cut it before the
 	// agent runs: its first sync fails.
 	p := b.startPodCut(t, podOptions{storeURL: url}, proxy)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
@@ -9,13 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,7 +110,7 @@ type pod struct {
 	cancel   context.CancelFunc
 	done     chan error
 	srv      *http.Server
-	cut      *tcpProxy // cut after the store is opened, before the agent runs
+	cut      *testpeers.TCPProxy // cut after the store is opened, before the agent runs
 }
 
 type podOptions struct {
@@ -133,7 +129,7 @@ func (b *bundle) startPod(t *testing.T, o podOptions) *pod {
 
 // startPodCut is startPod, cutting proxy (when not nil) after the agent's
 // store is opened and before the agent runs.
-func (b *bundle) startPodCut(t *testing.T, o podOptions, proxy *tcpProxy) *pod {
+func (b *bundle) startPodCut(t *testing.T, o podOptions, proxy *testpeers.TCPProxy) *pod {
 	t.Helper()
 	peer := testpeers.Nginx(t, testpeers.NginxOptions{})
 	peer.StopOnCleanup(t)
@@ -278,174 +274,4 @@ func (p *pod) get(t testing.TB, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// tcpProxy forwards to a PostgreSQL server. Cut drops every connection and
-// refuses new ones until Restore, which is what an outage looks like to a
-// client. Blackhole is a silent partition instead: every connection, open
-// or new, stays open and has its bytes taken and dropped, in both
-// directions, with no reset. Heal forwards new connections again; the ones
-// that lived through the partition stay dead, as when a NAT or conntrack
-// table forgot them. KillOn closes connections that send a given string.
-type tcpProxy struct {
-	t      testing.TB
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-	black  bool
-	pairs  []*proxyPair
-	kill   []byte // close a connection whose client sends this, kills times
-	kills  int
-	killed chan struct{} // one value per connection killed
-}
-
-// proxyPair is one proxied connection.
-type proxyPair struct {
-	c, up net.Conn
-	dead  atomic.Bool // bytes are dropped (blackholed)
-}
-
-func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target, killed: make(chan struct{}, 100)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.Cut)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			pp := &proxyPair{c: c, up: up}
-			p.mu.Lock()
-			pp.dead.Store(p.black)
-			p.conns = append(p.conns, c, up)
-			p.pairs = append(p.pairs, pp)
-			p.mu.Unlock()
-			// A dead connection's end is not passed on either: a
-			// partition delivers no FIN.
-			go func() { p.pipe(pp, up, c, true); closeUnlessDead(pp, up) }()
-			go func() { p.pipe(pp, c, up, false); closeUnlessDead(pp, c) }()
-		}
-	}()
-}
-
-// pipe copies src to dst until either fails, dropping what it reads while
-// pp is dead, and closing both when the client sends p.kill.
-func (p *tcpProxy) pipe(pp *proxyPair, dst, src net.Conn, fromClient bool) {
-	buf := make([]byte, 32<<10)
-	var tail []byte // the end of what came before, for a match across reads
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && fromClient && p.shouldKill(&tail, buf[:n]) {
-			pp.c.Close()
-			pp.up.Close()
-			p.killed <- struct{}{}
-			return
-		}
-		if n > 0 && !pp.dead.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func closeUnlessDead(pp *proxyPair, c net.Conn) {
-	if !pp.dead.Load() {
-		c.Close()
-	}
-}
-
-func (p *tcpProxy) shouldKill(tail *[]byte, b []byte) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.kills == 0 {
-		return false
-	}
-	seen := append(*tail, b...)
-	if bytes.Contains(seen, p.kill) {
-		p.kills--
-		return true
-	}
-	*tail = append([]byte(nil), seen[max(0, len(seen)-len(p.kill)):]...)
-	return false
-}
-
-// KillOn closes the next times connections whose client sends s (mid-query,
-// as a failing network or a restarting server does), and reports each on
-// p.killed.
-func (p *tcpProxy) KillOn(s string, times int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.kill, p.kills = []byte(s), times
-}
-
-// Blackhole starts a silent partition.
-func (p *tcpProxy) Blackhole() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.black = true
-	for _, pp := range p.pairs {
-		pp.dead.Store(true)
-	}
-}
-
-// Heal ends the partition for new connections.
-func (p *tcpProxy) Heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.black = false
-}
-
-func (p *tcpProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns, p.pairs = nil, nil
-}
-
-func (p *tcpProxy) Restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
-}
-
-// viaProxy is url with its host replaced by the proxy's address.
-func viaProxy(t testing.TB, raw string, p *tcpProxy) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.addr
-	return u.String()
 }

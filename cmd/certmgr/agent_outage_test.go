@@ -2,13 +2,11 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,18 +22,14 @@ import (
 func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 	t.Parallel()
 	pg := testpeers.Postgres(t)
+	// The agents reach PostgreSQL through a proxy the test can cut.
 	u, err := url.Parse(pg.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The agents reach PostgreSQL through a proxy the test can cut.
-	proxy := &cuttable{target: u.Host, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(testpeers.FreePort(t)))}
-	t.Cleanup(proxy.cut)
-	proxy.open(t)
-	through := *u
-	through.Host = proxy.addr
+	proxy := testpeers.NewTCPProxy(t, u.Host)
 	key := testpeers.StoreKey()
-	common := map[string]string{EnvDBURL: through.String(), EnvStore: "postgres", EnvStoreKey: key,
+	common := map[string]string{EnvDBURL: proxy.Via(t, pg.URL), EnvStore: "postgres", EnvStoreKey: key,
 		EnvCNAMETarget: "custom.platform-outage.test", EnvNginxUpstream: "127.0.0.1:9"}
 	if code, out, errOut := runCLI(t, common, "migrate"); code != exitOK {
 		t.Fatalf("migrate exit %d:\n%s%s", code, out, errOut)
@@ -85,7 +79,7 @@ func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 	first := agent("app-0", old)
 	synced(first)
 	first.stop()
-	proxy.cut()
+	proxy.Cut()
 	restarted, fresh := agent("app-0", old), agent("app-1", newPod())
 	testpeers.Until(t, 20*time.Second, "both agents answer /readyz while the store is down", func() bool {
 		a, _ := readyz(restarted)
@@ -101,58 +95,7 @@ func TestAgentRestartedDuringAStoreOutage(t *testing.T) {
 		t.Errorf("new pod's agent during the outage: %d %q; want 503 waiting for the store", code, body)
 	}
 
-	proxy.open(t)
+	proxy.Restore()
 	synced(restarted)
 	synced(fresh)
-}
-
-// cuttable forwards connections on addr to target until cut, which also
-// drops the connections it carries (the database's host went away).
-type cuttable struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func (c *cuttable) open(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", c.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.mu.Lock()
-	c.ln = ln
-	c.mu.Unlock()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", c.target)
-			if err != nil {
-				conn.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, conn, up)
-			c.mu.Unlock()
-			go func() { _, _ = io.Copy(up, conn); up.Close() }()
-			go func() { _, _ = io.Copy(conn, up); conn.Close() }()
-		}
-	}()
-}
-
-func (c *cuttable) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.ln != nil {
-		c.ln.Close()
-		c.ln = nil
-	}
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.conns = nil
 }
