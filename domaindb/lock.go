@@ -32,11 +32,17 @@ func LockKey(name string) int64 {
 // store: another holder may just have finished. The wait ends with ctx or after
 // Config.LockWait, whichever is first; the latter is a *LockBusyError.
 func (s *Store) Lock(ctx context.Context, name domain.Name) (Unlock, error) {
+	return s.LockName(ctx, string(name))
+}
+
+// LockName is Lock for a lock that is not a domain's (a singleton such as
+// the publication of the nginx configuration); names share Lock's key space.
+func (s *Store) LockName(ctx context.Context, name string) (Unlock, error) {
 	wctx, cancel := context.WithTimeoutCause(ctx, s.cfg.LockWait, errLockWait)
 	defer cancel()
-	u, _, err := s.lock(wctx, string(name), true)
+	u, _, err := s.lock(wctx, name, true)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), errLockWait) {
-		return nil, &LockBusyError{Name: string(name), Waited: s.cfg.LockWait}
+		return nil, &LockBusyError{Name: name, Waited: s.cfg.LockWait}
 	}
 	return u, err
 }

@@ -38,6 +38,7 @@ type Domains interface {
 	ListServable(ctx context.Context) ([]domaindb.CustomDomain, []*domaindb.BadRowError, error)
 	Lock(ctx context.Context, name domain.Name) (domaindb.Unlock, error)
 	TryLock(ctx context.Context, name string) (domaindb.Unlock, bool, error)
+	LockName(ctx context.Context, name string) (domaindb.Unlock, error)
 	MarkIssued(ctx context.Context, id int64, issuedAt, notAfter time.Time) error
 	MarkDropped(ctx context.Context, id int64, msg string) error
 	// RecordOwner and CertOwners keep which row each stored certificate

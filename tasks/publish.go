@@ -82,6 +82,17 @@ func (s *Service) pull(ctx context.Context) error {
 // out get the reason in their row's last_error.
 func (s *Service) publish(ctx context.Context, o publishOptions) (published, error) {
 	var p published
+	// Workers publish one at a time across the platform, from reading the
+	// rows to storing what is served: otherwise one that read the rows
+	// before another's change (a removal, a new certificate) could store
+	// its older set last, and it would stay until the next publication.
+	// The reload (or the wait for fleet agents) runs after the lock.
+	unlock, err := s.cfg.Domains.LockName(ctx, s.PublishLock())
+	if err != nil {
+		return p, fmt.Errorf("wait for another worker's publication: %w", err)
+	}
+	unlockOnce := sync.OnceFunc(unlock)
+	defer unlockOnce()
 	rows, bad, err := s.cfg.Domains.ListServable(ctx)
 	if err != nil {
 		return p, fmt.Errorf("list domains to serve: %w", err)
@@ -155,6 +166,7 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 			s.linkRow(ctx, r, lineages[d])
 		}
 	}
+	unlockOnce()
 	result := "unchanged"
 	if p.generated.Changed {
 		result = "changed"
@@ -176,6 +188,11 @@ func (s *Service) publish(ctx context.Context, o publishOptions) (published, err
 	}
 	return p, nil
 }
+
+// PublishLock is the advisory lock a publication holds from reading the
+// rows to storing the configuration: "nginx-publish/" and the CNAME target
+// (one platform's workers exclude each other, as SweepLock's do).
+func (s *Service) PublishLock() string { return "nginx-publish/" + s.cfg.Names.CNAMETarget }
 
 // notServedReason is the last_error of a row the validator refuses, in words for
 // the tenant: the name's reason when the name is refused, else a row the

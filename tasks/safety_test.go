@@ -566,3 +566,45 @@ func TestSweepDefersWhenTheAccountBudgetRunsOut(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicationsWaitForEachOther: while another worker publishes (it
+// holds the publication lock), a regeneration waits, and then reads the rows
+// as that worker left them: Django deleted a domain meanwhile, and it is
+// not served. Without the wait the older set could be stored last.
+func TestPublicationsWaitForEachOther(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	d := b.domain("published")
+	b.pg.InsertDomain(t, string(d))
+	if _, err := b.svc.Issue(ctx, string(d), false); err != nil {
+		t.Fatal(err)
+	}
+	unlock, ok, err := b.db.TryLock(ctx, b.svc.PublishLock())
+	if err != nil || !ok {
+		t.Fatalf("take the publication lock as another worker: %v %v", ok, err)
+	}
+	type result struct {
+		res tasks.RegenResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := b.svc.Regenerate(ctx, false)
+		done <- result{res, err}
+	}()
+	select {
+	case r := <-done:
+		unlock()
+		t.Fatalf("regenerated while another worker's publication held the lock: %+v %v", r.res, r.err)
+	case <-time.After(time.Second):
+	}
+	if _, err := b.pg.Conn(t).Exec(ctx, `DELETE FROM tenant_customdomain WHERE domain = $1`, string(d)); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	r := <-done
+	if r.err != nil || r.res.Domains != 0 {
+		t.Errorf("regeneration after the other publication: %+v %v; want 0 domains (the row was deleted before it read them)", r.res, r.err)
+	}
+}
