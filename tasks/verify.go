@@ -40,6 +40,16 @@ func (s *Service) verify(ctx context.Context, ref domainRef) (VerifyResult, erro
 		return VerifyResult{Domain: ref.String()}, err
 	}
 	s.logFor(ctx, row.Domain) // the task's lines name the domain from here on
+	// Under the domain's lock, as an issue runs: what a running issue
+	// writes on the row is read, not overwritten with an older view.
+	unlock, err := s.cfg.Domains.Lock(ctx, row.Domain)
+	if err != nil {
+		return VerifyResult{Domain: string(row.Domain), Status: string(row.Status)}, fmt.Errorf("lock %s: %w", row.Domain, err)
+	}
+	defer unlock()
+	if row, err = s.cfg.Domains.Get(ctx, row.ID); err != nil {
+		return VerifyResult{Domain: ref.String()}, err
+	}
 	v, err := s.checkDNS(ctx, row)
 	if errors.As(err, new(*dnscheck.NotVerifiedError)) {
 		return v, nil

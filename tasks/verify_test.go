@@ -109,3 +109,41 @@ func TestVerifyKeepsThePendingRenewalsError(t *testing.T) {
 		t.Errorf("verify while the renewal is due: %s %q; want ssl_issued with %q", r.Status, r.LastError, failed)
 	}
 }
+
+// TestVerifyWaitsForARunningIssue: a DNS verify of a domain whose issue is
+// running (it holds the domain's lock) waits for it, then reads the row as
+// the issue left it: the issue's outcome is not overwritten with an older
+// view of the row.
+func TestVerifyWaitsForARunningIssue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	d := b.domain("busy")
+	id := b.pg.InsertDomain(t, string(d))
+	unlock, err := b.db.Lock(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.svc.VerifyDNS(ctx, string(d))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		unlock()
+		t.Fatalf("verify ran while the domain's issue held its lock: %v", err)
+	case <-time.After(time.Second):
+	}
+	// What the issue records as it finishes.
+	if err := b.db.MarkIssued(ctx, id, time.Now(), time.Now().Add(90*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r := b.row(d); r.Status != domaindb.StatusIssued || r.DNSVerifiedAt.IsZero() {
+		t.Errorf("row after the verify: %s verified %s; want ssl_issued, DNS verified", r.Status, r.DNSVerifiedAt)
+	}
+}
