@@ -50,7 +50,11 @@ func (c *canvas) onSuccess(t *Task, m *celery.TaskMessage, result any) {
 
 // onFailure marks every later chain step failed with the same exception and
 // applies the errbacks as Celery does for errbacks its worker does not run
-// in-process: as a group of tasks called with the failed task's id.
+// in-process: as a group of tasks called with the failed task's id. A step
+// that carries a chord (the last step of a chain in a chord header) is also
+// counted as that chord's failed part, as Celery 5.2's mark_as_failure calls
+// on_chord_part_return for it: otherwise the chord never joins and its body's
+// result is never stored.
 func (c *canvas) onFailure(t *Task, m *celery.TaskMessage, info celery.ExceptionInfo, tb string) {
 	for _, step := range m.Embed.Chain {
 		sig, err := celery.ParseSignature(step)
@@ -74,6 +78,14 @@ func (c *canvas) onFailure(t *Task, m *celery.TaskMessage, info celery.Exception
 			return c.results.StoreMany(ctx, []celery.EncodedResult{{TaskID: id, Raw: raw}})
 		}); err != nil {
 			t.logger.Error().Err(err).Str("chain_task_id", id).Msg("marking a chain step failed did not work")
+		}
+		if chord, ok := sig.Options["chord"]; ok && strings.TrimSpace(string(chord)) != "null" {
+			part := &celery.TaskMessage{ID: id, RootID: rootOf(m), GroupID: meta.GroupID, Embed: celery.Embed{Chord: chord}}
+			var idx int
+			if sig.Option("group_index", &idx) {
+				part.GroupIndex = &idx
+			}
+			c.chordPart(t, part, celery.StateFailure, info)
 		}
 	}
 	c.errbacks(t, m.Embed.Errbacks, m.ID, rootOf(m))

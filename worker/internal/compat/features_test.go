@@ -36,7 +36,7 @@ var features = []feature{
 	{name: "`Task.replace`, `self.request.callbacks` changed by the task", status: "not applicable", why: "Go handlers do not build signatures"},
 	{name: "`result_chord_ordered=False` (list join keys)", status: "not supported", why: "certmgr joins with the sorted set Celery 5.2 uses by default"},
 	{name: "errbacks taking `(request, exc, traceback)`", status: "partly", why: "Python calls such an errback in-process when its worker has the task; certmgr always publishes the errback as a task with the failed task's id, which is what Python does for an errback its worker does not have"},
-	{name: "`chord` on the Redis result backend", scenarios: []string{"chord"}},
+	{name: "`chord` on the Redis result backend (a failed header part, also inside a header chain, fails the body with `ChordError`)", scenarios: []string{"chord", "chord_chain_failure"}},
 	{name: "`control.revoke` (one or many ids, `terminate=True`)", scenarios: []string{"revoke", "revoke_terminate"}},
 	{name: "remote control: `inspect` ping, registered, active, reserved, scheduled, revoked, query_task, stats, conf, active_queues, clock, report", scenarios: []string{"inspect"}},
 	{name: "remote control: `control` enable_events, disable_events, heartbeat, time_limit, rate_limit, pool_grow, pool_shrink", scenarios: []string{"control", "control_time_limit"}, why: "as in Celery 5.2, `enable_events`/`disable_events` change nothing on a worker started with `-E` (its event groups are all on); `rate_limit` delays a task's starts on each worker, as Celery's token bucket does"},

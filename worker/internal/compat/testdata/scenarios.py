@@ -279,6 +279,31 @@ def s_chord(c):
     return out
 
 
+def s_chord_chain_failure(c):
+    """`chord([chain(add(1, 1), fail.si('broke'), add(3)), add(2, 2)], tsum())`, then the header chain ending in the failing step: the body fails with `ChordError`"""
+    out = {}
+    cases = (
+        ("middle_step_fails", [c.sig("compat.add", 1, 1), c.sig("compat.fail", "broke").set(immutable=True), c.sig("compat.add", 3)]),
+        ("last_step_fails", [c.sig("compat.add", 1, 1), c.sig("compat.fail", "broke").set(immutable=True)]),
+    )
+    for case, steps in cases:
+        c.r.delete("compat:calls")
+        res = chord([chain(*steps), c.sig("compat.add", 2, 2)], c.sig("compat.tsum")).apply_async()
+        c.label(res.id, case + ":body")
+        if res.parent is not None:
+            c.label(res.parent.id, case + ":header")
+            for i, member in enumerate(res.parent.results):
+                node, depth = member, 0
+                while node is not None:
+                    c.label(node.id, "%s:member%d:step-%d" % (case, i, depth))  # step-0 is the chain's last
+                    node, depth = node.parent, depth + 1
+        got = outcome(res)
+        got["header_states"] = [m.state for m in res.parent.results] if res.parent is not None else None
+        got["calls"] = sorted(c.wait_calls(3, timeout=5), key=json.dumps)
+        out[case] = got
+    return out
+
+
 def s_revoke(c):
     """`control.revoke(id)` of a task waiting for its countdown"""
     r = c.send("compat.add", [1, 1], countdown=1.5)
@@ -443,6 +468,7 @@ SCENARIOS = [
     ("chain_failure", s_chain_failure),
     ("group", s_group),
     ("chord", s_chord),
+    ("chord_chain_failure", s_chord_chain_failure),
     ("revoke", s_revoke),
     ("revoke_terminate", s_revoke_terminate),
     ("inspect", s_inspect),
