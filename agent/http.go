@@ -33,11 +33,7 @@ func (a *Agent) Handler(metrics http.Handler) http.Handler {
 				why += ": " + a.lastErr.Error()
 			}
 			a.mu.Unlock()
-			if a.cfg.Resumed {
-				fmt.Fprintf(w, "ok, serving the configuration applied before this start; %s\n", why)
-				return
-			}
-			http.Error(w, why, http.StatusServiceUnavailable)
+			notReady(w, a.cfg.Resumed, why)
 			return
 		}
 		// Once ready, nginx serves its last good configuration whatever
@@ -56,6 +52,31 @@ func (a *Agent) Handler(metrics http.Handler) http.Handler {
 	if metrics != nil {
 		mux.Handle("/metrics", metrics)
 	}
+	return mux
+}
+
+// notReady answers /readyz before the first sync of this run: ok when
+// resumed (nginx serves what an earlier run put live, Config.Resumed),
+// else 503; why says what is awaited.
+func notReady(w http.ResponseWriter, resumed bool, why string) {
+	if resumed {
+		fmt.Fprintf(w, "ok, serving the configuration applied before this start; %s\n", why)
+		return
+	}
+	http.Error(w, why, http.StatusServiceUnavailable)
+}
+
+// StoreWaitHandler serves while the agent waits for its certificate store,
+// before New: /healthz alive, /readyz as before the first sync (resumed as
+// in Config.Resumed), everything else 503 (the CA retries an HTTP-01
+// validation that got one). why says what is awaited.
+func StoreWaitHandler(resumed bool, why func() string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { notReady(w, resumed, why()) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, why(), http.StatusServiceUnavailable)
+	})
 	return mux
 }
 

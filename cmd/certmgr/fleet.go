@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -207,7 +206,12 @@ func runAgent(a *app) error {
 	// serves on) out of the Service; it waits for the store instead.
 	var handler atomic.Pointer[http.Handler]
 	var waiting atomic.Pointer[error]
-	starting := startingHandler(resumed, &waiting)
+	starting := agent.StoreWaitHandler(resumed, func() string {
+		if err := waiting.Load(); err != nil {
+			return "waiting for the certificate store: " + (*err).Error()
+		}
+		return "connecting to the certificate store"
+	})
 	handler.Store(&starting)
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) })}
@@ -248,31 +252,6 @@ func runAgent(a *app) error {
 		return nil
 	}
 	return err
-}
-
-// startingHandler answers while the agent waits for the certificate store:
-// alive; ready only when resumed (nginx serves what an earlier run put
-// live); HTTP-01 and the rest 503, which the CA retries.
-func startingHandler(resumed bool, waiting *atomic.Pointer[error]) http.Handler {
-	why := func() string {
-		if err := waiting.Load(); err != nil {
-			return "waiting for the certificate store: " + (*err).Error()
-		}
-		return "connecting to the certificate store"
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if resumed {
-			fmt.Fprintf(w, "ok, serving the configuration applied before this start; %s\n", why())
-			return
-		}
-		http.Error(w, why(), http.StatusServiceUnavailable)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, why(), http.StatusServiceUnavailable)
-	})
-	return mux
 }
 
 // openStoreRetrying opens the postgres store, trying again (1 s doubling to
