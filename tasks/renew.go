@@ -81,6 +81,11 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 	// sweep orders nothing (every order would be refused too) and leaves
 	// the rows alone: no tenant asked for anything.
 	var budgetOut *domaindb.BudgetError
+	deferred := func(e *SweepEntry, n acme.LineageName) {
+		e.Action = "deferred"
+		e.Reason += "; deferred: " + budgetOut.Error()
+		res.Deferred = append(res.Deferred, string(n))
+	}
 	for i, st := range statuses {
 		progress(i)
 		s.setExpiry(st.Lineage)
@@ -112,9 +117,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 		case dryRun:
 			e.Action = "would renew"
 		case budgetOut != nil:
-			e.Action = "deferred"
-			e.Reason += "; deferred: " + budgetOut.Error()
-			res.Deferred = append(res.Deferred, string(st.Name))
+			deferred(&e, st.Name)
 		default:
 			var left *leftPlatformError
 			var budget *domaindb.BudgetError
@@ -124,9 +127,7 @@ func (s *Service) Sweep(ctx context.Context, dryRun bool) (RenewResult, error) {
 			} else if errors.As(err, &budget) && budget.Budget == domaindb.BudgetAccount {
 				budgetOut = budget
 				s.log.Warn().Err(err).Msg("renewal sweep: the account's order budget is used up; the remaining due certificates wait for the next sweep")
-				e.Action = "deferred"
-				e.Reason += "; deferred: " + budget.Error()
-				res.Deferred = append(res.Deferred, string(st.Name))
+				deferred(&e, st.Name)
 			} else if err != nil {
 				e.Action = "failed"
 				res.Failed = append(res.Failed, RenewFailed{Name: string(st.Name), Error: err.Error()})
