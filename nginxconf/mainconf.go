@@ -261,10 +261,7 @@ func candidateMainConf(main, mainPath, live, candidate string, glob func(string)
 		if d.name != "include" || len(d.args) != 1 || d.block {
 			continue
 		}
-		pattern := d.args[0]
-		if !filepath.IsAbs(pattern) {
-			pattern = filepath.Join(confDir, pattern)
-		}
+		pattern := includePath(confDir, d.args[0])
 		var files []string
 		if !strings.ContainsAny(pattern, "*?[") {
 			if filepath.Clean(pattern) != live {
@@ -275,14 +272,9 @@ func candidateMainConf(main, mainPath, live, candidate string, glob func(string)
 			if ok, err := filepath.Match(pattern, live); err != nil || !ok || hiddenMismatch(pattern, live) {
 				continue
 			}
-			matches, err := glob(pattern)
+			files, err = includeGlob(pattern, glob)
 			if err != nil {
 				return "", fmt.Errorf("expand include %s: %w", pattern, err)
-			}
-			for _, m := range matches {
-				if !hiddenMismatch(pattern, m) {
-					files = append(files, m)
-				}
 			}
 			if !slices.Contains(files, live) {
 				files = append(files, live)
@@ -305,6 +297,31 @@ func candidateMainConf(main, mainPath, live, candidate string, glob func(string)
 	}
 	b.WriteString(main[last:])
 	return b.String(), nil
+}
+
+// includePath is an include directive's pattern as nginx reads it: relative
+// to dir, the main configuration's directory.
+func includePath(dir, pattern string) string {
+	if !filepath.IsAbs(pattern) {
+		return filepath.Join(dir, pattern)
+	}
+	return pattern
+}
+
+// includeGlob expands an include pattern as nginx does (glob(3): hidden
+// files only when the pattern names them); glob is filepath.Glob.
+func includeGlob(pattern string, glob func(string) ([]string, error)) ([]string, error) {
+	matches, err := glob(pattern)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, m := range matches {
+		if !hiddenMismatch(pattern, m) {
+			files = append(files, m)
+		}
+	}
+	return files, nil
 }
 
 // hiddenMismatch reports whether glob(3) would skip path for pattern: a

@@ -255,15 +255,8 @@ func mainLua(main, dir, ours string) (loads, initTaken bool) {
 			case "load_module":
 				loads = loads || in == "" && isLuaModule(d.args[0])
 			case "include":
-				pattern := d.args[0]
-				if !filepath.IsAbs(pattern) {
-					pattern = filepath.Join(dir, pattern)
-				}
-				files, _ := filepath.Glob(pattern)
+				files, _ := includeGlob(includePath(dir, d.args[0]), filepath.Glob)
 				for _, f := range files {
-					if hiddenMismatch(pattern, f) {
-						continue
-					}
 					if st, err := os.Stat(f); err != nil || (oursInfo != nil && os.SameFile(st, oursInfo)) {
 						continue
 					}
